@@ -1,0 +1,274 @@
+"""The `distillrec` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distillrec.errors import DistillrecError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Multimodal recommenders with knowledge distillation."
+)
+console = Console()
+REPORT_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+
+
+def _setup_logging(quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        logging.basicConfig(
+            level=level, format="%(message)s", handlers=[RichHandler(show_path=False)], force=True
+        )
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s", force=True)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise DistillrecError(f"--seeds expects comma-separated integers, got {text!r}") from None
+
+
+def _metrics_table(title: str, rows: list[tuple[str, dict]], metrics=REPORT_METRICS) -> Table:  # noqa: ANN001
+    table = Table(title=title)
+    table.add_column("model")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for name, values in rows:
+        table.add_row(
+            name,
+            *[
+                values.get(m, "") if isinstance(values.get(m), str) else f"{values.get(m, float('nan')):.4f}"
+                for m in metrics
+            ],
+        )
+    return table
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="where the demo's runs are written"),
+    quiet: bool = typer.Option(True, help="no per-epoch log lines"),
+) -> None:
+    """Train a few models on the bundled `scientific` data and print a comparison table."""
+    from distillrec.data.registry import load_dataset
+    from distillrec.experiment.api import train
+
+    _setup_logging(quiet)
+    ds = load_dataset("scientific")
+    console.print(f"[bold]distillrec demo[/bold]: {ds!r}")
+    rows = []
+    for model in ("mostpop", "itemknn_cbf", "bprmf", "lightgcn", "vbpr"):
+        with console.status(f"training {model} …"):
+            result = train(model, ds, seeds=[999], out=out, quiet=True)[0]
+        m = result.metrics
+        console.print(
+            f"  {model:<12} best epoch {m['best_epoch']:>4}  {m['seconds']:6.1f} s  test recall@20 {m['test']['recall@20']:.4f}"
+        )
+        rows.append((model, m["test"]))
+    console.print(_metrics_table("test metrics, scientific (mmrec preset, best-validation epoch)", rows))
+    console.print(f"runs written under {out}/ (config.yaml, metrics.json, history.csv, best.pt, env.json)")
+
+
+@app.command("train")
+def train_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="model name (see `distillrec models`)"),
+    dataset: str = typer.Option("scientific", "--dataset", "-d", help="dataset name or folder"),
+    seeds: str = typer.Option("999", help="comma-separated seeds, one run each"),
+    set_: list[str] = typer.Option(
+        None, "--set", help="key=value option (training, model or <distiller>.key)"
+    ),
+    distill: str = typer.Option("", help="distillation method(s), comma-separated"),
+    out: Path = typer.Option(Path("runs"), help="root folder of run folders"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    resume: bool = typer.Option(False, help="continue interrupted runs from last.pt"),
+    quiet: bool = typer.Option(False, help="no progress display"),
+) -> None:
+    """Train MODEL on DATASET once per seed and report test metrics at the best-validation epoch."""
+    from distillrec.experiment.api import train
+    from distillrec.experiment.overrides import parse_assignments
+
+    _setup_logging(quiet)
+    names = [d for d in distill.split(",") if d]
+    results = train(
+        model, dataset, _seeds(seeds), parse_assignments(set_), out, device, resume, quiet, names or None
+    )
+    rows = [
+        (f"{model}{'+' + '+'.join(names) if names else ''} seed {r.metrics['seed']}", r.metrics["test"])
+        for r in results
+    ]
+    console.print(_metrics_table(f"test metrics ({results[0].metrics['preset']} preset)", rows))
+    for r in results:
+        console.print(f"run folder: {r.run_dir}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    split: str = typer.Option("test", help="valid or test"),
+    preset: str = typer.Option("", help="evaluation preset (default: the run's)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Re-evaluate a finished run's best weights."""
+    from distillrec.experiment.api import load_run
+
+    run = load_run(run_dir)
+    result = run.evaluate(split, preset or None)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        ks = sorted({int(k.split("@")[1]) for k in result})
+        metrics = [f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map", "hit", "mrr") for k in ks]
+        console.print(
+            _metrics_table(
+                f"{run_dir} ({split}, {preset or run.train_config.preset})",
+                [(run.config["model"], result)],
+                metrics,
+            )
+        )
+
+
+@app.command()
+def recommend(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    users: str = typer.Option("all", help="all, or comma-separated user ids"),
+    k: int = typer.Option(10, "-k", help="list length"),
+    out: Path = typer.Option(None, help="write TSV here instead of standard output"),
+    exclude_seen: bool = typer.Option(False, help="also drop every other known interaction (valid and test)"),
+) -> None:
+    """Top-K lists as TSV: user id, then the K item ids in rank order."""
+    import numpy as np
+
+    from distillrec.experiment.api import load_run
+
+    run = load_run(run_dir)
+    if users == "all":
+        ids = np.arange(run.dataset.n_users)
+    else:
+        try:
+            ids = np.array([int(u) for u in users.split(",") if u.strip()], dtype=np.int64)
+        except ValueError:
+            raise DistillrecError(
+                f"--users expects 'all' or comma-separated integer ids, got {users!r}"
+            ) from None
+    top = run.recommend(ids, k, exclude_seen=exclude_seen)
+    user_names = run.dataset.user_tokens if run.dataset.user_tokens is not None else np.arange(run.dataset.n_users)
+    item_names = run.dataset.item_tokens if run.dataset.item_tokens is not None else np.arange(run.dataset.n_items)
+    lines = [
+        "\t".join(map(str, [user_names[u], *item_names[row]])) for u, row in zip(ids.tolist(), top, strict=True)
+    ]
+    text = "\n".join(lines) + "\n"
+    if out:
+        out.write_text(text)
+        console.print(f"wrote {len(lines)} lists to {out}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="run folders or folders of seed runs"),
+    metrics: str = typer.Option(",".join(REPORT_METRICS), help="comma-separated metrics"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Mean ± std over seeds per configuration; with two configurations, relative change and paired t-test."""
+    from distillrec.experiment.results import collect, mean_std, paired_test
+
+    groups = collect(run_dirs)
+    names = [m for m in metrics.split(",") if m]
+    summary = []
+    for g in groups:
+        row = {"config": g.label, "seeds": sorted(g.metrics)}
+        for m in names:
+            vals = list(g.values(m).values())
+            if not vals:
+                raise DistillrecError(f"{g.label}: metric {m!r} not in its results")
+            row[m] = mean_std(vals)
+        summary.append(row)
+    tests = {}
+    if len(groups) == 2:
+        for m in names:
+            rel, p, n = paired_test(groups[0].values(m), groups[1].values(m))
+            tests[m] = {"relative_change": rel, "p_value": p, "paired_seeds": n}
+    if as_json:
+        print(json.dumps({"configs": summary, "paired": tests}, indent=2))
+        return
+    table = Table(title="test metrics, mean ± std over seeds")
+    table.add_column("config")
+    table.add_column("seeds")
+    for m in names:
+        table.add_column(m, justify="right")
+    for row in summary:
+        table.add_row(
+            row["config"], str(len(row["seeds"])), *[f"{row[m][0]:.4f} ± {row[m][1]:.4f}" for m in names]
+        )
+    if tests:
+        table.add_row("change (2nd vs 1st)", "", *[f"{tests[m]['relative_change']:+.1%}" for m in names])
+        table.add_row(
+            "paired t-test p",
+            "",
+            *["n/a" if tests[m]["p_value"] is None else f"{tests[m]['p_value']:.3g}" for m in names],
+        )
+    console.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """The known datasets and their statistics."""
+    from distillrec.data.registry import list_datasets
+
+    table = Table(title="datasets")
+    for col in ("name", "users", "items", "train", "valid", "test", "modalities", "labels", "source"):
+        table.add_column(col)
+    for s in list_datasets():
+        mods = ", ".join(f"{m} {d}" for m, d in s.get("modalities", {}).items()) or "-"
+        table.add_row(
+            str(s["name"]),
+            str(s["users"]),
+            str(s["items"]),
+            str(s["train"]),
+            str(s["valid"]),
+            str(s["test"]),
+            mods,
+            str(s.get("labels", 0)),
+            str(s.get("source", "")),
+        )
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """The registered models and their default hyperparameters."""
+    from distillrec.models.registry import default_params, model_class, model_names
+
+    table = Table(title="models")
+    for col in ("name", "task", "features", "defaults"):
+        table.add_column(col)
+    for name in model_names():
+        cls = model_class(name)
+        table.add_row(
+            name,
+            cls.task,
+            "yes" if cls.uses_features else "no",
+            ", ".join(f"{k}={v}" for k, v in default_params(name).items()) or "-",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except DistillrecError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None

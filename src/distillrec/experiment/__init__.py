@@ -1,0 +1,1 @@
+"""Experiments: runs over seeds, run folders, results tables and significance."""

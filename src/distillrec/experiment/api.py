@@ -1,0 +1,247 @@
+"""The Python API: train a model over seeds into run folders, and load a finished run back.
+
+from distillrec import load_dataset, train, load_run
+results = train("lightgcn", "scientific", seeds=[1, 2, 3])
+run = load_run(results[0].run_dir)
+run.recommend([0, 1, 2], k=10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import yaml
+from pydantic import ValidationError
+
+from distillrec.data.dataset import Dataset, interactions_to_csr
+from distillrec.data.registry import load_dataset
+from distillrec.errors import ConfigError, DistillrecError, validation_message
+from distillrec.eval.ranking import Evaluator, model_score_fn
+from distillrec.experiment.env import environment
+from distillrec.experiment.overrides import route
+from distillrec.models.registry import build_model, resolve_params, train_defaults
+from distillrec.train.checkpoint import load_checkpoint, write_json, write_yaml
+from distillrec.train.config import TrainConfig
+from distillrec.train.trainer import Trainer, resolve_device, seed_everything
+
+log = logging.getLogger("distillrec")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None
+    metrics: dict[str, Any]
+
+
+def _config_tag(groups: dict[str, dict[str, Any]]) -> str:
+    """A short hash of non-default options, so that runs with other settings get their own folder."""
+    chosen = {k: v for k, v in groups.items() if v}
+    if not chosen:
+        return ""
+    return "@" + hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def run_dir_for(out: Path, dataset: str, model: str, distill: list[str], seed: int, groups: dict) -> Path:
+    name = model + ("+" + "+".join(distill) if distill else "") + _config_tag(groups)
+    return Path(out) / dataset / name / f"seed{seed}"
+
+
+def resolve_train_config(model: str, overrides: dict[str, Any], seed: int | None = None) -> TrainConfig:
+    values = {**train_defaults(model), **overrides}
+    if seed is not None:
+        values["seed"] = seed
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"training options: {validation_message(exc)}") from None
+
+
+def _as_dataset(dataset: Dataset | str | Path, data_opts: dict[str, Any]) -> Dataset:
+    if isinstance(dataset, Dataset):
+        return dataset
+    return load_dataset(
+        dataset, split=data_opts.get("split", "auto"), seed=int(data_opts.get("split_seed", 0))
+    )
+
+
+def train_one(
+    model: str,
+    dataset: Dataset | str | Path,
+    seed: int,
+    groups: dict[str, dict[str, Any]] | None = None,
+    out: Path | str | None = "runs",
+    device: str = "auto",
+    resume: bool = False,
+    quiet: bool = True,
+    distill: list[str] | None = None,
+) -> RunResult:
+    """Train and evaluate one model with one seed; write its run folder under `out` (None: no files)."""
+    groups = groups or {"train": {}, "model": {}, "data": {}}
+    distill = distill or []
+    ds = _as_dataset(dataset, groups.get("data", {}))
+    dev = resolve_device(device)
+    cfg = resolve_train_config(model, groups.get("train", {}), seed)
+    params = resolve_params(model, groups.get("model", {}))
+    run_dir = run_dir_for(Path(out), ds.name, model, distill, seed, groups) if out is not None else None
+    config = {
+        "model": model,
+        "params": params.model_dump(),
+        "train": cfg.model_dump(),
+        "distill": {name: groups.get(name, {}) for name in distill},
+        "dataset": {
+            "name": ds.name,
+            "source": ds.source,
+            "split": groups.get("data", {}).get("split", "auto"),
+            "split_seed": int(groups.get("data", {}).get("split_seed", 0)),
+            "split_hash": ds.split_hash,
+        },
+        "seed": seed,
+    }
+    if run_dir is not None:
+        if (run_dir / "config.yaml").exists() and not resume:
+            old = yaml.safe_load((run_dir / "config.yaml").read_text())
+            if old != config:
+                raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(run_dir / "config.yaml", config)
+        write_json(run_dir / "env.json", {**environment(dev), "split_hash": ds.split_hash})
+        np.savez_compressed(run_dir / "split.npz", **ds.split_arrays())
+    seed_everything(seed)
+    net = build_model(model, ds, params.model_dump())
+    distiller = None
+    if distill:
+        from distillrec.distill.registry import build_distiller
+
+        distiller = build_distiller(distill, ds, model, groups, dev, out)
+    trainer = Trainer(net, ds, cfg, run_dir, distiller=distiller, device=dev, quiet=quiet)
+    result = trainer.fit(resume=resume)
+    metrics = {
+        "model": model,
+        "distill": distill,
+        "dataset": ds.name,
+        "seed": seed,
+        "preset": cfg.preset,
+        "split_hash": ds.split_hash,
+        "valid_metric": cfg.valid_metric,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "seconds": round(result.seconds, 2),
+        "valid": result.valid,
+        "test": result.test,
+    }
+    if run_dir is not None:
+        write_json(run_dir / "metrics.json", metrics)
+    return RunResult(run_dir, metrics)
+
+
+def train(
+    model: str,
+    dataset: Dataset | str | Path = "scientific",
+    seeds: list[int] | tuple[int, ...] = (999,),
+    set: dict[str, Any] | None = None,  # noqa: A002 - mirrors the CLI's --set
+    out: Path | str | None = "runs",
+    device: str = "auto",
+    resume: bool = False,
+    quiet: bool = True,
+    distill: list[str] | None = None,
+) -> list[RunResult]:
+    """Train `model` once per seed; options as flat `key: value` (see `distillrec train --help`)."""
+    groups = route(set or {}, distill)
+    ds = _as_dataset(dataset, groups["data"])
+    return [train_one(model, ds, s, groups, out, device, resume, quiet, distill) for s in seeds]
+
+
+class Run:
+    """A finished run loaded back: its dataset (with the saved split), model and best weights."""
+
+    def __init__(self, run_dir: Path | str, device: str = "auto") -> None:
+        self.run_dir = Path(run_dir)
+        cfg_path = self.run_dir / "config.yaml"
+        if not cfg_path.exists():
+            raise DistillrecError(f"{self.run_dir} is not a run folder (no config.yaml)")
+        if not (self.run_dir / "metrics.json").exists():
+            raise DistillrecError(
+                f"{self.run_dir} has not finished (no metrics.json); resume it with --resume"
+            )
+        self.config = yaml.safe_load(cfg_path.read_text())
+        self.metrics = json.loads((self.run_dir / "metrics.json").read_text())
+        self.device = resolve_device(device)
+        d = self.config["dataset"]
+        source = d["source"] if d.get("source") and Path(d["source"]).exists() else d["name"]
+        ds = load_dataset(source, split=d.get("split", "auto"), seed=int(d.get("split_seed", 0)))
+        self.dataset = _with_saved_split(ds, self.run_dir / "split.npz")
+        if self.dataset.split_hash != d["split_hash"]:
+            raise DistillrecError(
+                f"{self.run_dir}: the dataset's split no longer matches the run's split hash"
+            )
+        self.train_config = TrainConfig(**self.config["train"])
+        self.model = build_model(self.config["model"], self.dataset, self.config["params"]).to(self.device)
+        self.model.fit(self.dataset)
+        state = (
+            load_checkpoint(self.run_dir / "best.pt", self.device)
+            if (self.run_dir / "best.pt").exists()
+            else None
+        )
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+        self.model.eval()
+        self.features = {m: f.to(self.device) for m, f in self.dataset.features.items()}
+
+    def representation(self):  # noqa: ANN201
+        with torch.no_grad():
+            return self.model.represent(self.features)
+
+    def evaluate(
+        self, split: str = "test", preset: str | None = None, ks: list[int] | None = None
+    ) -> dict[str, float]:
+        ev = Evaluator(
+            self.dataset, preset or self.train_config.preset, ks or self.train_config.ks, self.device
+        )
+        return ev.evaluate(model_score_fn(self.model, self.representation()), split)
+
+    def recommend(
+        self, users: list[int] | np.ndarray | None = None, k: int = 10, exclude_seen: bool = False
+    ) -> np.ndarray:
+        """Top-k item ids per user ([len(users), k]); masks what the test evaluation masked, or every
+        known interaction with `exclude_seen`."""
+        ds = self.dataset
+        if users is None:
+            users = np.arange(ds.n_users)
+        users = np.asarray(users, dtype=np.int64)
+        bad = users[(users < 0) | (users >= ds.n_users)]
+        if len(bad):
+            raise DistillrecError(f"unknown user id {int(bad[0])}: the dataset has users 0..{ds.n_users - 1}")
+        if k < 1 or k > ds.n_items:
+            raise DistillrecError(f"k must be between 1 and {ds.n_items}, got {k}")
+        preset = "strict" if exclude_seen else self.train_config.preset
+        ev = Evaluator(ds, preset, (k,), self.device)
+        if exclude_seen:  # every known interaction, test included
+            ev.mask_matrix = lambda split: (ds.train + ds.valid + ds.test).tocsr()  # type: ignore[method-assign]
+        _, top = ev.topk(
+            model_score_fn(self.model, self.representation()), "test", k, torch.from_numpy(users)
+        )
+        return top.cpu().numpy()
+
+
+def _with_saved_split(ds: Dataset, path: Path) -> Dataset:
+    if not path.exists():
+        return ds
+    arr = np.load(path)
+    mats = []
+    for label in range(3):
+        sel = arr["x_label"] == label
+        mats.append(interactions_to_csr(arr["user"][sel], arr["item"][sel], ds.n_users, ds.n_items))
+    ds.train, ds.valid, ds.test = (sp.csr_matrix(m) for m in mats)
+    return ds
+
+
+def load_run(run_dir: Path | str, device: str = "auto") -> Run:
+    return Run(run_dir, device)

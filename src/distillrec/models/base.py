@@ -1,0 +1,105 @@
+"""The backbone contract: every recommender, plain or distilled, is trained and evaluated through it.
+
+Item features are an *argument* of `represent`, never a hidden buffer, so that a distiller can ablate or
+swap a modality. A `Representation` holds every user and item vector after propagation, computed once
+per training step or per evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+Features = dict[str, Tensor]
+
+
+@dataclass
+class Batch:
+    """A training batch of BPR triples (user, positive item, negative item), on the model's device."""
+
+    users: Tensor
+    pos: Tensor
+    neg: Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.users.to(device), self.pos.to(device), self.neg.to(device))
+
+
+@dataclass
+class Representation:
+    """All user and item vectors of one forward pass.
+
+    `parts[m] = (user_part, item_part)` are the per-modality pieces where the model has them, so that a
+    per-modality score is one product. `extras` carries model-specific tensors its own loss needs.
+    """
+
+    user: Tensor
+    item: Tensor
+    parts: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def mean_ablate(features: Features, modalities: set[str] | frozenset[str]) -> Features:
+    """Replace each named modality's item features by their mean row (the counterfactual 'absent' input)."""
+    unknown = set(modalities) - set(features)
+    if unknown:
+        raise KeyError(f"cannot ablate unknown modalities {sorted(unknown)}; have {sorted(features)}")
+    return {
+        m: (f.mean(dim=0, keepdim=True).expand_as(f) if m in modalities else f) for m, f in features.items()
+    }
+
+
+class Recommender(nn.Module):
+    """Base class of every backbone.
+
+    Subclasses set `name` (registry key) and `task`, build their parameters in `__init__(dataset, params)`
+    and implement `represent` and `loss`. `score` defaults to the dot product of user and item vectors.
+    A model whose user side has per-modality parameters (preference vectors) honours `ablated` in
+    `represent` by replacing those parameters by their mean over users.
+    """
+
+    name: ClassVar[str] = ""
+    task: ClassVar[str] = "topk"
+    trainable: ClassVar[bool] = True
+    uses_features: ClassVar[bool] = False
+
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
+        raise NotImplementedError
+
+    def score(self, rep: Representation, users: Tensor, items: Tensor | None = None) -> Tensor:
+        """Scores of `users` for `items` ([len(users), len(items)]) or for all items when items is None."""
+        u = rep.user[users]
+        if items is None:
+            return u @ rep.item.T
+        return u @ rep.item[items].T
+
+    def pair_score(self, rep: Representation, users: Tensor, items: Tensor) -> Tensor:
+        """Score of each (users[b], items[b]) pair: [B]."""
+        return (rep.user[users] * rep.item[items]).sum(-1)
+
+    def loss(self, rep: Representation, batch: Batch) -> Tensor | dict[str, Tensor]:
+        """The backbone's own objective for one batch; a dict names several terms (their sum is optimised)."""
+        raise NotImplementedError
+
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
+        """What the model's feature extractor makes of each modality: {modality: [n_items, d]}."""
+        return {}
+
+    def counterfactual(self, features: Features, keep: str) -> Representation:
+        """The representation with every modality but `keep` mean-ablated (a uni-modal view)."""
+        others = frozenset(m for m in features if m != keep)
+        return self.represent(mean_ablate(features, others), ablated=others)
+
+    def fit(self, dataset) -> None:  # noqa: ANN001 - non-learned baselines build their state here
+        """Called once before training; learned models need nothing here."""
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")

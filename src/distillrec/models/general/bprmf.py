@@ -1,0 +1,34 @@
+"""BPR-MF (Rendle et al., UAI 2009): user and item ID embeddings, dot-product score, BPR loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.models.layers import bpr_loss, l2_reg
+from distillrec.models.registry import ModelParams, register
+
+
+@register
+class BPRMF(Recommender):
+    name = "bprmf"
+
+    class Params(ModelParams):
+        embedding_size: int = 64
+        reg_weight: float = 1e-4
+
+    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+        super().__init__()
+        self.user_emb = nn.Embedding(dataset.n_users, params.embedding_size)
+        self.item_emb = nn.Embedding(dataset.n_items, params.embedding_size)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.reg_weight = params.reg_weight
+
+    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+        return Representation(self.user_emb.weight, self.item_emb.weight)
+
+    def loss(self, rep: Representation, batch: Batch) -> torch.Tensor:
+        u, p, n = rep.user[batch.users], rep.item[batch.pos], rep.item[batch.neg]
+        return bpr_loss((u * p).sum(-1), (u * n).sum(-1)) + self.reg_weight * l2_reg(u, p, n)

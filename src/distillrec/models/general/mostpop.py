@@ -1,0 +1,27 @@
+"""MostPop: every user gets the items most often seen in training. A floor any model must clear."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from distillrec.models.base import Recommender, Representation
+from distillrec.models.registry import ModelParams, register
+
+
+@register
+class MostPop(Recommender):
+    name = "mostpop"
+    trainable = False
+
+    class Params(ModelParams):
+        pass
+
+    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+        super().__init__()
+        pop = np.asarray(dataset.train.sum(0)).ravel().astype(np.float32)
+        self.register_buffer("popularity", torch.from_numpy(pop).unsqueeze(1))
+        self.register_buffer("ones", torch.ones(dataset.n_users, 1))
+
+    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+        return Representation(self.ones, self.popularity)

@@ -1,0 +1,90 @@
+"""The model registry: names to classes, defaults from the YAML beside each model, strict validation."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from distillrec.errors import ConfigError, validation_message
+
+_REGISTRY: dict[str, type] = {}
+
+
+class ModelParams(BaseModel):
+    """Base of every model's hyperparameters: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def register(cls: type) -> type:
+    if not getattr(cls, "name", ""):
+        raise TypeError(f"{cls.__name__} has no registry name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    import distillrec.models as pkg
+
+    for sub in ("general", "sequential"):
+        try:
+            subpkg = importlib.import_module(f"{pkg.__name__}.{sub}")
+        except ModuleNotFoundError:
+            continue
+        for info in pkgutil.iter_modules(subpkg.__path__):
+            importlib.import_module(f"{subpkg.__name__}.{info.name}")
+
+
+def model_names(task: str | None = None) -> list[str]:
+    _discover()
+    return sorted(n for n, c in _REGISTRY.items() if task is None or c.task == task)
+
+
+def model_class(name: str) -> type:
+    _discover()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def _yaml_defaults(name: str) -> dict[str, Any]:
+    cls = model_class(name)
+    module = importlib.import_module(cls.__module__)
+    path = Path(module.__file__).with_name(f"{Path(module.__file__).stem}.yaml")
+    if not path.exists():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def default_params(name: str) -> dict[str, Any]:
+    """The model's hyperparameter defaults from the YAML file beside its module."""
+    return {k: v for k, v in _yaml_defaults(name).items() if k != "train"}
+
+
+def train_defaults(name: str) -> dict[str, Any]:
+    """Training settings the model's YAML overrides (its `train:` block), e.g. a paper's learning rate."""
+    return dict(_yaml_defaults(name).get("train") or {})
+
+
+def resolve_params(name: str, overrides: dict[str, Any] | None = None) -> ModelParams:
+    """Defaults overlaid with `overrides`, validated by the model's Params class."""
+    cls = model_class(name)
+    values = {**default_params(name), **(overrides or {})}
+    try:
+        return cls.Params(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"model {name!r}: {validation_message(exc)}") from None
+
+
+def build_model(name: str, dataset, overrides: dict[str, Any] | None = None):  # noqa: ANN001, ANN201
+    """A fresh model for `dataset` with validated hyperparameters."""
+    cls = model_class(name)
+    params = resolve_params(name, overrides)
+    model = cls(dataset, params)
+    model.params = params
+    return model

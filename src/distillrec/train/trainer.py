@@ -1,0 +1,272 @@
+"""The training loop shared by every backbone and distiller.
+
+Per epoch: shuffle the training pairs, draw negatives, one optimiser step per batch on the backbone's
+loss plus the distiller's terms; every `eval_every` epochs rank all items for the validation users.
+Early stopping keeps the best-validation weights (`best.pt`); `last.pt` holds everything needed to
+resume (weights, optimiser, RNG states, history), so an interrupted run ends exactly as an
+uninterrupted one with the same seed. Test metrics are computed once, for the best-validation weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distillrec.data.dataset import Dataset
+from distillrec.data.sampling import NegativeSampler, epoch_batches
+from distillrec.errors import ConfigError, DistillrecError
+from distillrec.eval.ranking import Evaluator, model_score_fn
+from distillrec.models.base import Batch, Recommender
+from distillrec.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from distillrec.train.config import TrainConfig
+
+log = logging.getLogger("distillrec.train")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    epochs_run: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Trains one model on one dataset; optionally writes a run folder and resumes from it."""
+
+    def __init__(
+        self,
+        model: Recommender,
+        dataset: Dataset,
+        config: TrainConfig,
+        run_dir: Path | None = None,
+        distiller=None,  # noqa: ANN001 - a distill.base.Distiller
+        device: torch.device | str = "cpu",
+        quiet: bool = False,
+    ) -> None:
+        self.model = model.to(device)
+        self.dataset = dataset
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.distiller = distiller.to(device) if distiller is not None else None
+        self.device = torch.device(device)
+        self.quiet = quiet
+        self.features = {m: f.to(self.device) for m, f in dataset.features.items()}
+        metric_k = config.valid_metric.split("@")
+        if len(metric_k) != 2 or int(metric_k[1]) not in config.ks:
+            raise ConfigError(
+                f"valid_metric {config.valid_metric!r} must be <metric>@K with K in ks={config.ks}"
+            )
+        self.evaluator = Evaluator(dataset, config.preset, config.ks, self.device, config.eval_batch_size)
+        params = list(self.model.parameters())
+        if self.distiller is not None:
+            params += [p for p in self.distiller.parameters() if p.requires_grad]
+        self.trainable = model.trainable and len(params) > 0
+        self.optimizer = (
+            torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+            if self.trainable
+            else None
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.sampler = NegativeSampler(dataset.train, seed=config.seed) if self.trainable else None
+
+    # ----------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.model.eval()
+        rep = self.model.represent(self.features)
+        result = self.evaluator.evaluate(model_score_fn(self.model, rep), split)
+        self.model.train()
+        return result
+
+    # ----------------------------------------------------------------- state
+    def _state(
+        self, epoch: int, best: dict[str, Any], history: list[dict[str, Any]], bad: int
+    ) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "distiller": self.distiller.state_dict() if self.distiller is not None else {},
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": list(random.getstate()[1]),
+            "best": best,
+            "history": history,
+            "bad_evals": bad,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> tuple[int, dict[str, Any], list[dict[str, Any]], int]:
+        self.model.load_state_dict(state["model"])
+        if self.distiller is not None and state.get("distiller"):
+            self.distiller.load_state_dict(state["distiller"])
+        if self.optimizer and state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        random.setstate((3, tuple(state["python_rng"]), None))
+        return state["epoch"], state["best"], state["history"], state["bad_evals"]
+
+    # ----------------------------------------------------------------- training
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for users, pos in epoch_batches(self.dataset.train, self.config.batch_size, self.generator):
+            neg = self.sampler.sample(users, self.generator)
+            batch = Batch(users, pos, neg).to(self.device)
+            rep = self.model.represent(self.features)
+            out = self.model.loss(rep, batch)
+            terms = dict(out) if isinstance(out, dict) else {"loss": out}
+            if self.distiller is not None:
+                terms.update(self.distiller.loss(self.model, rep, batch, epoch))
+            total = sum(terms.values())
+            if not torch.isfinite(total):
+                raise DistillrecError(
+                    f"the loss became {total.item()} at epoch {epoch}; try a lower lr or stronger regularisation"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if self.config.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+            self.optimizer.step()
+            for name, v in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(v.detach())
+            n_batches += 1
+        out = {name: s / max(1, n_batches) for name, s in sums.items()}
+        if len(out) > 1:
+            out["loss_total"] = sum(out.values())
+        if self.distiller is not None:
+            out.update(self.distiller.on_epoch_end(self.model, epoch))
+        return out
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.config
+        start = time.perf_counter()
+        self.model.fit(self.dataset)
+        epoch, best, history, bad = 0, {"epoch": 0, "score": -math.inf, "valid": {}}, [], 0
+        last = self.run_dir / "last.pt" if self.run_dir else None
+        if resume and last is not None and last.exists():
+            epoch, best, history, bad = self._restore(load_checkpoint(last, self.device))
+            log.info("resumed from %s at epoch %d", last, epoch)
+        if not self.trainable:
+            best = {"epoch": 0, "score": 0.0, "valid": self.evaluate("valid")}
+        elif bad < cfg.patience:
+            progress = _progress(cfg.epochs, epoch, self.quiet)
+            with progress:
+                while epoch < cfg.epochs:
+                    epoch += 1
+                    t0 = time.perf_counter()
+                    row: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch)}
+                    row["train_s"] = round(time.perf_counter() - t0, 4)
+                    if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                        t1 = time.perf_counter()
+                        valid = self.evaluate("valid")
+                        row["eval_s"] = round(time.perf_counter() - t1, 4)
+                        row.update({f"valid_{k}": v for k, v in valid.items()})
+                        score = valid[cfg.valid_metric]
+                        if score > best["score"]:
+                            best, bad = {"epoch": epoch, "score": score, "valid": valid}, 0
+                            if self.run_dir:
+                                save_checkpoint(
+                                    self.run_dir / "best.pt",
+                                    {"model": self.model.state_dict(), "epoch": epoch},
+                                )
+                            else:
+                                self._best_state = {
+                                    k: v.detach().clone() for k, v in self.model.state_dict().items()
+                                }
+                        else:
+                            bad += 1
+                    history.append(row)
+                    progress.update(epoch, row, best)
+                    if self.run_dir:
+                        save_checkpoint(last, self._state(epoch, best, history, bad))
+                        self._write_history(history)
+                    if bad >= cfg.patience:
+                        log.info("early stop at epoch %d (best %d)", epoch, best["epoch"])
+                        break
+        if self.trainable and best["epoch"] > 0:
+            if self.run_dir:
+                self.model.load_state_dict(load_checkpoint(self.run_dir / "best.pt", self.device)["model"])
+            else:
+                self.model.load_state_dict(self._best_state)
+        test = self.evaluate("test")
+        return TrainResult(best["epoch"], epoch, best["valid"], test, history, time.perf_counter() - start)
+
+    def _write_history(self, history: list[dict[str, Any]]) -> None:
+        keys: list[str] = []
+        for row in history:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.run_dir / "history.csv", buf.getvalue())
+
+
+class _progress:
+    """A rich progress bar on a terminal; a log line per evaluation otherwise."""
+
+    def __init__(self, total: int, done: int, quiet: bool) -> None:
+        self.total, self.done, self.quiet = total, done, quiet
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("epoch"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=True,
+            )
+            self.task = self.bar.add_task("train", total=total, completed=done, info="")
+
+    def __enter__(self):  # noqa: ANN204
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):  # noqa: ANN002, ANN204
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def update(self, epoch: int, row: dict[str, Any], best: dict[str, Any]) -> None:
+        loss = row.get("loss_total", row.get("loss", float("nan")))
+        info = f"loss {loss:.4f}  best valid {best['score']:.4f} @ {best['epoch']}"
+        if self.bar:
+            self.bar.update(self.task, completed=epoch, info=info)
+        elif not self.quiet:
+            log.info("epoch %d  %s", epoch, info)
