@@ -223,6 +223,41 @@ def compare(
 
 
 @app.command()
+def bench(
+    models_: str = typer.Option("", "--models", help="comma-separated models (default: every general model)"),
+    dataset: str = typer.Option("scientific", "--dataset", "-d"),
+    seeds: str = typer.Option("1,2,3", help="comma-separated seeds"),
+    set_: list[str] = typer.Option(None, "--set", help="key=value applied to every model (e.g. preset=strict)"),
+    out: Path = typer.Option(Path("runs"), help="root folder of run folders (finished runs are reused)"),
+    write: Path = typer.Option(Path("docs/results/backbones.md"), help="the results document to write"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+) -> None:
+    """Train models over a small validation-chosen grid and several seeds; write a results document."""
+    from distillrec.data.registry import load_dataset
+    from distillrec.experiment.bench import backbones_markdown, bench_model
+    from distillrec.experiment.overrides import parse_assignments, route
+    from distillrec.models.registry import model_names
+    from distillrec.train.checkpoint import atomic_write_text
+
+    _setup_logging(False)
+    groups = route(parse_assignments(set_))
+    ds = load_dataset(dataset, split=groups["data"].get("split", "auto"), seed=int(groups["data"].get("split_seed", 0)))
+    names = [m for m in models_.split(",") if m] or model_names("topk")
+    seed_list = _seeds(seeds)
+    results = []
+    for name in names:
+        with console.status(f"benchmarking {name} …"):
+            r = bench_model(name, ds, seed_list, out, groups, device)
+        console.print(f"  {name:<12} test recall@20 {sum(t['recall@20'] for t in r.test.values()) / len(r.test):.4f}")
+        results.append(r)
+    command = "distillrec bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "distillrec bench"
+    preset = groups["train"].get("preset", "mmrec")
+    write.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(write, backbones_markdown(results, ds, seed_list, preset, command))
+    console.print(f"wrote {write}")
+
+
+@app.command()
 def datasets() -> None:
     """The known datasets and their statistics."""
     from distillrec.data.registry import list_datasets

@@ -14,8 +14,9 @@ class Distiller(nn.Module):
 
     name: str = ""
 
-    def prepare(self, dataset, backbone_factory: Callable[[], Recommender]) -> None:  # noqa: ANN001
-        """Train or load teachers (cached by content hash)."""
+    def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
+        """Train or load teachers (cached by content hash). `context` holds model name, option groups,
+        device and the runs root, for teachers that are themselves runs."""
 
     def loss(self, student: Recommender, rep: Representation, batch: Batch, epoch: int) -> dict[str, Tensor]:
         """Extra loss terms for this batch, by name."""

@@ -120,7 +120,9 @@ def train_one(
     if distill:
         from distillrec.distill.registry import build_distiller
 
-        distiller = build_distiller(distill, ds, model, groups, dev, out)
+        distiller = build_distiller(
+            distill, ds, model, groups, dev, out, backbone_factory=lambda: build_model(model, ds, params.model_dump())
+        )
     trainer = Trainer(net, ds, cfg, run_dir, distiller=distiller, device=dev, quiet=quiet)
     result = trainer.fit(resume=resume)
     metrics = {

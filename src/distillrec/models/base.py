@@ -18,7 +18,10 @@ Features = dict[str, Tensor]
 
 @dataclass
 class Batch:
-    """A training batch of BPR triples (user, positive item, negative item), on the model's device."""
+    """A training batch of BPR triples (user, positive item, negative item), on the model's device.
+
+    `neg` is [B] by default and [B, n] when the training config asks for n > 1 negatives per positive.
+    """
 
     users: Tensor
     pos: Tensor
@@ -92,6 +95,14 @@ class Recommender(nn.Module):
         """The representation with every modality but `keep` mean-ablated (a uni-modal view)."""
         others = frozenset(m for m in features if m != keep)
         return self.represent(mean_ablate(features, others), ablated=others)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser parameter groups, each with a `name`; a model may give a part its own learning rate."""
+        return [{"name": "model", "params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def lr_multipliers(self, epoch: int) -> dict[str, float]:
+        """Per-group factors of the group's base lr for `epoch` (1-based); {} keeps every lr constant."""
+        return {}
 
     def fit(self, dataset) -> None:  # noqa: ANN001 - non-learned baselines build their state here
         """Called once before training; learned models need nothing here."""

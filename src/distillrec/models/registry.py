@@ -63,7 +63,12 @@ def _yaml_defaults(name: str) -> dict[str, Any]:
 
 def default_params(name: str) -> dict[str, Any]:
     """The model's hyperparameter defaults from the YAML file beside its module."""
-    return {k: v for k, v in _yaml_defaults(name).items() if k != "train"}
+    return {k: v for k, v in _yaml_defaults(name).items() if k not in ("train", "grid")}
+
+
+def search_grid(name: str) -> dict[str, list[Any]]:
+    """The small hyperparameter grid (its `grid:` block) that `bench` searches on validation."""
+    return dict(_yaml_defaults(name).get("grid") or {})
 
 
 def train_defaults(name: str) -> dict[str, Any]:

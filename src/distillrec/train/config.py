@@ -14,6 +14,7 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(1000, ge=0, description="maximum number of epochs")
     batch_size: int = Field(2048, ge=1)
+    n_negatives: int = Field(1, ge=1, description="negatives per positive (Batch.neg is [B, n] when > 1)")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay (models regularise in their loss)")
     patience: int = Field(20, ge=1, description="evaluations without validation gain before stopping")

@@ -24,12 +24,11 @@ import numpy as np
 import torch
 
 from distillrec.data.dataset import Dataset
-from distillrec.data.sampling import NegativeSampler, epoch_batches
 from distillrec.errors import ConfigError, DistillrecError
-from distillrec.eval.ranking import Evaluator, model_score_fn
-from distillrec.models.base import Batch, Recommender
+from distillrec.models.base import Recommender
 from distillrec.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from distillrec.train.config import TrainConfig
+from distillrec.train.tasks import make_task
 
 log = logging.getLogger("distillrec.train")
 
@@ -84,25 +83,23 @@ class Trainer:
             raise ConfigError(
                 f"valid_metric {config.valid_metric!r} must be <metric>@K with K in ks={config.ks}"
             )
-        self.evaluator = Evaluator(dataset, config.preset, config.ks, self.device, config.eval_batch_size)
-        params = list(self.model.parameters())
+        groups = [g for g in self.model.param_groups(config.lr) if g["params"]]
         if self.distiller is not None:
-            params += [p for p in self.distiller.parameters() if p.requires_grad]
-        self.trainable = model.trainable and len(params) > 0
-        self.optimizer = (
-            torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-            if self.trainable
-            else None
-        )
+            extra = [p for p in self.distiller.parameters() if p.requires_grad]
+            if extra:
+                groups.append({"name": "distiller", "params": extra, "lr": config.lr})
+        for g in groups:
+            g["base_lr"] = g["lr"]
+        self.trainable = model.trainable and len(groups) > 0
+        self.optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay) if self.trainable else None
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.sampler = NegativeSampler(dataset.train, seed=config.seed) if self.trainable else None
+        self.task = make_task(model.task, dataset, config, self.device, self.trainable)
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
         self.model.eval()
-        rep = self.model.represent(self.features)
-        result = self.evaluator.evaluate(model_score_fn(self.model, rep), split)
+        result = self.task.evaluate(self.model, self.features, split)
         self.model.train()
         return result
 
@@ -140,11 +137,12 @@ class Trainer:
     # ----------------------------------------------------------------- training
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
+        factors = self.model.lr_multipliers(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factors.get(group.get("name", ""), 1.0)
         sums: dict[str, float] = {}
         n_batches = 0
-        for users, pos in epoch_batches(self.dataset.train, self.config.batch_size, self.generator):
-            neg = self.sampler.sample(users, self.generator)
-            batch = Batch(users, pos, neg).to(self.device)
+        for batch in self.task.batches(self.generator):
             rep = self.model.represent(self.features)
             out = self.model.loss(rep, batch)
             terms = dict(out) if isinstance(out, dict) else {"loss": out}
@@ -158,7 +156,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if self.config.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], self.config.clip_grad_norm
+                )
             self.optimizer.step()
             for name, v in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(v.detach())

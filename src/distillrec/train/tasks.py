@@ -1,0 +1,60 @@
+"""What differs between tasks for the trainer: where batches come from and how a split is evaluated.
+
+`topk` (general recommendation): shuffled training pairs with sampled negatives, full ranking of all
+items. Other tasks (next-item) register their own `Task` here, so the training loop stays one loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import torch
+
+from distillrec.data.dataset import Dataset
+from distillrec.data.sampling import NegativeSampler, epoch_batches
+from distillrec.errors import ConfigError
+from distillrec.eval.ranking import Evaluator, model_score_fn
+from distillrec.models.base import Batch, Recommender
+from distillrec.train.config import TrainConfig
+from distillrec.train.next_item import NextItemTask
+
+
+class Task(Protocol):
+    def batches(self, generator: torch.Generator) -> Iterator[Any]: ...
+
+    def evaluate(self, model: Recommender, features: dict, split: str) -> dict[str, float]: ...
+
+
+class TopKTask:
+    """BPR triples over the training pairs; full-ranking evaluation over all items."""
+
+    def __init__(self, dataset: Dataset, config: TrainConfig, device: torch.device, needs_sampler: bool) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.device = device
+        self.sampler = NegativeSampler(dataset.train, seed=config.seed) if needs_sampler else None
+        self.evaluator = Evaluator(dataset, config.preset, config.ks, device, config.eval_batch_size)
+
+    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        n_neg = self.config.n_negatives
+        for users, pos in epoch_batches(self.dataset.train, self.config.batch_size, generator):
+            if n_neg == 1:
+                neg = self.sampler.sample(users, generator)
+            else:
+                neg = self.sampler.sample(users.repeat_interleave(n_neg), generator).view(-1, n_neg)
+            yield Batch(users, pos, neg).to(self.device)
+
+    @torch.no_grad()
+    def evaluate(self, model: Recommender, features: dict, split: str) -> dict[str, float]:
+        rep = model.represent(features)
+        return self.evaluator.evaluate(model_score_fn(model, rep), split)
+
+
+TASKS: dict[str, Callable[..., Task]] = {"topk": TopKTask, "next-item": NextItemTask}
+
+
+def make_task(task: str, dataset: Dataset, config: TrainConfig, device: torch.device, trainable: bool) -> Task:
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+    return TASKS[task](dataset, config, device, trainable)

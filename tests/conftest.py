@@ -1,0 +1,63 @@
+"""Shared fixtures: small synthetic datasets for unit tests; the real bundled data for end-to-end tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distillrec.data.dataset import Dataset, interactions_to_csr
+
+
+def make_dataset(
+    n_users: int = 30,
+    n_items: int = 40,
+    per_user: int = 6,
+    modalities: dict[str, int] | None = None,
+    n_labels: int = 5,
+    seed: int = 0,
+) -> Dataset:
+    """Random interactions (each user: per_user items, last two held out) and random features."""
+    rng = np.random.default_rng(seed)
+    users, items, labels = [], [], []
+    for u in range(n_users):
+        its = rng.choice(n_items, size=per_user, replace=False)
+        users += [u] * per_user
+        items += list(its)
+        labels += [0] * (per_user - 2) + [1, 2]
+    users, items, labels = np.array(users), np.array(items), np.array(labels)
+    mats = [interactions_to_csr(users[labels == s], items[labels == s], n_users, n_items) for s in range(3)]
+    modalities = {"image": 13, "text": 7} if modalities is None else modalities
+    g = torch.Generator().manual_seed(seed)
+    feats = {m: torch.randn(n_items, d, generator=g) for m, d in modalities.items()}
+    lab = torch.randint(-1, n_labels, (n_items,), generator=g) if n_labels else None
+    return Dataset("synthetic", n_users, n_items, *mats, features=feats, labels=lab)
+
+
+def write_mmrec(ds: Dataset, folder) -> str:  # noqa: ANN001
+    """Write a dataset in the MMRec layout (inter file with x_label, one npy per modality, labels)."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label, mat in enumerate((ds.train, ds.valid, ds.test)):
+        coo = mat.tocoo()
+        rows.append(pd.DataFrame({"userID": coo.row, "itemID": coo.col, "x_label": label}))
+    pd.concat(rows).to_csv(folder / f"{ds.name}.inter", sep="\t", index=False)
+    for m, f in ds.features.items():
+        np.save(folder / f"{m}_feat.npy", f.numpy().astype(np.float32))
+    if ds.labels is not None:
+        np.save(folder / "category_label.npy", ds.labels.numpy().astype(np.int64))
+    return str(folder)
+
+
+@pytest.fixture
+def tiny() -> Dataset:
+    return make_dataset()
+
+
+@pytest.fixture(scope="session")
+def scientific() -> Dataset:
+    from distillrec.data.registry import load_dataset
+
+    return load_dataset("scientific")

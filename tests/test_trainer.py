@@ -1,0 +1,114 @@
+"""The training loop: run folders, early stopping, resume equals an uninterrupted run, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from distillrec.errors import ConfigError
+from distillrec.experiment.api import load_run, train
+from distillrec.train.checkpoint import load_checkpoint
+from tests.conftest import make_dataset, write_mmrec
+
+
+def test_run_folder_holds_everything(tmp_path, tiny):
+    (r,) = train("bprmf", tiny, seeds=[3], set={"epochs": 4, "patience": 10}, out=tmp_path)
+    files = {p.name for p in r.run_dir.iterdir()}
+    assert {"config.yaml", "metrics.json", "history.csv", "best.pt", "last.pt", "env.json", "split.npz"} <= files
+    assert not [f for f in files if f.endswith(".tmp")]
+    cfg = yaml.safe_load((r.run_dir / "config.yaml").read_text())
+    assert cfg["seed"] == 3 and cfg["train"]["epochs"] == 4 and cfg["dataset"]["split_hash"] == tiny.split_hash
+    metrics = json.loads((r.run_dir / "metrics.json").read_text())
+    assert metrics["preset"] == "mmrec" and set(metrics["test"]) >= {"recall@20", "ndcg@10", "mrr@20", "map@10"}
+    env = json.loads((r.run_dir / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["split_hash"] == tiny.split_hash
+    history = pd.read_csv(r.run_dir / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3, 4] and "valid_recall@20" in history
+    assert load_checkpoint(r.run_dir / "last.pt")["epoch"] == 4
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(tmp_path, tiny):
+    (r,) = train("bprmf", tiny, seeds=[0], set={"epochs": 60, "patience": 3, "lr": 0.05}, out=tmp_path)
+    history = pd.read_csv(r.run_dir / "history.csv")
+    best = history["valid_recall@20"].idxmax()
+    assert r.metrics["best_epoch"] == history.loc[best, "epoch"]
+    assert r.metrics["valid"]["recall@20"] == pytest.approx(history.loc[best, "valid_recall@20"])
+    assert r.metrics["epochs_run"] < 60  # it stopped early
+    assert r.metrics["epochs_run"] - r.metrics["best_epoch"] == 3
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny, monkeypatch):
+    from distillrec.train.trainer import Trainer
+
+    settings = {"epochs": 8, "patience": 50}
+    full = train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "a")[0]
+
+    # the same run, killed during epoch 4
+    original = Trainer._train_epoch
+
+    def dies_at_4(self, epoch):
+        if epoch == 4:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", dies_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "b")
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    run_dir = full.run_dir.parent.parent.parent.parent / "b" / full.run_dir.relative_to(tmp_path / "a")
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "b", resume=True)[0]
+    assert resumed.run_dir == run_dir
+    assert resumed.metrics["test"] == pytest.approx(full.metrics["test"], abs=1e-6)
+    assert resumed.metrics["best_epoch"] == full.metrics["best_epoch"]
+    a = load_checkpoint(full.run_dir / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "last.pt")
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6), k
+    assert [row["epoch"] for row in b["history"]] == list(range(1, 9))
+
+
+def test_same_seed_same_result_and_seeds_differ(tmp_path, tiny):
+    a = train("bprmf", tiny, seeds=[1], set={"epochs": 3}, out=None)[0]
+    b = train("bprmf", tiny, seeds=[1], set={"epochs": 3}, out=None)[0]
+    c = train("bprmf", tiny, seeds=[2], set={"epochs": 3}, out=None)[0]
+    assert a.metrics["valid"] == b.metrics["valid"]
+    assert a.metrics["valid"] != c.metrics["valid"]
+
+
+def test_unknown_options_are_errors(tiny):
+    with pytest.raises(ConfigError, match="nonsense"):
+        train("bprmf", tiny, set={"nonsense": 1}, out=None)
+    with pytest.raises(ConfigError, match="unknown model"):
+        train("nosuchmodel", tiny, out=None)
+    with pytest.raises(ConfigError, match="lr"):
+        train("bprmf", tiny, set={"lr": -1}, out=None)
+
+
+def test_another_config_in_the_same_folder_is_refused(tmp_path, tiny):
+    train("bprmf", tiny, seeds=[1], set={"epochs": 1}, out=tmp_path)
+    # same folder name (dataset "synthetic", default options) but another split: refuse rather than mix
+    ds2 = make_dataset(seed=9)
+    with pytest.raises(ConfigError, match="another configuration"):
+        train("bprmf", ds2, seeds=[1], set={"epochs": 1}, out=tmp_path)
+
+
+def test_recommend_reproduces_test_masking(tmp_path, tiny):
+    folder = write_mmrec(tiny, tmp_path / "tinydata")
+    (r,) = train("bprmf", folder, seeds=[1], set={"epochs": 3}, out=tmp_path / "runs")
+    run = load_run(r.run_dir)
+    top = run.recommend(list(range(tiny.n_users)), k=5)
+    assert top.shape == (tiny.n_users, 5)
+    for u, row in enumerate(top.tolist()):
+        assert not set(row) & set(tiny.train[u].indices.tolist())
+    seen = run.recommend(list(range(tiny.n_users)), k=5, exclude_seen=True)
+    known = tiny.train + tiny.valid + tiny.test
+    for u, row in enumerate(seen.tolist()):
+        assert not set(row) & set(known[u].indices.tolist())
+    assert run.evaluate("test") == pytest.approx(r.metrics["test"])
