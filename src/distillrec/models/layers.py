@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 def sym_norm_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
@@ -25,6 +32,12 @@ def sym_norm_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
 def to_torch_csr(mat: sp.csr_matrix, device: torch.device | str = "cpu") -> Tensor:
     mat = mat.tocsr()
     mat.sort_indices()
+    with warnings.catch_warnings():  # torch flags CSR support as beta on every construction
+        warnings.simplefilter("ignore", UserWarning)
+        return _csr_tensor(mat, device)
+
+
+def _csr_tensor(mat: sp.csr_matrix, device: torch.device | str) -> Tensor:
     return torch.sparse_csr_tensor(
         torch.from_numpy(mat.indptr.astype(np.int64)),
         torch.from_numpy(mat.indices.astype(np.int64)),
@@ -135,3 +148,144 @@ def l2_reg(*tensors: Tensor) -> Tensor:
     """Sum of squared L2 norms / 2 divided by the batch size (the usual BPR embedding regulariser)."""
     batch = tensors[0].shape[0]
     return sum(t.pow(2).sum() for t in tensors) / (2 * batch)
+
+
+def bipartite_edges(train: sp.csr_matrix) -> tuple[Tensor, Tensor]:
+    """Directed edges of the user-item graph in both directions, users first then items (ids offset).
+
+    Returns (src, dst) of length 2·nnz: the first nnz edges go user -> item, the next nnz item -> user,
+    so that edge e and edge e + nnz are the two directions of one interaction.
+    """
+    n_users = train.shape[0]
+    coo = train.tocoo()
+    u = torch.from_numpy(coo.row.astype(np.int64))
+    i = torch.from_numpy(coo.col.astype(np.int64)) + n_users
+    return torch.cat([u, i]), torch.cat([i, u])
+
+
+def edge_softmax(scores: Tensor, index: Tensor, n_nodes: int) -> Tensor:
+    """Softmax of edge scores over the edges that share a node (`index`, e.g. each edge's target)."""
+    with torch.no_grad():
+        top = torch.full((n_nodes,), -torch.inf, dtype=scores.dtype, device=scores.device)
+        top = top.scatter_reduce(0, index, scores, reduce="amax", include_self=True)
+    e = (scores - top[index]).exp()
+    denom = torch.zeros(n_nodes, dtype=scores.dtype, device=scores.device).index_add(0, index, e)
+    return e / denom[index]
+
+
+def edge_aggregate(x: Tensor, src: Tensor, dst: Tensor, weight: Tensor | None, n_nodes: int) -> Tensor:
+    """out[v] = Σ_{edges e: dst_e = v} weight_e · x[src_e] (edge-valued sparse product, autograd-safe)."""
+    msg = x[src] if weight is None else x[src] * weight.unsqueeze(-1)
+    return torch.zeros(n_nodes, x.shape[1], dtype=x.dtype, device=x.device).index_add(0, dst, msg)
+
+
+def mean_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
+    """D^-1 A of the bipartite user-item graph (users first): each node averages its neighbours."""
+    r = train.tocsr().astype(np.float32)
+    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    deg = np.asarray(adj.sum(1)).ravel()
+    inv = np.zeros_like(deg)
+    nz = deg > 0
+    inv[nz] = 1.0 / deg[nz]
+    return (sp.diags(inv) @ adj).tocsr().astype(np.float32)
+
+
+def dot_bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """BPR on dot-product scores; `neg` is [B, d] or [B, n, d] (several negatives per positive)."""
+    pos_score = (user * pos).sum(-1)
+    if neg.dim() == 2:
+        return bpr_loss(pos_score, (user * neg).sum(-1))
+    return bpr_loss(pos_score.unsqueeze(1), (user.unsqueeze(1) * neg).sum(-1))
+
+
+def mean_square_reg(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """mean(u²) + (mean(pos²) + mean(neg²)) / 2: the mean over stacked (user, item) rows that the
+    GRCN/MMGCN/EgoGCN codes use as their L2 term (one user row per positive and per negative)."""
+    return user.pow(2).mean() + (pos.pow(2).mean() + neg.pow(2).mean()) / 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# Item-item graphs from modality features (MGCN, LATTICE, FREEDOM)
+
+
+def is_constant(features: Tensor) -> bool:
+    """True when every row equals the first, as after `mean_ablate`: all item similarities then tie."""
+    return features.shape[0] <= 1 or bool(torch.equal(features, features[:1].expand_as(features)))
+
+
+def knn_adjacency(features: Tensor, k: int, weighted: bool, chunk: int = 2048) -> sp.csr_matrix:
+    """Normalised top-k cosine graph in which each item counts itself as one of its k neighbours.
+
+    This is the graph of MMRec's MGCN, LATTICE and FREEDOM, whose dense top-k over cosine similarity
+    ranks the self-similarity 1 first: `knn_graph` finds the k-1 other neighbours (in chunks, sparse) and
+    the diagonal is added. Edges carry the similarity (`weighted`, clipped at 0 so that degrees stay
+    positive) or 1; the result is D^-1/2 A D^-1/2 with D the row sums (A is directed, so the matrix is
+    not symmetric).
+    """
+    n = features.shape[0]
+    a = sp.identity(n, dtype=np.float32, format="csr")
+    if k > 1 and n > 1:
+        sims = knn_graph(features.detach().float().cpu(), k - 1, chunk=chunk, normalise="none")
+        sims.data = np.maximum(sims.data, 0.0) if weighted else np.ones_like(sims.data)
+        a = (a + sims).tocsr()
+    deg = np.asarray(a.sum(1)).ravel()
+    inv = np.zeros_like(deg)
+    inv[deg > 0] = deg[deg > 0] ** -0.5
+    return (sp.diags(inv) @ a @ sp.diags(inv)).tocsr().astype(np.float32)
+
+
+class ItemKnnGraph:
+    """Propagation over one modality's item-item kNN graph (`knn_adjacency`), on the features' device.
+
+    A constant modality (mean-ablated: every similarity ties) gets the graph that ties imply, every item
+    an equal neighbour of every other: (1/n) 1 1^T, i.e. x -> the mean row of x. So an ablated modality
+    adds the same vector to every item, the graph analogue of a mean feature row; an arbitrary top-k of
+    ties would instead make a few hub items.
+    """
+
+    def __init__(self, features: Tensor, k: int, weighted: bool) -> None:
+        self.uniform = is_constant(features)
+        self.graph = None
+        if not self.uniform:
+            self.graph = SparseGraph(knn_adjacency(features, k, weighted), symmetric=False).to(features.device)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.graph is None:
+            return x.mean(0, keepdim=True).expand_as(x)
+        return self.graph(x)
+
+
+class FeatureCache:
+    """Values derived from a feature tensor (e.g. its kNN graph), rebuilt only for another tensor.
+
+    Features are an argument of `represent`, so a graph built from them must follow the argument: it is
+    cached per key against the identity and in-place version of the tensor it came from (a weak
+    reference, so a freed tensor never matches a new one at the same address). The trainer passes the
+    same tensors every step, so the graph is built once; a mean-ablated view is a new tensor and gets its
+    own. Not part of the state dict: a loaded model rebuilds from the features it is given.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, tuple[weakref.ref, int, object]] = {}
+
+    def get(self, key: str, tensor: Tensor, build: Callable[[Tensor], T]) -> T:
+        slot = self._slots.get(key)
+        if slot is not None and slot[0]() is tensor and slot[1] == tensor._version:
+            return slot[2]  # type: ignore[return-value]
+        value = build(tensor)
+        self._slots[key] = (weakref.ref(tensor), tensor._version, value)
+        return value
+
+    def clear(self) -> None:
+        self._slots.clear()
+
+    def __getstate__(self) -> dict:  # weak references do not pickle; a copy starts empty
+        return {"_slots": {}}
+
+
+def bpr_multi(u: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """BPR for user vectors [B, d], positives [B, d] and negatives [B, d] or [B, n, d] (n per positive)."""
+    pos_score = (u * pos).sum(-1)
+    if neg.dim() == u.dim() + 1:
+        return bpr_loss(pos_score.unsqueeze(1), (u.unsqueeze(1) * neg).sum(-1))
+    return bpr_loss(pos_score, (u * neg).sum(-1))

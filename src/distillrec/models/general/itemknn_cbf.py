@@ -41,7 +41,7 @@ class ItemKNNCBF(Recommender):
         )
         sim = knn_graph(x, params.k, normalise="none")  # cosine of the concatenation = mean cosine
         self.sim_t = sim.T.tocsr()  # scores = R @ S^T with S[i, j] = sim of i's neighbour j
-        self.train = dataset.train
+        self.train_matrix = dataset.train
         self.register_buffer("_device_marker", torch.zeros(0))
 
     def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
@@ -50,7 +50,7 @@ class ItemKNNCBF(Recommender):
     def score(
         self, rep: Representation, users: torch.Tensor, items: torch.Tensor | None = None
     ) -> torch.Tensor:
-        profile: sp.csr_matrix = self.train[users.cpu().numpy()]
+        profile: sp.csr_matrix = self.train_matrix[users.cpu().numpy()]
         scores = np.asarray((profile @ self.sim_t).todense(), dtype=np.float32)
         out = torch.from_numpy(scores).to(rep.user.device)
         return out if items is None else out[:, items]
