@@ -74,6 +74,17 @@ class Dataset:
             h.update(np.ascontiguousarray(v).tobytes())
         return h.hexdigest()[:16]
 
+    @property
+    def content_hash(self) -> str:
+        """Split, item features and labels together: what a cached teacher's validity depends on."""
+        h = hashlib.sha256(self.split_hash.encode())
+        for m in sorted(self.features):
+            h.update(m.encode())
+            h.update(self.features[m].contiguous().numpy().tobytes())
+        if self.labels is not None:
+            h.update(self.labels.numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def stats(self) -> dict:
         n_tr, n_va, n_te = self.train.nnz, self.valid.nnz, self.test.nnz
         total = n_tr + n_va + n_te

@@ -43,6 +43,7 @@ def build_distiller(
     device: torch.device,
     out: Path | str | None,
     backbone_factory: Callable | None = None,
+    seed: int | None = None,
 ):  # noqa: ANN201
     """The distiller for `names` (one for now; composition is refused with the reason by each class)."""
     _discover()
@@ -57,5 +58,5 @@ def build_distiller(
     except ValidationError as exc:
         raise ConfigError(f"{names[0]} options: {validation_message(exc)}") from None
     distiller = cls(options)
-    distiller.prepare(dataset, backbone_factory, model=model, groups=groups, device=device, out=out)
+    distiller.prepare(dataset, backbone_factory, model=model, groups=groups, device=device, out=out, seed=seed)
     return distiller

@@ -106,14 +106,7 @@ def train_one(
         "seed": seed,
     }
     if run_dir is not None:
-        if (run_dir / "config.yaml").exists() and not resume:
-            old = yaml.safe_load((run_dir / "config.yaml").read_text())
-            if old != config:
-                raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_yaml(run_dir / "config.yaml", config)
-        write_json(run_dir / "env.json", {**environment(dev), "split_hash": ds.split_hash})
-        np.savez_compressed(run_dir / "split.npz", **ds.split_arrays())
+        start_run_dir(run_dir, config, ds, dev, resume)
     seed_everything(seed)
     net = build_model(model, ds, params.model_dump())
     distiller = None
@@ -121,11 +114,39 @@ def train_one(
         from distillrec.distill.registry import build_distiller
 
         distiller = build_distiller(
-            distill, ds, model, groups, dev, out, backbone_factory=lambda: build_model(model, ds, params.model_dump())
+            distill,
+            ds,
+            model,
+            groups,
+            dev,
+            out,
+            backbone_factory=lambda: build_model(model, ds, params.model_dump()),
+            seed=seed,
         )
     trainer = Trainer(net, ds, cfg, run_dir, distiller=distiller, device=dev, quiet=quiet)
     result = trainer.fit(resume=resume)
-    metrics = {
+    metrics = run_metrics(model, distill, ds, seed, cfg, result)
+    if distiller is not None and hasattr(distiller, "summary"):
+        metrics["distill_info"] = distiller.summary()
+    if run_dir is not None:
+        write_json(run_dir / "metrics.json", metrics)
+    return RunResult(run_dir, metrics)
+
+
+def start_run_dir(run_dir: Path, config: dict[str, Any], ds: Dataset, device: torch.device, resume: bool) -> None:
+    """Create a run folder with its resolved config, environment and split; refuse to mix configurations."""
+    if (run_dir / "config.yaml").exists() and not resume:
+        old = yaml.safe_load((run_dir / "config.yaml").read_text())
+        if old != config:
+            raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(run_dir / "config.yaml", config)
+    write_json(run_dir / "env.json", {**environment(device), "split_hash": ds.split_hash})
+    np.savez_compressed(run_dir / "split.npz", **ds.split_arrays())
+
+
+def run_metrics(model: str, distill: list[str], ds: Dataset, seed: int, cfg: TrainConfig, result) -> dict[str, Any]:  # noqa: ANN001
+    return {
         "model": model,
         "distill": distill,
         "dataset": ds.name,
@@ -139,9 +160,6 @@ def train_one(
         "valid": result.valid,
         "test": result.test,
     }
-    if run_dir is not None:
-        write_json(run_dir / "metrics.json", metrics)
-    return RunResult(run_dir, metrics)
 
 
 def train(

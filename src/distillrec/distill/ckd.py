@@ -1,0 +1,300 @@
+"""CKD: counterfactual knowledge distillation for modality balance (Zhang et al., MM 2024).
+
+Stage 1 — uni-modal teachers: for each modality m, the same backbone trained with every other modality
+mean-ablated (item features -> their mean row; user modality preferences -> their mean row), with the
+backbone's own loss and early stopping on validation. Teachers are ordinary run folders, cached by a hash
+of the data, backbone, hyperparameters, training settings and seed, and reused by later runs.
+
+Stage 2 — the student (a fresh backbone) is trained with its own loss plus
+    λ_kd · Σ_m λ_m (L_SD^m + λ_g · L_GD^m)
+- specific L_SD^m = mean over the batch's triples (u, i, j) of max(0, Δt^m − Δs^m), where Δ = s(u,i) − s(u,j),
+  t^m the teacher of m, s^m the student's own counterfactual pass keeping only m;
+- generic L_GD^m = binary cross-entropy of σ(Δs^m/τ) against σ(Δt^m/τ) on uniformly drawn (u, j, k);
+- counterfactual re-weighting (the paper's Eqs. 15–18, per batch, detached):
+  δ^m = Δs − Δs^{without m}, ρ^m = max(mean δ^m, ε) / max(mean Δt^m, ε), λ_m = (1 − ρ^m / Σρ) / (M − 1),
+  so the weights sum to 1 and the modality whose removal costs the student least gets the larger weight.
+Options: the official code's per-sample rule (`reweight: legacy_per_sample`, weights summing to M), no
+re-weighting (λ_m = 1/M), no generic term, and the hinge replaced by KL or MSE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from distillrec.data.dataset import Dataset
+from distillrec.distill.base import Distiller
+from distillrec.distill.registry import register_distiller
+from distillrec.errors import ConfigError
+from distillrec.models.base import Batch, Recommender, Representation, mean_ablate
+from distillrec.train.checkpoint import load_checkpoint, write_json
+from distillrec.train.config import TrainConfig
+
+log = logging.getLogger("distillrec.ckd")
+
+
+class UniModalView(Recommender):
+    """A backbone that only ever sees one modality: every other one is mean-ablated, in training and
+    evaluation alike. This is how a uni-modal teacher is trained."""
+
+    trainable = True
+
+    def __init__(self, inner: Recommender, keep: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.keep = keep
+        self.task = inner.task
+
+    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+        return self.inner.counterfactual(features, self.keep)
+
+    def score(self, rep: Representation, users: Tensor, items: Tensor | None = None) -> Tensor:
+        return self.inner.score(rep, users, items)
+
+    def pair_score(self, rep: Representation, users: Tensor, items: Tensor) -> Tensor:
+        return self.inner.pair_score(rep, users, items)
+
+    def loss(self, rep: Representation, batch: Batch):  # noqa: ANN201
+        return self.inner.loss(rep, batch)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        return self.inner.param_groups(lr)
+
+    def fit(self, dataset) -> None:  # noqa: ANN001
+        self.inner.fit(dataset)
+
+
+def teacher_key(dataset: Dataset, model: str, params: dict, train: dict, keep: str, seed: int) -> str:
+    blob = json.dumps(
+        {"data": dataset.content_hash, "model": model, "params": params, "train": train, "keep": keep, "seed": seed},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def teacher_dir(root: Path, dataset: Dataset, model: str, keep: str, key: str, seed: int) -> Path:
+    return Path(root) / dataset.name / "_teachers" / f"{model}-only-{keep}-{key}" / f"seed{seed}"
+
+
+def load_or_train_teacher(
+    factory,  # noqa: ANN001 - () -> Recommender, a fresh backbone
+    dataset: Dataset,
+    model: str,
+    params: dict,
+    train_cfg: TrainConfig,
+    keep: str,
+    seed: int,
+    device: torch.device,
+    root: Path | None,
+) -> tuple[UniModalView, Path | None, bool]:
+    """The uni-modal teacher for `keep`: loaded from its cached run folder, else trained there.
+
+    Returns (teacher in eval mode with frozen parameters, its run folder, whether it was trained now)."""
+    from distillrec.experiment.api import run_metrics, start_run_dir
+    from distillrec.train.trainer import Trainer, seed_everything
+
+    cfg = train_cfg.model_copy(update={"seed": seed})
+    key = teacher_key(dataset, model, params, cfg.model_dump(), keep, seed)
+    run_dir = teacher_dir(root, dataset, model, keep, key, seed) if root is not None else None
+    seed_everything(seed)
+    view = UniModalView(factory(), keep).to(device)
+    trained = False
+    if run_dir is not None and (run_dir / "metrics.json").exists():
+        view.load_state_dict(load_checkpoint(run_dir / "best.pt", device)["model"])
+        log.info("CKD teacher for %s: reusing %s", keep, run_dir)
+    else:
+        log.info("CKD teacher for %s: training%s", keep, f" into {run_dir}" if run_dir else "")
+        config = {
+            "model": model,
+            "params": params,
+            "train": cfg.model_dump(),
+            "view": {"keep": keep, "ablated": "mean"},
+            "dataset": {"name": dataset.name, "source": dataset.source, "content_hash": dataset.content_hash,
+                        "split_hash": dataset.split_hash},
+            "seed": seed,
+        }
+        if run_dir is not None:
+            start_run_dir(run_dir, config, dataset, device, resume=True)
+        result = Trainer(view, dataset, cfg, run_dir, device=device, quiet=True).fit(resume=run_dir is not None)
+        if run_dir is not None:
+            metrics = run_metrics(model, [], dataset, seed, cfg, result)
+            metrics["view"] = f"only {keep}"
+            write_json(run_dir / "metrics.json", metrics)
+        trained = True
+    view.eval()
+    view.requires_grad_(False)
+    return view, run_dir, trained
+
+
+def margins(model: Recommender, rep: Representation, users: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Δ(u, a, b) = s(u, a) − s(u, b)."""
+    return model.pair_score(rep, users, a) - model.pair_score(rep, users, b)
+
+
+def specific_term(t: Tensor, s: Tensor, kind: str, tau: float) -> Tensor:
+    """Per-triple specific distillation: one-sided hinge (default), or KL / MSE as ablations."""
+    if kind == "hinge":
+        return F.relu(t - s)
+    if kind == "mse":
+        return (t - s) ** 2
+    # Bernoulli KL(σ(t/τ) ‖ σ(s/τ))
+    pt = torch.sigmoid(t / tau)
+    return pt * (F.logsigmoid(t / tau) - F.logsigmoid(s / tau)) + (1 - pt) * (
+        F.logsigmoid(-t / tau) - F.logsigmoid(-s / tau)
+    )
+
+
+def generic_term(t: Tensor, s: Tensor, tau: float) -> Tensor:
+    """Binary cross-entropy of σ(s/τ) against the soft target σ(t/τ) (the paper's Eq. 12), mean."""
+    return F.binary_cross_entropy_with_logits(s / tau, torch.sigmoid(t / tau))
+
+
+def paper_weights(delta_drop: dict[str, Tensor], teacher_margin: dict[str, Tensor], eps: float) -> dict[str, Tensor]:
+    """λ_m = (1 − ρ^m / Σρ) / (M − 1), ρ^m = max(mean δ^m, ε) / max(mean Δt^m, ε); sums to 1."""
+    names = list(delta_drop)
+    if len(names) == 1:
+        return {names[0]: torch.ones(())}
+    rho = {m: delta_drop[m].mean().clamp(min=eps) / teacher_margin[m].mean().clamp(min=eps) for m in names}
+    total = sum(rho.values())
+    return {m: (1 - rho[m] / total) / (len(names) - 1) for m in names}
+
+
+def legacy_weights(delta_drop: dict[str, Tensor], own_margin: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The official code's per-sample rule: c_m = clip(δ^m / Δs^m, 1e-8, 10), w_m = M (1 − c_m / Σc) / (M − 1);
+    for two modalities w_t = 2 c_v / (c_t + c_v). Weights sum to M per sample."""
+    names = list(delta_drop)
+    if len(names) == 1:
+        return {names[0]: torch.ones_like(delta_drop[names[0]])}
+    c = {m: (delta_drop[m] / own_margin[m]).nan_to_num(1e-8).clamp(1e-8, 10) for m in names}
+    total = sum(c.values())
+    return {m: len(names) * (1 - c[m] / total) / (len(names) - 1) for m in names}
+
+
+@register_distiller
+class CKD(Distiller):
+    name = "ckd"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        lambda_kd: float = Field(0.01, ge=0, description="weight of the whole distillation term")
+        lambda_g: float = Field(5.0, ge=0, description="weight of the generic term (the code's `kl`)")
+        temperature: float = Field(0.1, gt=0, description="τ of the soft margins (the code's pred_temp)")
+        n_generic: int = Field(5000, ge=1, description="uniform (u, j, k) triples per batch for the generic term")
+        reweight: Literal["paper", "legacy_per_sample", "none"] = "paper"
+        specific_loss: Literal["hinge", "kl", "mse"] = "hinge"
+        use_generic: bool = True
+        teacher_seed: int | None = Field(None, description="seed of the teachers (default: the student's seed)")
+        eps: float = 1e-8
+
+    def __init__(self, options: Options) -> None:
+        super().__init__()
+        self.options = options
+        self.teachers: dict[str, UniModalView] = {}
+        self.teacher_dirs: dict[str, str | None] = {}
+        self.trained_now: dict[str, bool] = {}
+        self._weight_log: dict[str, list[float]] = {}
+
+    def prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
+        from distillrec.experiment.api import resolve_train_config
+        from distillrec.models.registry import resolve_params
+
+        if len(dataset.features) < 2:
+            raise ConfigError(
+                f"CKD balances modalities and needs at least two; dataset {dataset.name!r} has {dataset.modalities}"
+            )
+        if backbone_factory is None:
+            raise ConfigError("CKD needs a backbone factory to train its uni-modal teachers")
+        model = context["model"]
+        groups = context.get("groups", {})
+        device = torch.device(context.get("device", "cpu"))
+        out = context.get("out")
+        student_cfg = resolve_train_config(model, groups.get("train", {}))
+        seed = self.options.teacher_seed if self.options.teacher_seed is not None else context.get("seed", student_cfg.seed)
+        params = resolve_params(model, groups.get("model", {})).model_dump()
+        # The generator state is restored around teacher training so the student's run does not depend
+        # on whether its teachers came from the cache.
+        rng = torch.get_rng_state()
+        for m in dataset.modalities:
+            view, run_dir, trained = load_or_train_teacher(
+                backbone_factory, dataset, model, params, student_cfg, m, seed, device, Path(out) if out else None
+            )
+            self.teachers[m] = view
+            self.teacher_dirs[m] = str(run_dir) if run_dir else None
+            self.trained_now[m] = trained
+        torch.set_rng_state(rng)
+        self.features = {m: f.to(device) for m, f in dataset.features.items()}
+        with torch.no_grad():
+            self.teacher_reps = {m: t.represent(self.features) for m, t in self.teachers.items()}
+        self.users_with_data = torch.from_numpy((dataset.train.getnnz(axis=1) > 0).nonzero()[0]).long().to(device)
+        self.n_items = dataset.n_items
+
+    def summary(self) -> dict[str, Any]:
+        return {"teachers": self.teacher_dirs, "options": self.options.model_dump()}
+
+    def loss(self, student: Recommender, rep: Representation, batch: Batch, epoch: int) -> dict[str, Tensor]:
+        o = self.options
+        u, i = batch.users, batch.pos
+        j = batch.neg if batch.neg.dim() == 1 else batch.neg[:, 0]
+        names = list(self.teachers)
+        views = {m: student.counterfactual(self.features, m) for m in names}
+        delta_s = {m: margins(student, views[m], u, i, j) for m in names}
+        with torch.no_grad():
+            delta_t = {m: margins(self.teachers[m].inner, self.teacher_reps[m], u, i, j) for m in names}
+        # generic triples: users with training data, items uniform over all items
+        dev = u.device
+        gu = self.users_with_data[torch.randint(len(self.users_with_data), (o.n_generic,), device=dev)]
+        gj = torch.randint(self.n_items, (o.n_generic,), device=dev)
+        gk = torch.randint(self.n_items, (o.n_generic,), device=dev)
+        weights = self._weights(student, rep, views, delta_s, delta_t, u, i, j)
+        specific = torch.zeros((), device=dev)
+        generic = torch.zeros((), device=dev)
+        for m in names:
+            w = weights[m]
+            per_triple = specific_term(delta_t[m], delta_s[m], o.specific_loss, o.temperature)
+            specific = specific + (w * per_triple).mean()
+            if o.use_generic and o.lambda_g > 0:
+                with torch.no_grad():
+                    gt = margins(self.teachers[m].inner, self.teacher_reps[m], gu, gj, gk)
+                gs = margins(student, views[m], gu, gj, gk)
+                generic = generic + w.mean() * generic_term(gt, gs, o.temperature)
+        for m in names:
+            self._weight_log.setdefault(m, []).append(float(weights[m].mean()))
+        out = {"ckd_specific": o.lambda_kd * specific}
+        if o.use_generic and o.lambda_g > 0:
+            out["ckd_generic"] = o.lambda_kd * o.lambda_g * generic
+        return out
+
+    def _weights(self, student, rep, views, delta_s, delta_t, u, i, j) -> dict[str, Tensor]:  # noqa: ANN001
+        names = list(views)
+        mode = self.options.reweight
+        if mode == "none":
+            return {m: torch.full((), 1.0 / len(names), device=u.device) for m in names}
+        with torch.no_grad():
+            joint = margins(student, rep, u, i, j)
+            drop = {}
+            for m in names:
+                if len(names) == 2:  # without m = keeping the other one
+                    other = next(n for n in names if n != m)
+                    without = delta_s[other]
+                else:
+                    ablated = student.represent(mean_ablate(self.features, {m}), ablated=frozenset({m}))
+                    without = margins(student, ablated, u, i, j)
+                drop[m] = joint - without
+            if mode == "paper":
+                return paper_weights(drop, delta_t, self.options.eps)
+            return legacy_weights(drop, {m: delta_s[m].detach() for m in names})
+
+    def on_epoch_end(self, student: Recommender, epoch: int) -> dict[str, float]:
+        out = {f"ckd_lambda_{m}": sum(v) / len(v) for m, v in self._weight_log.items() if v}
+        self._weight_log = {}
+        return out
