@@ -143,3 +143,21 @@ def test_ckd_logs_weights_and_needs_two_modalities(tmp_path):
     one = make_dataset(n_users=20, n_items=20, modalities={"text": 5})
     with pytest.raises(ConfigError, match="at least two"):
         train("vbpr", one, seeds=[1], set={"epochs": 1}, out=None, distill=["ckd"])
+
+
+def test_per_modality_diagnostics_find_the_teachers(tmp_path):
+    from distillrec.experiment.api import load_run
+    from distillrec.experiment.diagnostics import per_modality
+    from tests.conftest import write_mmrec
+
+    folder = write_mmrec(make_dataset(n_users=40, n_items=30), tmp_path / "data")
+    settings = {"epochs": 2, "ckd.n_generic": 32}
+    distilled = train("vbpr", folder, seeds=[1], set=settings, out=tmp_path / "runs", distill=["ckd"])[0]
+    rows = per_modality(load_run(distilled.run_dir))
+    assert [r["modality"] for r in rows][1:] == ["image", "text"]
+    assert all(r["teacher"] is not None for r in rows[1:])
+    # a plain run of the same backbone and settings finds the same cached teachers by content hash
+    plain = train("vbpr", folder, seeds=[1], set={"epochs": 2}, out=tmp_path / "runs")[0]
+    rows = per_modality(load_run(plain.run_dir))
+    assert all(r["teacher"] is not None for r in rows[1:])
+    assert rows[1]["model"] != rows[2]["model"]

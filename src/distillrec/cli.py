@@ -120,11 +120,37 @@ def evaluate(
     split: str = typer.Option("test", help="valid or test"),
     preset: str = typer.Option("", help="evaluation preset (default: the run's)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    per_modality: bool = typer.Option(
+        False, "--per-modality", help="each modality alone inside the model, beside its uni-modal teacher"
+    ),
 ) -> None:
     """Re-evaluate a finished run's best weights."""
+    import torch
+
     from distillrec.experiment.api import load_run
 
     run = load_run(run_dir)
+    if per_modality:
+        from distillrec.experiment.diagnostics import per_modality as table_rows
+
+        with torch.no_grad():
+            rows = table_rows(run, split)
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table(title=f"{run_dir}: each modality alone ({split}, others mean-ablated)")
+        for col in ("modality", "recall@20 in model", "ndcg@20 in model", "recall@20 uni-modal teacher", "ndcg@20 teacher"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            t = r["teacher"]
+            table.add_row(
+                r["modality"], f"{r['model']['recall@20']:.4f}", f"{r['model']['ndcg@20']:.4f}",
+                f"{t['recall@20']:.4f}" if t else "–", f"{t['ndcg@20']:.4f}" if t else "–",
+            )
+        console.print(table)
+        if any(r["teacher"] is None for r in rows[1:]):
+            console.print("– : no cached uni-modal teacher for this backbone and settings (a CKD run trains them)")
+        return
     result = run.evaluate(split, preset or None)
     if as_json:
         print(json.dumps(result, indent=2))
