@@ -161,3 +161,19 @@ def test_per_modality_diagnostics_find_the_teachers(tmp_path):
     rows = per_modality(load_run(plain.run_dir))
     assert all(r["teacher"] is not None for r in rows[1:])
     assert rows[1]["model"] != rows[2]["model"]
+
+
+def test_ckd_report_writes_a_comparison(tmp_path, monkeypatch):
+    import distillrec.experiment.ckd_report as report
+    from distillrec.data.registry import load_dataset
+    from tests.conftest import write_mmrec
+
+    monkeypatch.setattr(report, "CKD_GRID", {"lambda_kd": [0.01, 0.1]})
+    ds = load_dataset(write_mmrec(make_dataset(n_users=40, n_items=30), tmp_path / "data"))
+    from distillrec.experiment.distill_report import compare_backbone
+
+    c = compare_backbone("vbpr", "ckd", ds, [1, 2], report.CKD_GRID, tmp_path / "runs",
+                         base_groups={"train": {"epochs": 2}, "model": {}, "data": {}})
+    assert len(c.grid_valid) == 2 and set(c.base) == set(c.distilled) == {1, 2}
+    text = report.ckd_markdown([c], ds, [1, 2], "distillrec ckd-report (test)")
+    assert "| vbpr | recall@20 |" in text and "| vbpr | image |" in text and "lambda_kd=" in text

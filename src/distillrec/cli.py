@@ -285,6 +285,30 @@ def bench(
     console.print(f"wrote {write}")
 
 
+@app.command("ckd-report")
+def ckd_report(
+    backbones: str = typer.Option("vbpr,deepstyle,mmgcn,grcn,egogcn,mgcn", help="comma-separated backbones"),
+    dataset: str = typer.Option("scientific", "--dataset", "-d"),
+    seeds: str = typer.Option("1,2,3,4,5", help="comma-separated seeds"),
+    out: Path = typer.Option(Path("runs"), help="root folder of run folders (finished runs are reused)"),
+    write: Path = typer.Option(Path("docs/results/ckd.md"), help="the results document to write"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+) -> None:
+    """Each backbone with and without CKD over seeds, weights chosen on validation; writes docs/results/ckd.md."""
+    from distillrec.data.registry import load_dataset
+    from distillrec.experiment.ckd_report import ckd_markdown, run_ckd_report
+    from distillrec.train.checkpoint import atomic_write_text
+
+    _setup_logging(False)
+    ds = load_dataset(dataset)
+    seed_list = _seeds(seeds)
+    comparisons = run_ckd_report(ds, [b for b in backbones.split(",") if b], seed_list, out, device)
+    command = "distillrec ckd-report " + " ".join(sys.argv[2:])
+    write.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(write, ckd_markdown(comparisons, ds, seed_list, command.strip()))
+    console.print(f"wrote {write}")
+
+
 @app.command()
 def datasets() -> None:
     """The known datasets and their statistics."""
