@@ -51,7 +51,11 @@ def build_distiller(
     if unknown:
         raise ConfigError(f"unknown distillation method {unknown[0]!r}; known: {', '.join(sorted(_DISTILLERS)) or 'none'}")
     if len(names) > 1:
-        raise ConfigError(f"composing {'+'.join(names)} is not supported: give one --distill method")
+        raise ConfigError(
+            f"composing {'+'.join(names)} is refused: each method's teachers are trained against the plain "
+            "backbone (CKD's uni-modal teachers, SGFD's feature teachers), so stacking them would distil from "
+            "teachers of another model; give one --distill method per run"
+        )
     cls = _DISTILLERS[names[0]]
     try:
         options = cls.Options(**groups.get(names[0], {}))

@@ -1,0 +1,198 @@
+"""SGFD: semantic-guided feature distillation (Liu et al., MM 2023), as specified in METHODS.md §6.
+
+Per modality m: a teacher T_m (a width-shrinking stack, d_in → d_in/4 → … → d, leaky ReLU between layers,
+then L2-normalised) learns item features from the raw feature and the item category labels (semantic
+guidance) and, through a fusion classifier over all teachers' outputs, from the other modalities
+(complementary guidance). The student is the backbone's own feature extractor — whatever its
+`modality_embeddings` produces — which learns from the teacher through
+    response-based: τ²·KL(softmax(C_m(t_m)/τ) ‖ softmax(C_m(s_m)/τ)), C_m shared by teacher and student;
+    feature-based:  MSE(s_m, t_m) (both L2-normalised).
+L = L_backbone + ce_weight·(mean_m CE(C_m(t_m), y) + CE(F([t_1;…;t_M]), y)) + kd_weight·(mean_m KL + mean_m MSE).
+Items with label −1 are left out of the CE terms. The teacher is detached inside the distillation terms
+(knowledge flows teacher → student; the official code's two-way pull is `teacher_receives_kd_grad`), it is
+trained jointly by default (`teacher: pretrained` trains and freezes it first), and it is absent at inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from distillrec.distill.base import Distiller
+from distillrec.distill.registry import register_distiller
+from distillrec.errors import ConfigError
+from distillrec.models.base import Batch, Recommender, Representation
+
+log = logging.getLogger("distillrec.sgfd")
+
+
+def shrinking_widths(d_in: int, d: int, factor: int = 4) -> list[int]:
+    """Layer widths d_in → ⌊d_in/4⌋ → … → d: stop when the next width would reach or pass below d."""
+    widths = [d_in]
+    w = d_in
+    while w // factor > d:
+        w = w // factor
+        widths.append(w)
+    widths.append(d)
+    return widths
+
+
+class Teacher(nn.Module):
+    """The deep extractor of one modality: shrinking Linear stack with leaky ReLU between layers, L2-norm."""
+
+    def __init__(self, d_in: int, d: int, activation: bool = True) -> None:
+        super().__init__()
+        widths = shrinking_widths(d_in, d)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        for k, layer in enumerate(self.layers):
+            x = layer(x)
+            if self.activation and k < len(self.layers) - 1:
+                x = F.leaky_relu(x)
+        return F.normalize(x, dim=-1)
+
+
+def response_kd(teacher_logits: Tensor, student_logits: Tensor, tau: float) -> Tensor:
+    """τ²·KL(softmax(t/τ) ‖ softmax(s/τ)), averaged over items."""
+    log_pt = F.log_softmax(teacher_logits / tau, dim=-1)
+    log_ps = F.log_softmax(student_logits / tau, dim=-1)
+    return tau**2 * (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
+
+
+def labelled_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy on logits over the items whose label is known (≥ 0); zero when there are none."""
+    known = labels >= 0
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[known], labels[known])
+
+
+@register_distiller
+class SGFD(Distiller):
+    name = "sgfd"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        ce_weight: float = Field(0.1, ge=0, description="weight of the teachers' classification terms")
+        kd_weight: float = Field(0.1, ge=0, description="weight of the two distillation terms")
+        t_decay: float = Field(10.0, gt=0, description="temperature τ of the response-based term")
+        teacher: Literal["joint", "pretrained"] = "joint"
+        pretrain_epochs: int = Field(
+            100, ge=1, description="epochs of teacher pre-training (teacher=pretrained)"
+        )
+        teacher_receives_kd_grad: bool = False
+        activation: bool = Field(True, description="leaky ReLU between teacher layers (the code has none)")
+        label_free: bool = Field(
+            False,
+            description="no labels: teachers learn to reconstruct their input; feature distillation only",
+        )
+        items: Literal["batch", "positives"] = Field(
+            "batch", description="items fed to SGFD: positives and negatives, or positives"
+        )
+
+    def __init__(self, options: Options) -> None:
+        super().__init__()
+        self.options = options
+
+    def prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
+        o = self.options
+        if not dataset.features:
+            raise ConfigError(f"SGFD distils item features; dataset {dataset.name!r} has none")
+        if dataset.labels is None or int((dataset.labels >= 0).sum()) == 0:
+            if not o.label_free:
+                raise ConfigError(
+                    f"SGFD needs item category labels (category_label.npy); dataset {dataset.name!r} has none — "
+                    "set sgfd.label_free=true for label-free use (feature distillation only)"
+                )
+        device = torch.device(context.get("device", "cpu"))
+        probe = backbone_factory()
+        with torch.no_grad():
+            student = probe.modality_embeddings(dataset.features)
+        del probe
+        if not student:
+            raise ConfigError(
+                f"SGFD needs a backbone with a feature extractor; {context.get('model')!r} has none"
+            )
+        self.modalities = list(student)
+        self.dims = {m: int(e.shape[1]) for m, e in student.items()}
+        self.features = {m: f.to(device) for m, f in dataset.features.items()}
+        self.labels = (
+            dataset.labels if dataset.labels is not None else torch.full((dataset.n_items,), -1)
+        ).to(device)
+        n_cls = max(1, int(self.labels.max()) + 1)
+        self.teachers = nn.ModuleDict(
+            {m: Teacher(dataset.feature_dims[m], self.dims[m], o.activation) for m in self.modalities}
+        )
+        self.classifiers = nn.ModuleDict({m: nn.Linear(self.dims[m], n_cls) for m in self.modalities})
+        fused = sum(self.dims.values())
+        self.fusion = nn.Sequential(
+            nn.Linear(fused, fused // len(self.dims)),
+            nn.LeakyReLU(),
+            nn.Linear(fused // len(self.dims), n_cls),
+        )
+        self.decoders = (
+            nn.ModuleDict({m: nn.Linear(self.dims[m], dataset.feature_dims[m]) for m in self.modalities})
+            if o.label_free
+            else None
+        )
+        self.to(device)
+        if o.teacher == "pretrained":
+            self._pretrain(device)
+
+    def teacher_terms(self, items: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Teacher outputs for `items` and their supervision loss (CE, or reconstruction when label-free)."""
+        t = {m: self.teachers[m](self.features[m][items]) for m in self.modalities}
+        if self.options.label_free:
+            loss = sum(F.mse_loss(self.decoders[m](t[m]), self.features[m][items]) for m in self.modalities)
+            return t, loss / len(self.modalities)
+        y = self.labels[items]
+        cls = sum(labelled_ce(self.classifiers[m](t[m]), y) for m in self.modalities) / len(self.modalities)
+        fuse = labelled_ce(self.fusion(torch.cat([t[m] for m in self.modalities], dim=-1)), y)
+        return t, cls + fuse
+
+    def _pretrain(self, device: torch.device) -> None:
+        known = torch.arange(len(self.labels), device=device)
+        if not self.options.label_free:
+            known = known[self.labels >= 0]
+        opt = torch.optim.Adam(self.parameters(), lr=1e-3)
+        for _ in range(self.options.pretrain_epochs):
+            for chunk in torch.randperm(len(known), device=device).split(1024):
+                _, loss = self.teacher_terms(known[chunk])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.requires_grad_(False)
+        log.info("SGFD teachers pre-trained for %d epochs and frozen", self.options.pretrain_epochs)
+
+    def loss(self, student: Recommender, rep: Representation, batch: Batch, epoch: int) -> dict[str, Tensor]:
+        o = self.options
+        items = batch.pos if o.items == "positives" else torch.cat([batch.pos, batch.neg.reshape(-1)])
+        items = torch.unique(items)
+        s_all = student.modality_embeddings(self.features)
+        t, supervision = self.teacher_terms(items)
+        out: dict[str, Tensor] = {}
+        if o.teacher == "joint":
+            out["sgfd_ce"] = o.ce_weight * supervision
+        kl, mse = 0.0, 0.0
+        for m in self.modalities:
+            s = F.normalize(s_all[m][items], dim=-1)
+            target = t[m] if o.teacher_receives_kd_grad else t[m].detach()
+            mse = mse + F.mse_loss(s, target)
+            if not o.label_free:
+                t_logits = self.classifiers[m](target)
+                if not o.teacher_receives_kd_grad:
+                    t_logits = t_logits.detach()
+                kl = kl + response_kd(t_logits, self.classifiers[m](s), o.t_decay)
+        n = len(self.modalities)
+        out["sgfd_feature"] = o.kd_weight * mse / n
+        if not o.label_free:
+            out["sgfd_response"] = o.kd_weight * kl / n
+        return out
