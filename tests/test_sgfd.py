@@ -110,3 +110,28 @@ def test_composing_methods_is_refused_with_a_reason():
     ds = make_dataset()
     with pytest.raises(ConfigError, match="sgfd\\+ckd"):
         train("vbpr", ds, seeds=[1], set={"epochs": 1}, out=None, distill=["sgfd", "ckd"])
+
+
+def test_probe_detects_label_information():
+    from distillrec.experiment.probe import majority_rate, probe_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (400,), generator=g)
+    informative = F.one_hot(labels, 4).float() + 0.3 * torch.randn(400, 4, generator=g)
+    noise = torch.randn(400, 4, generator=g)
+    assert probe_accuracy(informative, labels) > 0.9
+    assert probe_accuracy(noise, labels) < 0.5
+    assert 0.2 < majority_rate(labels) < 0.4
+
+
+def test_sgfd_report_writes_tables_and_figure(tmp_path, monkeypatch):
+    import distillrec.experiment.sgfd_report as report
+    from distillrec.data.registry import load_dataset
+    from distillrec.experiment.distill_report import compare_backbone
+
+    ds = load_dataset(write_mmrec(make_dataset(n_users=40, n_items=60, n_labels=3), tmp_path / "data"))
+    c = compare_backbone("vbpr", "sgfd", ds, [1, 2], {"kd_weight": [0.1]}, tmp_path / "runs",
+                         base_groups={"train": {"epochs": 2}})
+    text = report.sgfd_markdown([c], ds, [1, 2], "distillrec sgfd-report (test)", tmp_path / "probe.png")
+    assert "| vbpr | recall@20 |" in text and "| vbpr | image |" in text
+    assert (tmp_path / "probe.png").stat().st_size > 1000

@@ -309,6 +309,31 @@ def ckd_report(
     console.print(f"wrote {write}")
 
 
+@app.command("sgfd-report")
+def sgfd_report(
+    backbones: str = typer.Option("bm3,grcn,maml", help="comma-separated backbones"),
+    dataset: str = typer.Option("scientific", "--dataset", "-d"),
+    seeds: str = typer.Option("1,2,3,4,5", help="comma-separated seeds"),
+    out: Path = typer.Option(Path("runs"), help="root folder of run folders (finished runs are reused)"),
+    write: Path = typer.Option(Path("docs/results/sgfd.md"), help="the results document to write"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+) -> None:
+    """Each backbone with and without SGFD over seeds, plus linear-probe accuracy; writes docs/results/sgfd.md."""
+    from distillrec.data.registry import load_dataset
+    from distillrec.experiment.sgfd_report import run_sgfd_report, sgfd_markdown
+    from distillrec.train.checkpoint import atomic_write_text
+
+    _setup_logging(False)
+    ds = load_dataset(dataset)
+    seed_list = _seeds(seeds)
+    comparisons = run_sgfd_report(ds, [b for b in backbones.split(",") if b], seed_list, out, device)
+    command = ("distillrec sgfd-report " + " ".join(sys.argv[2:])).strip()
+    write.parent.mkdir(parents=True, exist_ok=True)
+    text = sgfd_markdown(comparisons, ds, seed_list, command, write.with_name("sgfd_probe.png"))
+    atomic_write_text(write, text)
+    console.print(f"wrote {write}")
+
+
 @app.command()
 def datasets() -> None:
     """The known datasets and their statistics."""
