@@ -59,7 +59,10 @@ def _groups(point: dict[str, Any], extra: dict[str, dict[str, Any]]) -> dict[str
     groups = {k: dict(v) for k, v in extra.items()}
     groups.setdefault("train", {})
     groups.setdefault("data", {})
-    groups["model"] = {**groups.get("model", {}), **point}
+    groups["model"] = dict(groups.get("model", {}))
+    for key, value in point.items():  # "train.lr" in a grid is a training setting, any other key a model's
+        group, _, name = key.rpartition(".")
+        groups[group or "model"][name] = value
     return groups
 
 
@@ -134,7 +137,7 @@ def backbones_markdown(results: list[ModelBench], dataset: Dataset, seeds: list[
         )
     lines += ["", "## Hyperparameters used", ""]
     for r in results:
-        params = resolve_params(r.model, r.chosen).model_dump()
+        params = resolve_params(r.model, {k: v for k, v in r.chosen.items() if "." not in k}).model_dump()
         desc = (model_class(r.model).__doc__ or "").strip().splitlines()[0]
         lines.append(f"- **{r.model}** — {desc} `{params}`")
         if len(r.grid) > 1:
