@@ -35,23 +35,21 @@ class ItemKNNCBF(Recommender):
             raise ConfigError(
                 f"itemknn_cbf needs item features; asked for {missing or 'any'}, dataset has {dataset.modalities}"
             )
-        x = (
-            torch.cat([F.normalize(dataset.features[m].float(), dim=1) for m in names], dim=1)
-            / len(names) ** 0.5
-        )
-        sim = knn_graph(x, params.k, normalise="none")  # cosine of the concatenation = mean cosine
-        self.sim_t = sim.T.tocsr()  # scores = R @ S^T with S[i, j] = sim of i's neighbour j
+        self.modalities = names
+        self.k = params.k
         self.train_matrix = dataset.train
         self.register_buffer("_device_marker", torch.zeros(0))
 
     def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
-        return Representation(self._device_marker, self._device_marker)
+        """The neighbour graph is built from the features given, so ablating a modality changes it."""
+        x = torch.cat([F.normalize(features[m].float(), dim=1) for m in self.modalities], dim=1)
+        sim = knn_graph(x.cpu() / len(self.modalities) ** 0.5, self.k, normalise="none")  # = mean cosine
+        # scores = R @ S^T with S[i, j] = similarity of item i to its neighbour j
+        return Representation(self._device_marker, self._device_marker, extras={"sim_t": sim.T.tocsr()})
 
-    def score(
-        self, rep: Representation, users: torch.Tensor, items: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def score(self, rep: Representation, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         profile: sp.csr_matrix = self.train_matrix[users.cpu().numpy()]
-        scores = np.asarray((profile @ self.sim_t).todense(), dtype=np.float32)
+        scores = np.asarray((profile @ rep.extras["sim_t"]).todense(), dtype=np.float32)
         out = torch.from_numpy(scores).to(rep.user.device)
         return out if items is None else out[:, items]
 
