@@ -16,7 +16,7 @@ from distillrec.errors import DistillrecError
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Multimodal recommenders with knowledge distillation."
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)  # no wrapping when piped
 # The demo stops a little sooner than a full run (patience 10 instead of 20) to stay within minutes.
 DEMO_SETTINGS = {"patience": 10, "epochs": 300}
 REPORT_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -382,5 +382,5 @@ def main() -> None:
     try:
         app()
     except DistillrecError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.stderr.write(f"error: {exc}\n")  # one unwrapped line, whatever the terminal width
         raise SystemExit(2) from None
