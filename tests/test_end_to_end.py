@@ -12,7 +12,7 @@ from distillrec.experiment.api import train
 
 @pytest.fixture(scope="module")
 def real_results(scientific):
-    settings = {"epochs": 80, "patience": 10}
+    settings = {"epochs": 50, "patience": 10}
     return {m: train(m, scientific, seeds=[999], set=settings, out=None)[0].metrics for m in ("mostpop", "lightgcn", "vbpr")}
 
 
