@@ -139,17 +139,28 @@ def evaluate(
             print(json.dumps(rows, indent=2))
             return
         table = Table(title=f"{run_dir}: each modality alone ({split}, others mean-ablated)")
-        for col in ("modality", "recall@20 in model", "ndcg@20 in model", "recall@20 uni-modal teacher", "ndcg@20 teacher"):
+        for col in (
+            "modality",
+            "recall@20 in model",
+            "ndcg@20 in model",
+            "recall@20 uni-modal teacher",
+            "ndcg@20 teacher",
+        ):
             table.add_column(col, justify="right")
         for r in rows:
             t = r["teacher"]
             table.add_row(
-                r["modality"], f"{r['model']['recall@20']:.4f}", f"{r['model']['ndcg@20']:.4f}",
-                f"{t['recall@20']:.4f}" if t else "–", f"{t['ndcg@20']:.4f}" if t else "–",
+                r["modality"],
+                f"{r['model']['recall@20']:.4f}",
+                f"{r['model']['ndcg@20']:.4f}",
+                f"{t['recall@20']:.4f}" if t else "–",
+                f"{t['ndcg@20']:.4f}" if t else "–",
             )
         console.print(table)
         if any(r["teacher"] is None for r in rows[1:]):
-            console.print("– : no cached uni-modal teacher for this backbone and settings (a CKD run trains them)")
+            console.print(
+                "– : no cached uni-modal teacher for this backbone and settings (a CKD run trains them)"
+            )
         return
     result = run.evaluate(split, preset or None)
     if as_json:
@@ -190,10 +201,15 @@ def recommend(
                 f"--users expects 'all' or comma-separated integer ids, got {users!r}"
             ) from None
     top = run.recommend(ids, k, exclude_seen=exclude_seen)
-    user_names = run.dataset.user_tokens if run.dataset.user_tokens is not None else np.arange(run.dataset.n_users)
-    item_names = run.dataset.item_tokens if run.dataset.item_tokens is not None else np.arange(run.dataset.n_items)
+    user_names = (
+        run.dataset.user_tokens if run.dataset.user_tokens is not None else np.arange(run.dataset.n_users)
+    )
+    item_names = (
+        run.dataset.item_tokens if run.dataset.item_tokens is not None else np.arange(run.dataset.n_items)
+    )
     lines = [
-        "\t".join(map(str, [user_names[u], *item_names[row]])) for u, row in zip(ids.tolist(), top, strict=True)
+        "\t".join(map(str, [user_names[u], *item_names[row]]))
+        for u, row in zip(ids.tolist(), top, strict=True)
     ]
     text = "\n".join(lines) + "\n"
     if out:
@@ -255,7 +271,9 @@ def bench(
     models_: str = typer.Option("", "--models", help="comma-separated models (default: every general model)"),
     dataset: str = typer.Option("scientific", "--dataset", "-d"),
     seeds: str = typer.Option("1,2,3", help="comma-separated seeds"),
-    set_: list[str] = typer.Option(None, "--set", help="key=value applied to every model (e.g. preset=strict)"),
+    set_: list[str] = typer.Option(
+        None, "--set", help="key=value applied to every model (e.g. preset=strict)"
+    ),
     out: Path = typer.Option(Path("runs"), help="root folder of run folders (finished runs are reused)"),
     write: Path = typer.Option(Path("docs/results/backbones.md"), help="the results document to write"),
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
@@ -269,14 +287,18 @@ def bench(
 
     _setup_logging(False)
     groups = route(parse_assignments(set_))
-    ds = load_dataset(dataset, split=groups["data"].get("split", "auto"), seed=int(groups["data"].get("split_seed", 0)))
+    ds = load_dataset(
+        dataset, split=groups["data"].get("split", "auto"), seed=int(groups["data"].get("split_seed", 0))
+    )
     names = [m for m in models_.split(",") if m] or model_names("topk")
     seed_list = _seeds(seeds)
     results = []
     for name in names:
         with console.status(f"benchmarking {name} …"):
             r = bench_model(name, ds, seed_list, out, groups, device)
-        console.print(f"  {name:<12} test recall@20 {sum(t['recall@20'] for t in r.test.values()) / len(r.test):.4f}")
+        console.print(
+            f"  {name:<12} test recall@20 {sum(t['recall@20'] for t in r.test.values()) / len(r.test):.4f}"
+        )
         results.append(r)
     command = "distillrec bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "distillrec bench"
     preset = groups["train"].get("preset", "mmrec")
@@ -295,18 +317,19 @@ def ckd_report(
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
 ) -> None:
     """Each backbone with and without CKD over seeds, weights chosen on validation; writes docs/results/ckd.md."""
-    from distillrec.data.registry import load_dataset
     from distillrec.experiment.ckd_report import ckd_markdown, run_ckd_report
-    from distillrec.train.checkpoint import atomic_write_text
 
-    _setup_logging(False)
-    ds = load_dataset(dataset)
-    seed_list = _seeds(seeds)
-    comparisons = run_ckd_report(ds, [b for b in backbones.split(",") if b], seed_list, out, device)
-    command = "distillrec ckd-report " + " ".join(sys.argv[2:])
-    write.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(write, ckd_markdown(comparisons, ds, seed_list, command.strip()))
-    console.print(f"wrote {write}")
+    _distill_report(
+        "ckd-report",
+        backbones,
+        dataset,
+        seeds,
+        out,
+        write,
+        device,
+        run_ckd_report,
+        lambda comparisons, ds, seed_list, command: ckd_markdown(comparisons, ds, seed_list, command),
+    )
 
 
 @app.command("sgfd-report")
@@ -319,18 +342,35 @@ def sgfd_report(
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
 ) -> None:
     """Each backbone with and without SGFD over seeds, plus linear-probe accuracy; writes docs/results/sgfd.md."""
-    from distillrec.data.registry import load_dataset
     from distillrec.experiment.sgfd_report import run_sgfd_report, sgfd_markdown
+
+    _distill_report(
+        "sgfd-report",
+        backbones,
+        dataset,
+        seeds,
+        out,
+        write,
+        device,
+        run_sgfd_report,
+        lambda c, ds, seed_list, command: sgfd_markdown(
+            c, ds, seed_list, command, write.with_name("sgfd_probe.png")
+        ),
+    )
+
+
+def _distill_report(name, backbones, dataset, seeds, out, write, device, run, markdown) -> None:  # noqa: ANN001
+    """Shared body of the *-report commands: run the comparisons, write the document."""
+    from distillrec.data.registry import load_dataset
     from distillrec.train.checkpoint import atomic_write_text
 
     _setup_logging(False)
     ds = load_dataset(dataset)
     seed_list = _seeds(seeds)
-    comparisons = run_sgfd_report(ds, [b for b in backbones.split(",") if b], seed_list, out, device)
-    command = ("distillrec sgfd-report " + " ".join(sys.argv[2:])).strip()
+    comparisons = run(ds, [b for b in backbones.split(",") if b], seed_list, out, device)
+    command = (f"distillrec {name} " + " ".join(sys.argv[2:])).strip()
     write.parent.mkdir(parents=True, exist_ok=True)
-    text = sgfd_markdown(comparisons, ds, seed_list, command, write.with_name("sgfd_probe.png"))
-    atomic_write_text(write, text)
+    atomic_write_text(write, markdown(comparisons, ds, seed_list, command))
     console.print(f"wrote {write}")
 
 
@@ -384,3 +424,12 @@ def main() -> None:
     except DistillrecError as exc:
         sys.stderr.write(f"error: {exc}\n")  # one unwrapped line, whatever the terminal width
         raise SystemExit(2) from None
+
+
+def _register_extensions() -> None:
+    from distillrec import cli_next_item
+
+    cli_next_item.register(app)
+
+
+_register_extensions()
