@@ -62,3 +62,64 @@ class NextItemTask:
     def evaluate(self, model, features: dict, split: str) -> dict[str, float]:  # noqa: ANN001
         rep = model.represent(features)
         return self.evaluator.evaluate(sequence_score_fn(model, rep), split)
+
+
+@torch.no_grad()
+def recommend_next(
+    model,  # noqa: ANN001 - a SequentialRecommender
+    dataset: Dataset,
+    features: dict,
+    users,  # noqa: ANN001 - array-like of user ids
+    k: int = 10,
+    exclude_seen: bool = False,
+    max_len: int = 50,
+) -> torch.Tensor:
+    """Top-k next items [len(users), k] after each user's whole known history (every split), newest
+    `max_len` events as input; `exclude_seen` drops items the user already has."""
+    import numpy as np
+
+    from distillrec.data.next_item import gather_prefixes
+
+    seq = dataset.sequences
+    if seq is None:
+        raise ConfigError(f"dataset {dataset.name!r} has no ordered histories")
+    users = np.asarray(users, dtype=np.int64)
+    bad = users[(users < 0) | (users >= dataset.n_users)]
+    if len(bad):
+        raise ConfigError(f"unknown user id {int(bad[0])}: the dataset has users 0..{dataset.n_users - 1}")
+    ends = seq.offsets[users + 1]
+    starts = np.maximum(seq.offsets[users], ends - max_len)
+    if (ends == seq.offsets[users]).any():
+        raise ConfigError("a requested user has no history to continue")
+    items, lengths = gather_prefixes(seq.items, starts, ends, dataset.n_items)
+    model.eval()
+    rep = model.represent(features)
+    dev = model.device
+    scores = sequence_score_fn(model, rep)(torch.from_numpy(items).to(dev), torch.from_numpy(lengths).to(dev))
+    if exclude_seen:
+        counts = seq.offsets[users + 1] - seq.offsets[users]
+        rows = np.repeat(np.arange(len(users)), counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        idx = seq.items[np.repeat(seq.offsets[users], counts) + (np.arange(int(counts.sum())) - first)]
+        scores[torch.from_numpy(rows).to(dev), torch.from_numpy(idx).to(dev)] = -torch.inf
+    return torch.topk(scores, k, dim=1).indices.cpu()
+
+
+@torch.no_grad()
+def evaluate_next(
+    model,  # noqa: ANN001 - a SequentialRecommender
+    dataset: Dataset,
+    features: dict,
+    split: str = "test",
+    ks: tuple[int, ...] | list[int] = (5, 10, 20),
+    mask_history: bool = False,
+    max_len: int = 50,
+) -> dict[str, float]:
+    """One-off next-item evaluation of a model (e.g. a loaded run's best weights)."""
+    seq = dataset.sequences
+    if seq is None:
+        raise ConfigError(f"dataset {dataset.name!r} has no ordered histories")
+    sampler = PrefixSampler(seq, dataset.n_items, split, max_len)
+    evaluator = NextItemEvaluator({split: sampler}, dataset.n_items, ks, model.device, mask_history=mask_history)
+    model.eval()
+    return evaluator.evaluate(sequence_score_fn(model, model.represent(features)), split)

@@ -138,6 +138,9 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         factors = self.model.lr_multipliers(epoch)
+        if self.distiller is not None and hasattr(self.distiller, "lr_multipliers"):
+            # hook: a distiller may schedule the backbone's named groups (KDSR's asynchronous warm-up)
+            factors = {**factors, **self.distiller.lr_multipliers(epoch)}
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factors.get(group.get("name", ""), 1.0)
         sums: dict[str, float] = {}

@@ -1,0 +1,408 @@
+"""KDSR's correlation distillation (CDL; Hu et al., ECIR 2024), on the fly and per co-occurring pair.
+
+Teacher (frozen, per modality m): the features' linear-autoencoder codes z (see
+`models.sequential.base.fit_linear_autoencoder`). For an item pair (i, j):
+  holistic  C_ij = sim(z_i, z_j)  (cosine by default; dot, Euclidean or Manhattan distance as options)
+  dissected Q_ij = nearest codeword to [sim(z_i^(1), z_j^(1)), …, sim(z_i^(D), z_j^(D))], z cut into D
+            contiguous parts; the K codewords are fitted before training on pairs sampled from the
+            training sequences, by online vector quantisation (EMA codeword updates) or by k-means.
+Student, on the backbone's `correlation_tables` (its modality embeddings e, or its ID table):
+  P_ij = sim(W e_i, W e_j);  L_hol = mean over pairs of (P_ij/τ − C_ij/τ)²  (the soft match)
+  logits_ij = W_2 ReLU(W_1 (e_i − e_j));  L_code = CE(logits_ij, Q_ij)
+Loss added to the backbone's: Σ_m (α L_hol^m + β L_code^m), α = `holistic_weight`, β = `code_weight`.
+
+Pairs are the positions p < q of each input prefix holding different items, so one batch builds a
+[B, L, L] mask and per-pair tensors of length ≤ B·L(L−1)/2 — never an items × items table (the
+official code precomputes dense N × N float64 and int64 tables per modality and k-means over all N²
+pairs). The signed difference e_i − e_j follows the sequence's order (earlier minus later), the
+paper's "directional relation"; `code_input: abs` is the official code's |e_i − e_j|.
+
+Official-code behaviours available as options: `legacy_weight_wiring` (two modalities: the first
+modality's code term weighted by the holistic weight and the second's holistic term by the code
+weight, as its loss is wired), `legacy_frobenius` (per-sequence Frobenius norm of
+sqrt(diff² + 1e-8) averaged over sequences instead of a per-pair mean), `legacy_constant_ratio` (the
+modality tables' lr fixed at lr/γ instead of warmed up).
+
+Asynchronous training: through `lr_multipliers` the backbone's "modality" parameter group rises from
+lr/γ to lr over the first E epochs (a no-op for backbones without modality tables).
+
+Modality forgetting: every epoch, the Pearson correlation between pair similarities of the current
+supervised embeddings (and of the ID table) and those of the original features, on a fixed sample of
+item pairs, goes to the run's history (`forget_corr_<m>`, `id_corr_<m>`); the `forgetting` distiller
+logs the same for a run without CDL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from distillrec.data.dataset import Sequences
+from distillrec.data.next_item import event_users
+from distillrec.distill.base import Distiller
+from distillrec.distill.registry import register_distiller
+from distillrec.errors import ConfigError
+from distillrec.models.base import Recommender, Representation
+from distillrec.models.sequential.base import MODALITY_GROUP, compress_features
+from distillrec.train.optim import AsyncWarmup, warmup_factors
+
+Similarity = Literal["cosine", "dot", "euclidean", "manhattan"]
+
+
+# --------------------------------------------------------------------------- pair geometry
+def cooccurring_pairs(items: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(sequence, earlier position, later position) of every pair p < q of real positions of a row
+    whose items differ. Builds one [B, L, L] mask; the outputs have one entry per pair."""
+    width = items.shape[1]
+    pos = torch.arange(width, device=items.device)
+    valid = pos[None, :] < lengths[:, None]
+    mask = valid[:, :, None] & valid[:, None, :] & (pos[:, None] < pos[None, :])
+    mask &= items[:, :, None] != items[:, None, :]
+    return mask.nonzero(as_tuple=True)
+
+
+def pair_similarity(x: Tensor, y: Tensor, kind: Similarity) -> Tensor:
+    """Row-wise similarity (cosine, dot) or distance (Euclidean, Manhattan) of x[k] and y[k]."""
+    if kind == "cosine":
+        return F.cosine_similarity(x, y, dim=-1, eps=1e-8)
+    if kind == "dot":
+        return (x * y).sum(-1)
+    if kind == "euclidean":
+        return (x - y).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+    if kind == "manhattan":
+        return (x - y).abs().sum(-1)
+    raise ConfigError(f"unknown similarity {kind!r}")
+
+
+def part_bounds(width: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) slices cutting `width` into `parts` near-equal pieces."""
+    if not 1 <= parts <= width:
+        raise ConfigError(f"cannot cut a {width}-wide code into {parts} parts")
+    edges = np.linspace(0, width, parts + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def dissected_vectors(x: Tensor, y: Tensor, bounds: list[tuple[int, int]], kind: Similarity) -> Tensor:
+    """[P, D]: the similarity of each pair within each part."""
+    return torch.stack([pair_similarity(x[:, a:b], y[:, a:b], kind) for a, b in bounds], dim=1)
+
+
+def assign_codes(vectors: Tensor, codebook: Tensor, chunk: int = 65536) -> Tensor:
+    """Index of the nearest codeword (squared Euclidean; ties → lowest index) for each row."""
+    out = []
+    for s in range(0, len(vectors), chunk):
+        out.append(torch.cdist(vectors[s : s + chunk], codebook).argmin(1))
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=vectors.device)
+
+
+# --------------------------------------------------------------------------- codebooks
+def seed_codebook(vectors: Tensor, k: int, generator: torch.Generator, sample: int = 20000) -> Tensor:
+    """k-means++ seeding (each next codeword drawn with probability ∝ squared distance to the nearest
+    chosen one), on at most `sample` vectors."""
+    if len(vectors) > sample:
+        vectors = vectors[torch.randperm(len(vectors), generator=generator)[:sample]]
+    n = len(vectors)
+    idx = int(torch.randint(n, (1,), generator=generator))
+    centers = [vectors[idx]]
+    dist = (vectors - vectors[idx]).pow(2).sum(1)
+    for _ in range(1, k):
+        total = float(dist.sum())
+        idx = int(torch.randint(n, (1,), generator=generator)) if total <= 0 else int(
+            torch.multinomial(dist / total, 1, generator=generator)
+        )
+        centers.append(vectors[idx])
+        dist = torch.minimum(dist, (vectors - vectors[idx]).pow(2).sum(1))
+    return torch.stack(centers).clone()
+
+
+def kmeans_codebook(vectors: Tensor, k: int, generator: torch.Generator, iters: int = 50) -> Tensor:
+    """Lloyd's k-means from k-means++ seeds; an emptied cluster is re-seeded from the farthest point."""
+    codebook = seed_codebook(vectors, k, generator)
+    for _ in range(iters):
+        d = torch.cdist(vectors, codebook)
+        assign = d.argmin(1)
+        counts = torch.bincount(assign, minlength=k)
+        sums = torch.zeros_like(codebook).index_add_(0, assign, vectors)
+        new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], codebook)
+        empty = (counts == 0).nonzero(as_tuple=True)[0]
+        if len(empty):
+            far = d.gather(1, assign[:, None]).squeeze(1).topk(len(empty)).indices
+            new[empty] = vectors[far]
+        if torch.allclose(new, codebook):
+            break
+        codebook = new
+    return codebook
+
+
+def vq_codebook(
+    vectors: Tensor, k: int, generator: torch.Generator, epochs: int = 12, batch: int = 4096, decay: float = 0.9
+) -> Tensor:
+    """Online vector quantisation from k-means++ seeds: each step assigns a random mini-batch to the nearest codewords and
+    moves each codeword to an exponential moving average of its assigned vectors (VQ-VAE's codebook
+    update). A codeword whose average usage falls under a tenth of its share is dead: it is re-seeded
+    with the worst-quantised vectors of the batch. About `epochs` passes over the vectors, at least 50
+    and at most 300 steps."""
+    n = len(vectors)
+    steps = min(300, max(50, epochs * -(-n // batch)))
+    codebook = seed_codebook(vectors, k, generator)
+    share = min(batch, n) / k
+    ema_count = torch.full((k,), share)
+    ema_sum = codebook * share
+    for _ in range(steps):
+        v = vectors[torch.randint(n, (min(batch, n),), generator=generator)]
+        d = torch.cdist(v, codebook)
+        assign = d.argmin(1)
+        counts = torch.bincount(assign, minlength=k).float()
+        sums = torch.zeros_like(codebook).index_add_(0, assign, v)
+        ema_count = decay * ema_count + (1 - decay) * counts
+        ema_sum = decay * ema_sum + (1 - decay) * sums
+        codebook = ema_sum / ema_count.clamp_min(1e-6)[:, None]
+        dead = (ema_count < 0.1 * share).nonzero(as_tuple=True)[0]
+        if len(dead):
+            worst = d.gather(1, assign[:, None]).squeeze(1).topk(min(len(dead), len(v))).indices
+            dead = dead[: len(worst)]
+            codebook[dead] = v[worst]
+            ema_sum[dead], ema_count[dead] = v[worst] * share, share
+    return codebook
+
+
+def sample_training_pairs(seq: Sequences, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """About `n` (item, item) pairs drawn uniformly among the pairs of distinct positions of each
+    user's training events, pairs of equal items dropped."""
+    users = event_users(seq)
+    train_counts = np.bincount(users[seq.label == 0], minlength=len(seq.offsets) - 1)
+    weights = train_counts * (train_counts - 1) / 2.0
+    if weights.sum() == 0:
+        raise ConfigError("no user has two training events: CDL has no co-occurring pair to learn from")
+    u = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    m = train_counts[u]
+    i = (rng.random(n) * m).astype(np.int64)
+    j = (rng.random(n) * (m - 1)).astype(np.int64)
+    j = j + (j >= i)
+    a, c = seq.items[seq.offsets[u] + i], seq.items[seq.offsets[u] + j]
+    keep = a != c
+    return a[keep], c[keep]
+
+
+def pearson(x: Tensor, y: Tensor) -> float:
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    den = float(x.norm() * y.norm())
+    return float((x * y).sum()) / den if den > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- distillers
+class ProbeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    probe_pairs: int = Field(20000, ge=10, description="fixed random item pairs of the forgetting diagnostic")
+    seed: int = 0
+
+
+def _require_sequential(model: Recommender, method: str) -> None:
+    if getattr(model, "task", "") != "next-item":
+        raise ConfigError(f"{method} works on next-item models; {model.name!r} is a {model.task} model")
+
+
+@register_distiller
+class ForgettingProbe(Distiller):
+    """No loss: logs the modality-forgetting diagnostic each epoch (for runs without CDL)."""
+
+    name = "forgetting"
+    Options = ProbeOptions
+
+    def __init__(self, options: BaseModel) -> None:
+        super().__init__()
+        self.options = options
+
+    def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
+        if backbone_factory is not None:
+            with torch.random.fork_rng():  # the backbone's own random stream stays as in a plain run
+                _require_sequential(backbone_factory(), self.name)
+        if not dataset.features:
+            raise ConfigError(f"{self.name}: dataset {dataset.name!r} has no item features")
+        g = torch.Generator().manual_seed(int(self.options.seed) + 7919)
+        n, k = dataset.n_items, self.options.probe_pairs
+        a = torch.randint(n, (k,), generator=g)
+        c = (a + 1 + torch.randint(n - 1, (k,), generator=g)) % n  # c != a
+        self.register_buffer("probe_a", a, persistent=False)
+        self.register_buffer("probe_c", c, persistent=False)
+        self.probe_modalities = list(dataset.features)
+        for m, f in dataset.features.items():
+            self.register_buffer(f"_feat_{m}", f.float(), persistent=False)
+            self.register_buffer(f"_featsim_{m}", pair_similarity(f[a], f[c], "cosine").float(), persistent=False)
+
+    def features(self) -> dict[str, Tensor]:
+        return {m: getattr(self, f"_feat_{m}") for m in self.probe_modalities}
+
+    @torch.no_grad()
+    def diagnostic(self, student: Recommender) -> dict[str, float]:
+        rep = student.represent(self.features())
+        tables = student.correlation_tables(rep)
+        ids = student.id_table()
+        a, c = self.probe_a, self.probe_c
+        out: dict[str, float] = {}
+        for m in self.probe_modalities:
+            ref = getattr(self, f"_featsim_{m}")
+            if m in tables:
+                out[f"forget_corr_{m}"] = pearson(pair_similarity(tables[m][a], tables[m][c], "cosine"), ref)
+            out[f"id_corr_{m}"] = pearson(pair_similarity(ids[a], ids[c], "cosine"), ref)
+        return out
+
+    def on_epoch_end(self, student: Recommender, epoch: int) -> dict[str, float]:
+        return self.diagnostic(student)
+
+
+class CDLOptions(ProbeOptions):
+    similarity: Similarity = "cosine"
+    compress_dim: int = Field(128, ge=1, description="teacher code width (linear autoencoder)")
+    parts: int = Field(8, ge=1, description="D: parts of the code for the dissected correlations")
+    codes: int = Field(50, ge=2, description="K: codebook size")
+    quantizer: Literal["vq", "kmeans"] = "vq"
+    sample_pairs: int = Field(100000, ge=100, description="training pairs sampled to fit the codebook")
+    tau: float = Field(1.5, gt=0, description="soft-match temperature")
+    holistic_weight: float = Field(1.0, ge=0, description="α")
+    code_weight: float = Field(0.5, ge=0, description="β")
+    modalities: list[str] | None = Field(None, description="modalities distilled (default: all)")
+    code_input: Literal["signed", "abs"] = "signed"
+    async_warmup: bool = True
+    warmup_gamma: float = Field(4.0, ge=1.0)
+    warmup_epochs: int = Field(10, ge=0)
+    legacy_constant_ratio: bool = False
+    legacy_weight_wiring: bool = False
+    legacy_frobenius: bool = False
+
+
+@register_distiller
+class CDL(ForgettingProbe):
+    """Holistic and dissected correlation distillation on co-occurring pairs (module docstring)."""
+
+    name = "cdl"
+    Options = CDLOptions
+
+    def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
+        # Drawn from its own seed: the backbone's random stream (dropout, batch order) then stays that of
+        # the plain run with the same seed, so that with/without-CDL runs are paired as closely as possible.
+        with torch.random.fork_rng():
+            torch.manual_seed(self.options.seed)
+            self._prepare(dataset, backbone_factory, **context)
+
+    def _prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
+        opt = self.options
+        if backbone_factory is None:
+            raise ConfigError("cdl needs the backbone to size its student heads")
+        probe = backbone_factory()
+        _require_sequential(probe, self.name)
+        super().prepare(dataset, None, **context)
+        if dataset.sequences is None:
+            raise ConfigError(f"cdl: dataset {dataset.name!r} has no ordered histories")
+        mods = list(dataset.features) if opt.modalities is None else list(opt.modalities)
+        unknown = set(mods) - set(dataset.features)
+        if unknown or not mods:
+            raise ConfigError(f"cdl modalities {sorted(unknown) or mods} not among {sorted(dataset.features)}")
+        if opt.legacy_weight_wiring and len(mods) != 2:
+            raise ConfigError("legacy_weight_wiring reproduces a two-modality wiring; give exactly two modalities")
+        self.cdl_modalities = mods
+        d = probe.correlation_dim
+        rng = np.random.default_rng(opt.seed)
+        a_np, c_np = sample_training_pairs(dataset.sequences, opt.sample_pairs, rng)
+        a, c = torch.from_numpy(a_np), torch.from_numpy(c_np)
+        self._pairs_sampled = len(a)
+        g = torch.Generator().manual_seed(opt.seed)
+        self.bounds: dict[str, list[tuple[int, int]]] = {}
+        self._summary: dict[str, dict[str, float]] = {}
+        for m in mods:
+            z = compress_features(dataset.features[m], opt.compress_dim)
+            self.bounds[m] = part_bounds(z.shape[1], opt.parts)
+            vecs = dissected_vectors(z[a], z[c], self.bounds[m], opt.similarity)
+            fit = vq_codebook if opt.quantizer == "vq" else kmeans_codebook
+            book = fit(vecs, opt.codes, g)
+            self.register_buffer(f"_z_{m}", z, persistent=False)
+            self.register_buffer(f"_codebook_{m}", book, persistent=False)
+            usage = torch.bincount(assign_codes(vecs, book), minlength=opt.codes).float() / len(vecs)
+            hol = pair_similarity(z[a], z[c], opt.similarity)
+            self._summary[m] = {
+                "code_width": int(z.shape[1]),
+                "target_mean": round(float(hol.mean()), 4),
+                "target_std": round(float(hol.std()), 4),
+                "codes_used": int((usage > 0).sum()),
+                "code_entropy_nats": round(float(-(usage[usage > 0] * usage[usage > 0].log()).sum()), 3),
+            }
+        self.score_head = nn.ModuleDict({m: nn.Linear(d, d) for m in mods})
+        self.code_head = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, opt.codes)) for m in mods}
+        )
+        self.weights = self._weights()
+        self.last_sizes: dict[str, tuple[int, ...]] = {}
+
+    def _weights(self) -> dict[tuple[str, str], float]:
+        """(term, modality) -> weight; the legacy wiring swaps as the official loss does."""
+        alpha, beta = self.options.holistic_weight, self.options.code_weight
+        w = {(t, m): (alpha if t == "hol" else beta) for m in self.cdl_modalities for t in ("hol", "code")}
+        if self.options.legacy_weight_wiring:
+            first, second = self.cdl_modalities
+            w[("code", first)] = alpha
+            w[("hol", second)] = beta
+        return w
+
+    def teacher(self, m: str, a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """(holistic target C, code Q) of pairs (a[k], c[k]) for modality m."""
+        z = getattr(self, f"_z_{m}")
+        za, zc = z[a], z[c]
+        hol = pair_similarity(za, zc, self.options.similarity)
+        vec = dissected_vectors(za, zc, self.bounds[m], self.options.similarity)
+        return hol, assign_codes(vec, getattr(self, f"_codebook_{m}"))
+
+    def student_terms(self, m: str, e: Tensor, a: Tensor, c: Tensor, seq: Tensor, n_seq: int) -> tuple[Tensor, Tensor]:
+        """Unweighted (L_hol, L_code) for modality m on the student's table e."""
+        opt = self.options
+        with torch.no_grad():
+            target, codes = self.teacher(m, a, c)
+        ea, ec = e[a], e[c]
+        head = self.score_head[m]
+        pred = pair_similarity(head(ea), head(ec), opt.similarity)
+        diff2 = (pred / opt.tau - target / opt.tau).pow(2)
+        if opt.legacy_frobenius:  # both orders of each pair, per sequence, then the mean over sequences
+            per_seq = torch.zeros(n_seq, device=e.device, dtype=diff2.dtype).index_add_(0, seq, 2 * (diff2 + 1e-8))
+            hol = per_seq.sqrt().mean()
+        else:
+            hol = diff2.mean()
+        delta = ea - ec if opt.code_input == "signed" else (ea - ec).abs()
+        code = F.cross_entropy(self.code_head[m](delta), codes)
+        self.last_sizes[m] = (len(a), *delta.shape[1:])
+        return hol, code
+
+    def loss(self, student: Recommender, rep: Representation, batch, epoch: int) -> dict[str, Tensor]:  # noqa: ANN001
+        seq, p, q = cooccurring_pairs(batch.items, batch.lengths)
+        self.last_sizes = {"mask": (len(batch.items), batch.items.shape[1], batch.items.shape[1]), "pairs": (len(seq),)}
+        if len(seq) == 0:
+            return {}
+        a, c = batch.items[seq, p], batch.items[seq, q]
+        tables = student.correlation_tables(rep)
+        out: dict[str, Tensor] = {}
+        for m in self.cdl_modalities:
+            hol, code = self.student_terms(m, tables[m], a, c, seq, len(batch.items))
+            out[f"cdl_hol_{m}"] = self.weights[("hol", m)] * hol
+            out[f"cdl_code_{m}"] = self.weights[("code", m)] * code
+        return out
+
+    def lr_multipliers(self, epoch: int) -> dict[str, float]:
+        """The asynchronous warm-up of the backbone's modality group (applied by the trainer)."""
+        if not self.options.async_warmup:
+            return {}
+        opt = self.options
+        schedule = AsyncWarmup(gamma=opt.warmup_gamma, epochs=opt.warmup_epochs, legacy_constant_ratio=opt.legacy_constant_ratio)
+        return warmup_factors(schedule, (MODALITY_GROUP,), epoch)
+
+    def summary(self) -> dict:
+        """Teacher statistics recorded in the run's metrics.json (`distill_info`)."""
+        return {"pairs_sampled": self._pairs_sampled, "quantizer": self.options.quantizer, "modalities": self._summary}
+
+    def codes_for(self, m: str, a: Tensor, c: Tensor) -> Tensor:
+        """Teacher codes of item pairs (a[k], c[k]) for modality m (for inspection and tests)."""
+        return self.teacher(m, a, c)[1]
