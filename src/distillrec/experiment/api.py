@@ -222,6 +222,10 @@ class Run:
     def evaluate(
         self, split: str = "test", preset: str | None = None, ks: list[int] | None = None
     ) -> dict[str, float]:
+        if self.model.task == "next-item":
+            from distillrec.train.next_item import evaluate_next
+
+            return evaluate_next(self.model, self.dataset, self.features, split, ks or self.train_config.ks)
         ev = Evaluator(
             self.dataset, preset or self.train_config.preset, ks or self.train_config.ks, self.device
         )
@@ -236,6 +240,11 @@ class Run:
         if users is None:
             users = np.arange(ds.n_users)
         users = np.asarray(users, dtype=np.int64)
+        if self.model.task == "next-item":  # next items after each user's whole known history
+            from distillrec.train.next_item import recommend_next
+
+            with torch.no_grad():
+                return recommend_next(self.model, ds, self.features, users, k, exclude_seen).numpy()
         bad = users[(users < 0) | (users >= ds.n_users)]
         if len(bad):
             raise DistillrecError(f"unknown user id {int(bad[0])}: the dataset has users 0..{ds.n_users - 1}")

@@ -173,12 +173,6 @@ def empty_users(table: Tensor) -> Tensor:
     return table.new_zeros(0, table.shape[1])
 
 
-def gather_last(hidden: Tensor, lengths: Tensor) -> Tensor:
-    """hidden[b, lengths[b] - 1] for left-aligned rows: [B, d]."""
-    idx = (lengths - 1).clamp(min=0)[:, None, None].expand(-1, 1, hidden.shape[-1])
-    return hidden.gather(1, idx).squeeze(1)
-
-
 def length_buckets(lengths: Tensor, width: int) -> list[tuple[Tensor, int]]:
     """Rows grouped by length into (w/2, w] buckets (w a power of two, capped at `width`): a model that
     needs a padded [rows, w] layout pays at most twice each row's own length, not the batch's longest."""

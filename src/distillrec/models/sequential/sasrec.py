@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from distillrec.data.next_item import truncate
 from distillrec.models.base import Features, Representation
 from distillrec.models.registry import register
-from distillrec.models.sequential.base import SeqParams, SequentialRecommender, empty_users
+from distillrec.models.sequential.base import SeqParams, SequentialRecommender, empty_users, length_buckets
 
 
 class Layout:
@@ -35,11 +35,9 @@ class Layout:
         self.n = len(self.rows)
         self.last = lengths.cumsum(0) - 1  # flat index of each row's last token
         first = self.last - lengths + 1
-        widths = torch.pow(2, torch.ceil(torch.log2(lengths.float())).long()).clamp(max=width)
         self.buckets: list[tuple[Tensor, Tensor, Tensor]] = []  # (rows, flat index [b, w] (n = pad), mask)
         order = []
-        for w in torch.unique(widths).tolist():
-            rows = (widths == w).nonzero(as_tuple=True)[0]
+        for rows, w in length_buckets(lengths, width):
             cols = torch.arange(w, device=dev)
             valid = cols[None, :] < lengths[rows, None]
             idx = torch.where(valid, first[rows, None] + cols[None, :], torch.full_like(valid, self.n, dtype=torch.long))
