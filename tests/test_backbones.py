@@ -147,3 +147,11 @@ def test_batch_with_several_negatives_has_the_right_shape(tiny):
     assert batch.neg.shape == (len(batch.users), 4)
     for u, row in zip(batch.users.tolist(), batch.neg.tolist(), strict=True):
         assert not set(row) & set(tiny.train[u].indices.tolist())
+
+
+@pytest.mark.parametrize("name", MULTIMODAL)
+def test_a_dataset_without_features_is_a_clear_error(name):
+    from distillrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs item features"):
+        build_model(name, make_dataset(modalities={}))

@@ -90,6 +90,10 @@ def build_model(name: str, dataset, overrides: dict[str, Any] | None = None):  #
     """A fresh model for `dataset` with validated hyperparameters."""
     cls = model_class(name)
     params = resolve_params(name, overrides)
+    if cls.uses_features and not dataset.features:
+        raise ConfigError(
+            f"model {name!r} needs item features; dataset {dataset.name!r} has no <modality>_feat.npy files"
+        )
     model = cls(dataset, params)
     model.params = params
     return model
