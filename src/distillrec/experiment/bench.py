@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,10 @@ def backbones_markdown(results: list[ModelBench], dataset: Dataset, seeds: list[
     lines += ["", "## Hyperparameters used", ""]
     for r in results:
         params = resolve_params(r.model, {k: v for k, v in r.chosen.items() if "." not in k}).model_dump()
-        desc = (model_class(r.model).__doc__ or "").strip().splitlines()[0]
-        lines.append(f"- **{r.model}** — {desc} `{params}`")
+        cls = model_class(r.model)
+        module = sys.modules[cls.__module__]
+        desc = ((cls.__doc__ or module.__doc__ or "").strip().splitlines() or [""])[0]
+        lines.append(f"- **{r.model}** — {desc} (reference and departures: docstring of `{module.__name__}`) `{params}`")
         if len(r.grid) > 1:
             lines.append(
                 "  - grid (validation Recall@20, first seed): "
