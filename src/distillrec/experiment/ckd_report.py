@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from distillrec.data.dataset import Dataset
@@ -40,6 +42,20 @@ def modality_rows(c: Comparison) -> list[str]:
     return lines
 
 
+def reweight_rows(c: Comparison) -> list[str]:
+    """Per modality: the counterfactual weight λ_m averaged over the epochs up to each distilled run's best
+    epoch, then over seeds — which modality CKD pushed toward."""
+    per_mod: dict[str, list[float]] = {}
+    for run_dir in c.distilled_dirs.values():
+        history = pd.read_csv(Path(run_dir) / "history.csv")
+        best = json.loads((Path(run_dir) / "metrics.json").read_text())["best_epoch"]
+        upto = history[history["epoch"] <= max(best, 1)]
+        for col in upto.columns:
+            if col.startswith("ckd_lambda_"):
+                per_mod.setdefault(col.removeprefix("ckd_lambda_"), []).append(float(upto[col].mean()))
+    return [f"| {c.backbone} | {m} | {np.mean(v):.3f} ± {np.std(v):.3f} |" for m, v in per_mod.items()]
+
+
 def ckd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[int], command: str) -> str:
     lines = [
         f"# CKD on `{dataset.name}`",
@@ -70,6 +86,15 @@ def ckd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[in
     ]
     for c in comparisons:
         lines += modality_rows(c)
+    lines += [
+        "",
+        "## Counterfactual re-weighting (λ_m averaged over training up to the best epoch; mean ± std over seeds)",
+        "",
+        "| backbone | modality | λ_m |",
+        "|---|---|---|",
+    ]
+    for c in comparisons:
+        lines += reweight_rows(c)
     lines.append("")
     return "\n".join(lines)
 
