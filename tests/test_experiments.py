@@ -104,3 +104,12 @@ def test_ckd_reweight_rows_average_up_to_the_best_epoch(tmp_path) -> None:  # no
     c.distilled_dirs = dirs
     rows = reweight_rows(c)
     assert rows == ["| vbpr | image | 0.300 ± 0.000 |", "| vbpr | text | 0.700 ± 0.000 |"]  # epoch 3 is after the best
+
+
+def test_fixed_distiller_options_reach_every_distilled_run_and_no_plain_run(monkeypatch, tiny) -> None:  # noqa: ANN001
+    calls: list = []
+    monkeypatch.setattr(distill_report, "train_one", fake_trainer(lambda k: 0.1, lambda k: 0.1, calls))
+    compare_backbone("vbpr", "ckd", tiny, [4, 5], {"lambda_kd": [0.01, 0.1]}, Path("/runs"), fixed={"teacher_seed": 4})
+    distilled = [x for x in calls if x[3]]
+    assert distilled and all(x[2]["ckd"]["teacher_seed"] == 4 for x in distilled)
+    assert all("ckd" not in x[2] for x in calls if not x[3])

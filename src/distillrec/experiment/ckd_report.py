@@ -68,7 +68,8 @@ def ckd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[in
         "(weights sum to 1).",
         "",
         f"Protocol: `mmrec` preset, full ranking; early stopping on validation Recall@20; test at the best-validation "
-        f"epoch; seeds {', '.join(map(str, seeds))} (teachers trained per seed). λ_kd and λ_g chosen on validation "
+        f"epoch; seeds {', '.join(map(str, seeds))} (the uni-modal teachers are trained once, with seed {seeds[0]}, and "
+        f"shared by every student seed, as in the paper). λ_kd and λ_g chosen on validation "
         f"Recall@20 with the first seed from {CKD_GRID}; the backbone keeps its own defaults in both columns.",
         "",
         "## Backbone vs backbone + CKD (test)",
@@ -100,4 +101,7 @@ def ckd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[in
 
 
 def run_ckd_report(dataset: Dataset, backbones: list[str], seeds: list[int], out: Path, device: str) -> list[Comparison]:
-    return [compare_backbone(b, "ckd", dataset, seeds, CKD_GRID, out, device=device) for b in backbones]
+    # The teachers are trained once, with the first seed, and shared by every student seed (as in the paper);
+    # the paired comparison is then "this backbone with and without CKD from these teachers".
+    fixed = {"teacher_seed": seeds[0]}
+    return [compare_backbone(b, "ckd", dataset, seeds, CKD_GRID, out, device=device, fixed=fixed) for b in backbones]

@@ -53,14 +53,17 @@ def compare_backbone(
     out: Path,
     base_groups: dict[str, dict[str, Any]] | None = None,
     device: str = "auto",
+    fixed: dict[str, Any] | None = None,
 ) -> Comparison:
+    """`fixed`: distiller options shared by every distilled run (e.g. the seed CKD trains its teachers with)."""
     base_groups = base_groups or {}
+    fixed = fixed or {}
 
     def groups(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
         g = {k: dict(v) for k, v in base_groups.items()}
         for k in ("train", "model", "data"):
             g.setdefault(k, {})
-        g[distill] = dict(options)
+        g[distill] = {**fixed, **options}
         return g
 
     plain = {k: dict(v) for k, v in base_groups.items()}
