@@ -74,6 +74,21 @@ def test_resume_equals_uninterrupted(tmp_path, tiny, monkeypatch):
     assert [row["epoch"] for row in b["history"]] == list(range(1, 9))
 
 
+def test_resuming_a_finished_run_reuses_it_untouched(tmp_path, tiny, monkeypatch):
+    from distillrec.train.trainer import Trainer
+
+    (first,) = train("bprmf", tiny, seeds=[3], set={"epochs": 4}, out=tmp_path)
+    stored = (first.run_dir / "metrics.json").read_text()
+
+    def must_not_train(self, resume=False):  # noqa: ANN001, ANN202
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(Trainer, "fit", must_not_train)
+    (again,) = train("bprmf", tiny, seeds=[3], set={"epochs": 4}, out=tmp_path, resume=True)
+    assert again.metrics == first.metrics
+    assert (first.run_dir / "metrics.json").read_text() == stored
+
+
 def test_same_seed_same_result_and_seeds_differ(tmp_path, tiny):
     a = train("bprmf", tiny, seeds=[1], set={"epochs": 3}, out=None)[0]
     b = train("bprmf", tiny, seeds=[1], set={"epochs": 3}, out=None)[0]

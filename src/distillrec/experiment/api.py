@@ -107,6 +107,8 @@ def train_one(
     }
     if run_dir is not None:
         start_run_dir(run_dir, config, ds, dev, resume)
+        if resume and (run_dir / "metrics.json").exists():  # finished: reuse it, never re-evaluate or retime
+            return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
     seed_everything(seed)
     net = build_model(model, ds, params.model_dump())
     distiller = None

@@ -182,6 +182,8 @@ class Trainer:
         if resume and last is not None and last.exists():
             epoch, best, history, bad = self._restore(load_checkpoint(last, self.device))
             log.info("resumed from %s at epoch %d", last, epoch)
+            # the time already spent counts: reported seconds cover the whole run, not this call
+            start -= sum(row.get("train_s", 0.0) + row.get("eval_s", 0.0) for row in history)
         if not self.trainable:
             best = {"epoch": 0, "score": 0.0, "valid": self.evaluate("valid")}
         elif bad < cfg.patience:
