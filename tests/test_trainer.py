@@ -87,6 +87,11 @@ def test_resuming_a_finished_run_reuses_it_untouched(tmp_path, tiny, monkeypatch
     (again,) = train("bprmf", tiny, seeds=[3], set={"epochs": 4}, out=tmp_path, resume=True)
     assert again.metrics == first.metrics
     assert (first.run_dir / "metrics.json").read_text() == stored
+    # a folder holding another configuration is never resumed (nor reused) as if it were this one
+    cfg = first.run_dir / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("patience: 20", "patience: 21"))
+    with pytest.raises(ConfigError, match="another configuration"):
+        train("bprmf", tiny, seeds=[3], set={"epochs": 4}, out=tmp_path, resume=True)
 
 
 def test_same_seed_same_result_and_seeds_differ(tmp_path, tiny):

@@ -137,7 +137,7 @@ def train_one(
 
 def start_run_dir(run_dir: Path, config: dict[str, Any], ds: Dataset, device: torch.device, resume: bool) -> None:
     """Create a run folder with its resolved config, environment and split; refuse to mix configurations."""
-    if (run_dir / "config.yaml").exists() and not resume:
+    if (run_dir / "config.yaml").exists():  # resuming too: only the same configuration may continue
         old = yaml.safe_load((run_dir / "config.yaml").read_text())
         if old != config:
             raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
