@@ -118,9 +118,14 @@ def backbones_markdown(results: list[ModelBench], dataset: Dataset, seeds: list[
         + "); test metrics at the epoch of best validation Recall@20 (patience as configured); "
         f"mean ± std over seeds {', '.join(map(str, seeds))}. Hyperparameters: each model's YAML defaults, with the "
         "points of its `grid:` compared on validation Recall@20 with the first seed only — test metrics play no part "
-        "in any choice. MMRec R@20: the MMRec toolbox's own implementation on the same split, its defaults, seed 999, "
-        "one run (ANCHORS.md); its runs are not deterministic on 2 threads (its MMGCN gave 0.133–0.149 over three "
-        "runs). s / run: wall seconds on a shared 2-core CPU machine, indicative only.",
+        "in any choice. "
+        + (
+            "MMRec R@20: the MMRec toolbox's own implementation on the same split, its defaults, seed 999, one run "
+            "(ANCHORS.md); its runs are not deterministic on 2 threads (its MMGCN gave 0.133–0.149 over three runs). "
+            if dataset.name == "scientific"
+            else ""
+        )
+        + "s / run: wall seconds on a shared 2-core CPU machine, indicative only.",
         "",
         "| model | " + " | ".join(f"Recall@{k}" for k in ks) + " | " + " | ".join(f"NDCG@{k}" for k in ks)
         + " | MMRec R@20 | best epoch (mean) | s / run | chosen on validation |",
