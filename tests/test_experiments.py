@@ -113,3 +113,10 @@ def test_fixed_distiller_options_reach_every_distilled_run_and_no_plain_run(monk
     distilled = [x for x in calls if x[3]]
     assert distilled and all(x[2]["ckd"]["teacher_seed"] == 4 for x in distilled)
     assert all("ckd" not in x[2] for x in calls if not x[3])
+
+
+def test_bench_lists_floors_then_id_models_then_multimodal() -> None:
+    from distillrec.experiment.bench import bench_order
+
+    order = bench_order(["vbpr", "mostpop", "lightgcn", "itemknn_cbf", "bprmf", "bm3"])
+    assert order == ["mostpop", "itemknn_cbf", "bprmf", "lightgcn", "bm3", "vbpr"]

@@ -280,7 +280,7 @@ def bench(
 ) -> None:
     """Train models over a small validation-chosen grid and several seeds; write a results document."""
     from distillrec.data.registry import load_dataset
-    from distillrec.experiment.bench import backbones_markdown, bench_model
+    from distillrec.experiment.bench import backbones_markdown, bench_model, bench_order
     from distillrec.experiment.overrides import parse_assignments, route
     from distillrec.models.registry import model_names
     from distillrec.train.checkpoint import atomic_write_text
@@ -290,7 +290,7 @@ def bench(
     ds = load_dataset(
         dataset, split=groups["data"].get("split", "auto"), seed=int(groups["data"].get("split_seed", 0))
     )
-    names = [m for m in models_.split(",") if m] or model_names("topk")
+    names = [m for m in models_.split(",") if m] or bench_order(model_names("topk"))
     seed_list = _seeds(seeds)
     results = []
     for name in names:

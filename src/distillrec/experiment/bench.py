@@ -48,6 +48,15 @@ class ModelBench:
     seconds: dict[int, float] = field(default_factory=dict)
 
 
+def bench_order(names: list[str]) -> list[str]:
+    """Floors first (nothing learned), then learned models; ID-only before feature-based; alphabetical within."""
+    def key(name: str) -> tuple[bool, bool, str]:
+        cls = model_class(name)
+        return (cls.trainable, cls.uses_features, name)
+
+    return sorted(names, key=key)
+
+
 def grid_points(model: str) -> list[dict[str, Any]]:
     grid = search_grid(model)
     if not grid:
