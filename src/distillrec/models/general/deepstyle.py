@@ -48,8 +48,6 @@ class DeepStyle(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("DeepStyle needs item features; the dataset has none")
         d = params.embedding_size
         self.modalities = list(dataset.features)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, d)))

@@ -69,8 +69,6 @@ class EgoGCN(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("EgoGCN needs item features; the dataset has none")
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         self.edges = UserItemEdges(dataset)

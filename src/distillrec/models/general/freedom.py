@@ -69,8 +69,6 @@ class FREEDOM(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("FREEDOM needs item features; the dataset has none")
         if not 0.0 <= params.dropout < 1.0:
             raise ValueError(f"dropout (the fraction of interaction edges pruned) must be in [0, 1), got {params.dropout}")
         d = params.embedding_size

@@ -156,8 +156,6 @@ class GRCN(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("GRCN needs item features; the dataset has none")
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         self.edges = UserItemEdges(dataset)

@@ -118,8 +118,6 @@ class LATTICE(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("LATTICE needs item features; the dataset has none")
         if params.graph_refresh < 1:
             raise ValueError(f"graph_refresh must be >= 1, got {params.graph_refresh}")
         d = params.embedding_size

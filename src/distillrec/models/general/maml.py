@@ -93,8 +93,6 @@ class MAML(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("MAML needs item features; the dataset has none")
         d, h = params.embedding_size, params.hidden_size
         self.p = params
         self.d = d

@@ -64,8 +64,6 @@ class MGCN(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("MGCN needs item features; the dataset has none")
         d = params.embedding_size
         self.params = params
         self.n_users, self.n_items = dataset.n_users, dataset.n_items

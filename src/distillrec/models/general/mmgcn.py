@@ -84,8 +84,6 @@ class MMGCN(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("MMGCN needs item features; the dataset has none")
         d, c = params.embedding_size, params.latent_size
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)

@@ -24,8 +24,6 @@ class VBPR(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if not dataset.features:
-            raise ValueError("VBPR needs item features; the dataset has none")
         d = params.embedding_size
         self.modalities = list(dataset.features)
         self.user_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, d)))

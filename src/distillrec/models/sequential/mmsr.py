@@ -105,8 +105,6 @@ class MMSR(SequentialRecommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__(dataset)
-        if not dataset.features:
-            raise ValueError("MMSR needs item features; the dataset has none")
         d = params.hidden_size
         self.max_len, self.last_n = params.max_len, params.last_n
         self.item_emb = nn.Embedding(self.n_items + 1, d, padding_idx=self.pad)

@@ -31,8 +31,6 @@ class SASRM(SASRec):
         legacy_constant_ratio: bool = False
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
-        if not dataset.features:
-            raise ValueError("SASRM needs item features; the dataset has none")
         super().__init__(dataset, params)
         d = params.hidden_size
         self.compress = nn.ModuleDict(
