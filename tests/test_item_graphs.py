@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from distillrec.models.base import mean_ablate
-from distillrec.models.layers import FeatureCache, ItemKnnGraph, bpr_multi, is_constant, knn_adjacency
+from distillrec.models.layers import FeatureCache, ItemKnnGraph, dot_bpr_loss, is_constant, knn_adjacency
 
 
 def _features() -> torch.Tensor:
@@ -61,10 +61,10 @@ def test_bpr_multi_takes_one_or_several_negatives():
     u, p = torch.randn(4, 3), torch.randn(4, 3)
     n1 = torch.randn(4, 3)
     expected = torch.nn.functional.softplus((u * n1).sum(-1) - (u * p).sum(-1)).mean()
-    torch.testing.assert_close(bpr_multi(u, p, n1), expected)
+    torch.testing.assert_close(dot_bpr_loss(u, p, n1), expected)
     n3 = torch.randn(4, 5, 3)
     expected = torch.nn.functional.softplus(torch.einsum("bd,bnd->bn", u, n3) - (u * p).sum(-1, keepdim=True)).mean()
-    torch.testing.assert_close(bpr_multi(u, p, n3), expected)
+    torch.testing.assert_close(dot_bpr_loss(u, p, n3), expected)
 
 
 def test_feature_cache_rebuilds_after_max_uses():

@@ -366,11 +366,3 @@ class FeatureCache:
 
     def __getstate__(self) -> dict:  # weak references do not pickle; a copy starts empty
         return {"_slots": {}}
-
-
-def bpr_multi(u: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    """BPR for user vectors [B, d], positives [B, d] and negatives [B, d] or [B, n, d] (n per positive)."""
-    pos_score = (u * pos).sum(-1)
-    if neg.dim() == u.dim() + 1:
-        return bpr_loss(pos_score.unsqueeze(1), (u.unsqueeze(1) * neg).sum(-1))
-    return bpr_loss(pos_score, (u * neg).sum(-1))

@@ -37,7 +37,7 @@ from distillrec.models.layers import (
     FeatureCache,
     ItemKnnGraph,
     SparseGraph,
-    bpr_multi,
+    dot_bpr_loss,
     sym_norm_adjacency,
     symmetric_spmm,
 )
@@ -131,7 +131,7 @@ class FREEDOM(Recommender):
 
     def loss(self, rep: Representation, batch: Batch) -> dict[str, Tensor]:
         u = rep.user[batch.users]
-        out = {"bpr": bpr_multi(u, rep.item[batch.pos], rep.item[batch.neg])}
-        modal = sum(bpr_multi(u, e[batch.pos], e[batch.neg]) for _, e in rep.parts.values())
+        out = {"bpr": dot_bpr_loss(u, rep.item[batch.pos], rep.item[batch.neg])}
+        modal = sum(dot_bpr_loss(u, e[batch.pos], e[batch.neg]) for _, e in rep.parts.values())
         out["modal_bpr"] = self.params.reg_weight * modal
         return out

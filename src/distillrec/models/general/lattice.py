@@ -48,7 +48,14 @@ from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
 from distillrec.models.general.lightgcn import propagate
-from distillrec.models.layers import FeatureCache, ItemKnnGraph, SparseGraph, bpr_multi, is_constant, l2_reg
+from distillrec.models.layers import (
+    FeatureCache,
+    ItemKnnGraph,
+    SparseGraph,
+    dot_bpr_loss,
+    is_constant,
+    l2_reg,
+)
 from distillrec.models.registry import ModelParams, register
 
 
@@ -178,4 +185,4 @@ class LATTICE(Recommender):
 
     def loss(self, rep: Representation, batch: Batch) -> dict[str, Tensor]:
         u, p, n = rep.user[batch.users], rep.item[batch.pos], rep.item[batch.neg]
-        return {"bpr": bpr_multi(u, p, n), "reg": self.params.reg_weight * l2_reg(u, p, n)}
+        return {"bpr": dot_bpr_loss(u, p, n), "reg": self.params.reg_weight * l2_reg(u, p, n)}

@@ -34,7 +34,7 @@ from distillrec.models.layers import (
     FeatureCache,
     ItemKnnGraph,
     SparseGraph,
-    bpr_multi,
+    dot_bpr_loss,
     l2_reg,
     sym_norm_adjacency,
 )
@@ -115,7 +115,7 @@ class MGCN(Recommender):
             side_u[batch.users], cont_u[batch.users], tau
         )
         return {
-            "bpr": bpr_multi(u, p, n),
+            "bpr": dot_bpr_loss(u, p, n),
             "reg": self.params.reg_weight * l2_reg(u, p, n),
             "cl": self.params.cl_weight * cl,
         }
