@@ -35,7 +35,7 @@ def test_distance_matches_the_reference_formula():
 
 def test_warp_loss_by_hand():
     ds = make_dataset()
-    model = build_model("maml", ds, {"embedding_size": 8, "hidden_size": 16, "attention_dropout": 0.0})
+    model = build_model("maml", ds, {"embedding_size": 8, "hidden_size": 16, "attention_dropout": 0.0, "train_attention": True})
     rep = model.represent(ds.features)
     users, pos, neg = torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([[4, 5, 6], [7, 8, 9]])
     out = model.loss(rep, Batch(users, pos, neg))
@@ -56,7 +56,7 @@ def test_warp_loss_by_hand():
 def test_embeddings_stay_in_the_unit_ball_and_two_passes_share_one_backward():
     torch.manual_seed(0)
     ds = make_dataset()
-    model = build_model("maml", ds, {"embedding_size": 8, "hidden_size": 16})
+    model = build_model("maml", ds, {"embedding_size": 8, "hidden_size": 16, "train_attention": True})
     opt = torch.optim.Adam(model.parameters(), lr=0.5)
     batch = Batch(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([[6, 7], [8, 9], [10, 11]]))
     for _ in range(3):

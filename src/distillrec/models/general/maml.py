@@ -28,7 +28,7 @@ rather than on the raw features, so no modality dominates only by the scale of i
 MAML has no per-modality user parameters, so `parts` is empty and `ablated` acts through the features only.
 
 Reference: liufancs/MAML MAML.py (TF1). Departures, each towards the paper:
-- everything is trained (feature MLP, per-modality layers, attention MLP, embeddings); the reference
+- everything can be trained (feature MLP, per-modality layers, attention MLP, embeddings); the reference
   optimiser updates only the two embedding tables, leaving both MLPs at their random initialisation
   (`legacy_embeddings_only: true` reproduces that);
 - dropout is active during training (the reference calls tf.layers.dropout without `training=True`,
@@ -42,7 +42,9 @@ Reference: liufancs/MAML MAML.py (TF1). Departures, each towards the paper:
   `scientific`, validation Recall@20 peaks at 0.12 after 6 epochs without it, 0.166 with it).
   Even so, a trained attention does worse there than one left at its random initialisation (which
   is close to uniform, i.e. plain Euclidean CML): 0.166 against 0.228 with `train_attention: false`,
-  which keeps it fixed while the feature extractor still trains; the `grid:` lets validation choose;
+  which keeps it fixed while the feature extractor still trains. The `grid:` compares both on
+  validation; it chose false (seed 1: valid Recall@20 0.226 against 0.169; test over seeds 1-3
+  0.170), so false is the default and `train_attention: true` gives the paper's fully trained model;
 - d = 128 as in SGFD's MAML runs (the public MAML script uses 64).
 """
 
@@ -87,7 +89,7 @@ class MAML(Recommender):
         clip_norm: float = 1.0
         use_rank_weight: bool = True
         init_items_from_features: bool = True
-        train_attention: bool = True
+        train_attention: bool = False
         legacy_signed_cov: bool = False
         legacy_embeddings_only: bool = False
 
