@@ -57,7 +57,19 @@ def test_feature_cache_follows_the_tensor_it_was_built_from():
     assert len(calls) == 3
 
 
-def test_bpr_multi_takes_one_or_several_negatives():
+def test_feature_cache_keeps_the_training_graph_while_views_alternate():
+    """CKD alternates the training features with a fresh mean-ablated tensor every batch."""
+    cache, calls = FeatureCache(), []
+    f = torch.randn(5, 3)
+    for _ in range(6):
+        cache.get("m", f, lambda t: calls.append("train"))
+        view = f.mean(0, keepdim=True).expand_as(f)
+        cache.get("m", view, lambda t: calls.append("view"))
+    assert calls.count("train") == 1 and calls.count("view") == 6
+    assert len(cache._slots["m"]) <= FeatureCache.max_entries
+
+
+def test_dot_bpr_loss_takes_one_or_several_negatives():
     u, p = torch.randn(4, 3), torch.randn(4, 3)
     n1 = torch.randn(4, 3)
     expected = torch.nn.functional.softplus((u * n1).sum(-1) - (u * p).sum(-1)).mean()

@@ -347,18 +347,28 @@ class FeatureCache:
     own. Not part of the state dict: a loaded model rebuilds from the features it is given.
     """
 
+    max_entries = 4
+
     def __init__(self) -> None:
-        self._slots: dict[str, list] = {}
+        self._slots: dict[str, list[list]] = {}
 
     def get(self, key: str, tensor: Tensor, build: Callable[[Tensor], T], max_uses: int | None = None) -> T:
-        """The value built from `tensor`; rebuilt for another tensor, or after `max_uses` returns of it."""
-        slot = self._slots.get(key)
-        if slot is not None and slot[0]() is tensor and slot[1] == tensor._version:
-            if max_uses is None or slot[3] < max_uses:
-                slot[3] += 1
-                return slot[2]
+        """The value built from `tensor`; rebuilt for another tensor, or after `max_uses` returns of it.
+
+        Each key keeps its `max_entries` most recently used tensors, so alternating between the training
+        features and a counterfactual view (CKD does so every batch) does not rebuild the training graph.
+        """
+        slots = [s for s in self._slots.get(key, []) if s[0]() is not None]
+        for slot in slots:
+            if slot[0]() is tensor and slot[1] == tensor._version:
+                slots.remove(slot)
+                if max_uses is None or slot[3] < max_uses:
+                    slot[3] += 1
+                    self._slots[key] = [*slots, slot]
+                    return slot[2]
+                break
         value = build(tensor)
-        self._slots[key] = [weakref.ref(tensor), tensor._version, value, 1]
+        self._slots[key] = [*slots, [weakref.ref(tensor), tensor._version, value, 1]][-self.max_entries :]
         return value
 
     def clear(self) -> None:
