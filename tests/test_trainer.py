@@ -79,6 +79,7 @@ def test_resuming_a_finished_run_reuses_it_untouched(tmp_path, tiny, monkeypatch
 
     (first,) = train("bprmf", tiny, seeds=[3], set={"epochs": 4}, out=tmp_path)
     stored = (first.run_dir / "metrics.json").read_text()
+    env = (first.run_dir / "env.json").read_text()
 
     def must_not_train(self, resume=False):  # noqa: ANN001, ANN202
         raise AssertionError("a finished run was trained again")
@@ -87,6 +88,7 @@ def test_resuming_a_finished_run_reuses_it_untouched(tmp_path, tiny, monkeypatch
     (again,) = train("bprmf", tiny, seeds=[3], set={"epochs": 4}, out=tmp_path, resume=True)
     assert again.metrics == first.metrics
     assert (first.run_dir / "metrics.json").read_text() == stored
+    assert (first.run_dir / "env.json").read_text() == env  # the environment it ran in is kept
     # a folder holding another configuration is never resumed (nor reused) as if it were this one
     cfg = first.run_dir / "config.yaml"
     cfg.write_text(cfg.read_text().replace("patience: 20", "patience: 21"))

@@ -123,7 +123,7 @@ def load_or_train_teacher(
             "seed": seed,
         }
         if run_dir is not None:
-            start_run_dir(run_dir, config, dataset, device, resume=True)
+            start_run_dir(run_dir, config, dataset, device)
         result = Trainer(view, dataset, cfg, run_dir, device=device, quiet=True).fit(resume=run_dir is not None)
         if run_dir is not None:
             metrics = run_metrics(model, [], dataset, seed, cfg, result)

@@ -106,9 +106,10 @@ def train_one(
         "seed": seed,
     }
     if run_dir is not None:
-        start_run_dir(run_dir, config, ds, dev, resume)
-        if resume and (run_dir / "metrics.json").exists():  # finished: reuse it, never re-evaluate or retime
+        if resume and (run_dir / "metrics.json").exists():  # finished: reuse it as stored, files untouched
+            refuse_other_configuration(run_dir, config)
             return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
+        start_run_dir(run_dir, config, ds, dev)
     seed_everything(seed)
     net = build_model(model, ds, params.model_dump())
     distiller = None
@@ -135,12 +136,17 @@ def train_one(
     return RunResult(run_dir, metrics)
 
 
-def start_run_dir(run_dir: Path, config: dict[str, Any], ds: Dataset, device: torch.device, resume: bool) -> None:
-    """Create a run folder with its resolved config, environment and split; refuse to mix configurations."""
-    if (run_dir / "config.yaml").exists():  # resuming too: only the same configuration may continue
+def refuse_other_configuration(run_dir: Path, config: dict[str, Any]) -> None:
+    """A folder that already holds a run of another configuration is never continued, reused or overwritten."""
+    if (run_dir / "config.yaml").exists():
         old = yaml.safe_load((run_dir / "config.yaml").read_text())
         if old != config:
             raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
+
+
+def start_run_dir(run_dir: Path, config: dict[str, Any], ds: Dataset, device: torch.device) -> None:
+    """Create a run folder with its resolved config, environment and split; refuse to mix configurations."""
+    refuse_other_configuration(run_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", config)
     write_json(run_dir / "env.json", {**environment(device), "split_hash": ds.split_hash})
