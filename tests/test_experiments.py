@@ -84,8 +84,6 @@ def test_distillation_report_keeps_the_plain_backbone_and_chooses_weights_on_val
 
 
 def test_ckd_reweight_rows_average_up_to_the_best_epoch(tmp_path) -> None:  # noqa: ANN001
-    import json
-
     import pandas as pd
 
     from distillrec.experiment.ckd_report import reweight_rows
@@ -98,10 +96,10 @@ def test_ckd_reweight_rows_average_up_to_the_best_epoch(tmp_path) -> None:  # no
         pd.DataFrame(
             {"epoch": [1, 2, 3], "ckd_lambda_image": [0.2, 0.4, late], "ckd_lambda_text": [0.8, 0.6, 1 - late]}
         ).to_csv(d / "history.csv", index=False)
-        (d / "metrics.json").write_text(json.dumps({"best_epoch": 2}))
         dirs[seed] = d
     c = Comparison("vbpr", "ckd", {}, [])
     c.distilled_dirs = dirs
+    c.distilled = {seed: {"best_epoch": 2} for seed in dirs}
     rows = reweight_rows(c)
     assert rows == ["| vbpr | image | 0.300 ± 0.000 |", "| vbpr | text | 0.700 ± 0.000 |"]  # epoch 3 is after the best
 

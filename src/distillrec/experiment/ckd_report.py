@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +45,9 @@ def reweight_rows(c: Comparison) -> list[str]:
     """Per modality: the counterfactual weight λ_m averaged over the epochs up to each distilled run's best
     epoch, then over seeds — which modality CKD pushed toward."""
     per_mod: dict[str, list[float]] = {}
-    for run_dir in c.distilled_dirs.values():
+    for seed, run_dir in c.distilled_dirs.items():
         history = pd.read_csv(Path(run_dir) / "history.csv")
-        best = json.loads((Path(run_dir) / "metrics.json").read_text())["best_epoch"]
+        best = c.distilled[seed]["best_epoch"]
         upto = history[history["epoch"] <= max(best, 1)]
         for col in upto.columns:
             if col.startswith("ckd_lambda_"):
