@@ -328,7 +328,7 @@ def ckd_report(
         write,
         device,
         run_ckd_report,
-        lambda comparisons, ds, seed_list, command: ckd_markdown(comparisons, ds, seed_list, command),
+        ckd_markdown,
     )
 
 
