@@ -16,25 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from speed import median_time  # the same median-of-reps timer (this folder is on sys.path when run)
 
 from distillrec.data.registry import load_dataset
 from distillrec.experiment.api import resolve_train_config
 from distillrec.models.registry import build_model
 from distillrec.train.trainer import Trainer
-
-
-def median_time(fn, reps: int) -> float:  # noqa: ANN001
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def padded_loss(model, features, batch, width: int = 50) -> torch.Tensor:  # noqa: ANN001
