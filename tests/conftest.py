@@ -61,3 +61,12 @@ def scientific() -> Dataset:
     from distillrec.data.registry import load_dataset
 
     return load_dataset("scientific")
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: a second thread only adds contention on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,13 +25,7 @@ from distillrec.models.sequential.base import compress_features
 from distillrec.train.optim import AsyncWarmup
 from tests.test_next_item import make_seq_dataset
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cdl(ds, model="sasrec", params=None, **options) -> CDL:

@@ -30,13 +30,7 @@ from distillrec.train.next_item import NextItemTask
 SEQUENTIAL = model_names("next-item")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: a second thread only adds contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_seq_dataset(
