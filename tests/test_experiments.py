@@ -118,3 +118,20 @@ def test_bench_lists_floors_then_id_models_then_multimodal() -> None:
 
     order = bench_order(["vbpr", "mostpop", "lightgcn", "itemknn_cbf", "bprmf", "bm3"])
     assert order == ["mostpop", "itemknn_cbf", "bprmf", "lightgcn", "bm3", "vbpr"]
+
+
+def _comparison(base: list[float], distilled: list[float]) -> distill_report.Comparison:
+    c = distill_report.Comparison("vbpr", "ckd", {}, [])
+    c.base = {s: {"test": {"recall@20": v}} for s, v in enumerate(base, 1)}
+    c.distilled = {s: {"test": {"recall@20": v}} for s, v in enumerate(distilled, 1)}
+    return c
+
+
+def test_the_verdict_follows_the_paired_test() -> None:
+    consistent = _comparison([0.10, 0.11, 0.12], [0.12, 0.131, 0.139])  # about +0.02 on every seed
+    assert distill_report.verdict(consistent).startswith("helps: recall@20 +18.2%")
+    noisy = _comparison([0.10, 0.11, 0.12], [0.13, 0.10, 0.125])
+    assert distill_report.verdict(noisy).startswith("no significant gain")
+    assert distill_report.verdict(_comparison([0.12, 0.13, 0.14], [0.10, 0.11, 0.12])).startswith("hurts")
+    assert distill_report.verdict(_comparison([0.12, 0.13, 0.14], [0.12, 0.12, 0.14])).startswith("does not help")
+    assert distill_report.verdict_lines([consistent], "CKD")[0].startswith("- **vbpr + CKD**: helps")

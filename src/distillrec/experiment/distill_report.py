@@ -114,5 +114,21 @@ def grid_lines(comparisons: list[Comparison]) -> list[str]:
     return lines
 
 
+def verdict(c: Comparison, metric: str = "recall@20", alpha: float = 0.05) -> str:
+    """One plain sentence on whether distillation helped this backbone, from the paired test alone."""
+    rel, p, n = paired_test(c.values("base", metric), c.values("distilled", metric))
+    p_txt = "n/a" if p is None else f"{p:.3g}"
+    if p is not None and p < alpha:
+        word = "helps" if rel > 0 else "hurts"
+        return f"{word}: {metric} {rel:+.1%}, paired p {p_txt} over {n} seeds (significant at {alpha})"
+    if rel > 0:
+        return f"no significant gain: {metric} {rel:+.1%}, paired p {p_txt} over {n} seeds"
+    return f"does not help: {metric} {rel:+.1%}, paired p {p_txt} over {n} seeds"
+
+
+def verdict_lines(comparisons: list[Comparison], distiller: str) -> list[str]:
+    return [f"- **{c.backbone} + {distiller}**: {verdict(c)}." for c in comparisons]
+
+
 def mean_of(dicts: list[dict[str, float]], metric: str) -> float:
     return float(np.mean([d[metric] for d in dicts])) if dicts else float("nan")
