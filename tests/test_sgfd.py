@@ -134,4 +134,5 @@ def test_sgfd_report_writes_tables_and_figure(tmp_path, monkeypatch):
                          base_groups={"train": {"epochs": 2}})
     text = report.sgfd_markdown([c], ds, [1, 2], "distillrec sgfd-report (test)", tmp_path / "probe.png")
     assert "| vbpr | recall@20 |" in text and "| vbpr | image |" in text
+    assert "- **vbpr + SGFD**: " in text and "linear-probe accuracy image " in text
     assert (tmp_path / "probe.png").stat().st_size > 1000
