@@ -100,6 +100,16 @@ class Recommender(nn.Module):
         """Optimiser parameter groups, each with a `name`; a model may give a part its own learning rate."""
         return [{"name": "model", "params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
+    def split_param_groups(self, lr: float, name: str, part: list[nn.Parameter], part_lr: float) -> list[dict[str, Any]]:
+        """Two optimiser groups: `part` (e.g. embedding tables) under `name` at `part_lr`, the rest at `lr`."""
+        part = [p for p in part if p.requires_grad]
+        ids = {id(p) for p in part}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        groups = [{"name": "model", "params": rest, "lr": lr}]
+        if part:
+            groups.append({"name": name, "params": part, "lr": part_lr})
+        return groups
+
     def lr_multipliers(self, epoch: int) -> dict[str, float]:
         """Per-group factors of the group's base lr for `epoch` (1-based); {} keeps every lr constant."""
         return {}

@@ -108,12 +108,7 @@ class MMGCN(Recommender):
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """The per-node tables (ID embeddings, user preferences) learn at `embedding_lr_scale` × lr."""
         tables = [self.id_emb, *self.user_pref.values()]
-        ids = {id(p) for p in tables}
-        rest = [p for p in self.parameters() if id(p) not in ids and p.requires_grad]
-        return [
-            {"name": "model", "params": rest, "lr": lr},
-            {"name": "embeddings", "params": tables, "lr": lr * self.embedding_lr_scale},
-        ]
+        return self.split_param_groups(lr, "embeddings", tables, lr * self.embedding_lr_scale)
 
     def _preference(self, m: str, ablated: frozenset[str]) -> Tensor:
         pref = self.user_pref[m]

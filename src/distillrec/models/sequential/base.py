@@ -150,13 +150,7 @@ class SequentialRecommender(Recommender):
         return []
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        mod = [p for p in self.modality_parameters() if p.requires_grad]
-        ids = {id(p) for p in mod}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        groups = [{"name": "model", "params": rest, "lr": lr}]
-        if mod:
-            groups.append({"name": MODALITY_GROUP, "params": mod, "lr": lr})
-        return groups
+        return self.split_param_groups(lr, MODALITY_GROUP, list(self.modality_parameters()), lr)
 
     def lr_multipliers(self, epoch: int) -> dict[str, float]:
         p = getattr(self, "params", None)
