@@ -266,17 +266,24 @@ def compare(
     console.print(table)
 
 
+# Options shared by the report commands (bench, ckd-report, sgfd-report).
+REPORT_DATASET = typer.Option("scientific", "--dataset", "-d")
+REPORT_SEEDS = typer.Option("1,2,3,4,5", help="comma-separated seeds")
+REPORT_OUT = typer.Option(Path("runs"), help="root folder of run folders (finished runs are reused)")
+REPORT_DEVICE = typer.Option("auto", help="cpu, cuda or auto")
+
+
 @app.command()
 def bench(
     models_: str = typer.Option("", "--models", help="comma-separated models (default: every general model)"),
-    dataset: str = typer.Option("scientific", "--dataset", "-d"),
+    dataset: str = REPORT_DATASET,
     seeds: str = typer.Option("1,2,3", help="comma-separated seeds"),
     set_: list[str] = typer.Option(
         None, "--set", help="key=value applied to every model (e.g. preset=strict)"
     ),
-    out: Path = typer.Option(Path("runs"), help="root folder of run folders (finished runs are reused)"),
+    out: Path = REPORT_OUT,
     write: Path = typer.Option(Path("docs/results/backbones.md"), help="the results document to write"),
-    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    device: str = REPORT_DEVICE,
 ) -> None:
     """Train models over a small validation-chosen grid and several seeds; write a results document."""
     from distillrec.data.registry import load_dataset
@@ -310,11 +317,11 @@ def bench(
 @app.command("ckd-report")
 def ckd_report(
     backbones: str = typer.Option("vbpr,deepstyle,mmgcn,grcn,egogcn,mgcn", help="comma-separated backbones"),
-    dataset: str = typer.Option("scientific", "--dataset", "-d"),
-    seeds: str = typer.Option("1,2,3,4,5", help="comma-separated seeds"),
-    out: Path = typer.Option(Path("runs"), help="root folder of run folders (finished runs are reused)"),
+    dataset: str = REPORT_DATASET,
+    seeds: str = REPORT_SEEDS,
+    out: Path = REPORT_OUT,
     write: Path = typer.Option(Path("docs/results/ckd.md"), help="the results document to write"),
-    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    device: str = REPORT_DEVICE,
 ) -> None:
     """Each backbone with and without CKD over seeds, weights chosen on validation; writes docs/results/ckd.md."""
     from distillrec.experiment.ckd_report import ckd_markdown, run_ckd_report
@@ -335,11 +342,11 @@ def ckd_report(
 @app.command("sgfd-report")
 def sgfd_report(
     backbones: str = typer.Option("bm3,grcn,maml", help="comma-separated backbones"),
-    dataset: str = typer.Option("scientific", "--dataset", "-d"),
-    seeds: str = typer.Option("1,2,3,4,5", help="comma-separated seeds"),
-    out: Path = typer.Option(Path("runs"), help="root folder of run folders (finished runs are reused)"),
+    dataset: str = REPORT_DATASET,
+    seeds: str = REPORT_SEEDS,
+    out: Path = REPORT_OUT,
     write: Path = typer.Option(Path("docs/results/sgfd.md"), help="the results document to write"),
-    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    device: str = REPORT_DEVICE,
 ) -> None:
     """Each backbone with and without SGFD over seeds, plus linear-probe accuracy; writes docs/results/sgfd.md."""
     from distillrec.experiment.sgfd_report import run_sgfd_report, sgfd_markdown
