@@ -136,3 +136,17 @@ def test_sgfd_report_writes_tables_and_figure(tmp_path, monkeypatch):
     assert "| vbpr | recall@20 |" in text and "| vbpr | image |" in text
     assert "- **vbpr + SGFD**: " in text and "linear-probe accuracy image " in text
     assert (tmp_path / "probe.png").stat().st_size > 1000
+
+
+def test_category_overlap_by_hand():
+    import scipy.sparse as sp
+
+    from distillrec.experiment.probe import category_overlap
+
+    labels = torch.tensor([0, 0, 1, 2, -1])
+    train = sp.csr_matrix(([1, 1], ([0, 1], [0, 2])), shape=(2, 5))  # user 0 met category 0, user 1 category 1
+    test = sp.csr_matrix(([1, 1, 1], ([0, 1, 1], [1, 3, 4])), shape=(2, 5))  # item 4 has no label: ignored
+    observed, expected = category_overlap(train, test, labels)
+    assert observed == pytest.approx(0.5)  # user 0's item 1 (cat 0) yes; user 1's item 3 (cat 2) no
+    # a random labelled item: category 0 with 2/4, category 1 with 1/4 -> (0.5 + 0.25) / 2
+    assert expected == pytest.approx(0.375)

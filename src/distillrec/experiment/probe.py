@@ -49,3 +49,32 @@ def run_probe(run) -> dict[str, float]:  # noqa: ANN001 - an experiment.api.Run
     with torch.no_grad():
         emb = run.model.modality_embeddings(run.features)
     return {m: probe_accuracy(e, run.dataset.labels) for m, e in emb.items()}
+
+
+def category_overlap(train, test, labels: Tensor) -> tuple[float, float]:  # noqa: ANN001 - scipy CSR matrices
+    """How predictive the category labels are of what users pick next.
+
+    Returns (share of labelled test interactions whose item's category occurs among the user's training
+    items, the same share expected for an item drawn uniformly from the labelled items). A large gap means
+    the labels carry ranking signal that semantic guidance could pass on.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    lab = labels.cpu().numpy()
+    known = lab >= 0
+    n_cls = int(lab.max()) + 1 if known.any() else 0
+    if n_cls == 0:
+        return float("nan"), float("nan")
+    items = np.flatnonzero(known)
+    item_cat = sp.csr_matrix((np.ones(len(items)), (items, lab[items])), shape=(len(lab), n_cls))
+    user_cat = (train.tocsr() @ item_cat) > 0  # users x categories seen in training
+    coo = test.tocoo()
+    keep = known[coo.col]
+    u, i = coo.row[keep], coo.col[keep]
+    if len(u) == 0:
+        return float("nan"), float("nan")
+    observed = float(np.asarray(user_cat[u, lab[i]]).ravel().mean())
+    freq = np.bincount(lab[items], minlength=n_cls) / len(items)
+    expected = float(np.asarray(user_cat.astype(float) @ freq).ravel()[u].mean())
+    return observed, expected

@@ -19,7 +19,7 @@ from distillrec.experiment.distill_report import (  # noqa: E402
     grid_lines,
     verdict,
 )
-from distillrec.experiment.probe import majority_rate, probe_accuracy, run_probe  # noqa: E402
+from distillrec.experiment.probe import category_overlap, majority_rate, probe_accuracy, run_probe  # noqa: E402
 
 SGFD_GRID = {"ce_weight": [0.1, 1.0], "kd_weight": [0.1, 1.0]}
 SGFD_BACKBONES = ["bm3", "grcn", "maml"]
@@ -75,6 +75,7 @@ def sgfd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[i
     probe_lines, data = probe_table(comparisons)
     probe_figure(data, dataset, figure)
     raw = {m: probe_accuracy(f, dataset.labels) for m, f in dataset.features.items()}
+    observed, expected = category_overlap(dataset.train, dataset.test, dataset.labels)
     return "\n".join(
         [
             f"# SGFD on `{dataset.name}`",
@@ -106,6 +107,10 @@ def sgfd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[i
             + f"; the majority class {majority_rate(dataset.labels):.3f}.",
             "",
             *probe_lines,
+            "",
+            f"Are the labels worth distilling? {observed:.1%} of the labelled test interactions pick an item whose "
+            f"category the user already met in training, against {expected:.1%} for an item drawn at random"
+            + (": categories carry ranking signal here." if observed > 1.5 * expected else ": little ranking signal."),
             "",
             f"![linear-probe accuracy]({figure.name})",
             "",
