@@ -124,6 +124,23 @@ def test_probe_detects_label_information():
     assert 0.2 < majority_rate(labels) < 0.4
 
 
+def test_probe_does_not_depend_on_the_thread_count(scientific):
+    """Probes of the real raw features: one optimum each, so one accuracy whatever the threads."""
+    from distillrec.experiment.probe import majority_rate, probe_accuracy
+
+    before = torch.get_num_threads()
+    try:
+        for f in scientific.features.values():
+            accs = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                accs.append(probe_accuracy(f, scientific.labels))
+            assert accs[0] == accs[1]
+            assert accs[0] > majority_rate(scientific.labels) + 0.1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_sgfd_report_writes_tables_and_figure(tmp_path, monkeypatch):
     import distillrec.experiment.sgfd_report as report
     from distillrec.data.registry import load_dataset
