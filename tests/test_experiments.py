@@ -135,3 +135,9 @@ def test_the_verdict_follows_the_paired_test() -> None:
     assert distill_report.verdict(_comparison([0.12, 0.13, 0.14], [0.10, 0.112, 0.119])).startswith("hurts")
     assert distill_report.verdict(_comparison([0.12, 0.13, 0.14], [0.12, 0.12, 0.14])).startswith("does not help")
     assert distill_report.verdict_lines([consistent], "CKD")[0].startswith("- **vbpr + CKD**: helps")
+
+
+def test_p_values_print_with_three_decimals() -> None:
+    from distillrec.experiment.results import format_p
+
+    assert [format_p(p) for p in (None, 0.6, 0.0481, 0.00012)] == ["n/a", "0.600", "0.048", "1.2e-04"]

@@ -226,7 +226,7 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Mean ± std over seeds per configuration; with two configurations, relative change and paired t-test."""
-    from distillrec.experiment.results import collect, mean_std, paired_test
+    from distillrec.experiment.results import collect, format_p, mean_std, paired_test
 
     groups = collect(run_dirs)
     names = [m for m in metrics.split(",") if m]
@@ -261,7 +261,7 @@ def compare(
         table.add_row(
             "paired t-test p",
             "",
-            *["n/a" if tests[m]["p_value"] is None else f"{tests[m]['p_value']:.3g}" for m in names],
+            *[format_p(tests[m]["p_value"]) for m in names],
         )
     console.print(table)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from distillrec.data.dataset import Dataset
 from distillrec.experiment.api import train_one
-from distillrec.experiment.results import fmt, mean_std, paired_test
+from distillrec.experiment.results import fmt, format_p, mean_std, paired_test
 
 log = logging.getLogger("distillrec.report")
 
@@ -97,7 +97,7 @@ def comparison_table(comparisons: list[Comparison], metrics: tuple[str, ...] = (
         for metric in metrics:
             a, b = c.values("base", metric), c.values("distilled", metric)
             rel, p, n = paired_test(a, b)
-            p_txt = "n/a" if p is None else f"{p:.3g}"
+            p_txt = format_p(p)
             lines.append(
                 f"| {c.backbone} | {metric} | {fmt(*mean_std(list(a.values())))} | {fmt(*mean_std(list(b.values())))} | "
                 f"{rel:+.1%} | {p_txt} ({n}) |"
@@ -117,7 +117,7 @@ def grid_lines(comparisons: list[Comparison]) -> list[str]:
 def verdict(c: Comparison, metric: str = "recall@20", alpha: float = 0.05) -> str:
     """One plain sentence on whether distillation helped this backbone, from the paired test alone."""
     rel, p, n = paired_test(c.values("base", metric), c.values("distilled", metric))
-    p_txt = "n/a" if p is None else f"{p:.3g}"
+    p_txt = format_p(p)
     if p is not None and p < alpha:
         word = "helps" if rel > 0 else "hurts"
         return f"{word}: {metric} {rel:+.1%}, paired p {p_txt} over {n} seeds (significant at {alpha})"

@@ -22,7 +22,7 @@ import numpy as np
 from distillrec.data.dataset import Dataset
 from distillrec.experiment.api import RunResult, _as_dataset, run_dir_for, train_one
 from distillrec.experiment.overrides import route
-from distillrec.experiment.results import mean_std, paired_test
+from distillrec.experiment.results import format_p, mean_std, paired_test
 
 log = logging.getLogger("distillrec.kdsr")
 
@@ -217,7 +217,7 @@ def write_report(results: list[ModelResult], ds: Dataset, seeds: list[int], path
         changes = []
         for m in REPORT_METRICS:
             rel, p, n = paired_test(_values(res.base, m), _values(res.cdl, m))
-            changes.append(f"{rel:+.1%}, p={'n/a' if p is None else f'{p:.3g}'}")
+            changes.append(f"{rel:+.1%}, p={format_p(p)}")
         lines.append(f"| {label} | change, paired p | " + " | ".join(changes) + " |")
     lines += [
         "",

@@ -59,5 +59,12 @@ def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[float, float 
     return rel, float(stats.ttest_rel(xb, xa).pvalue), len(shared)
 
 
+def format_p(p: float | None) -> str:
+    """A p-value as a table shows it: three decimals, scientific below 0.001, 'n/a' without a test."""
+    if p is None:
+        return "n/a"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
 def fmt(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}"
