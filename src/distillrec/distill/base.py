@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -13,6 +14,7 @@ class Distiller(nn.Module):
     """Base class. Its own trainable parameters (e.g. a jointly trained teacher) join the optimiser."""
 
     name: str = ""
+    tasks: ClassVar[frozenset[str]] = frozenset({"topk"})  # the model tasks (Recommender.task) it applies to
 
     def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
         """Train or load teachers (cached by content hash). `context` holds model name, option groups,

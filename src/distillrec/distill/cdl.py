@@ -214,6 +214,7 @@ class ForgettingProbe(Distiller):
     """No loss: logs the modality-forgetting diagnostic each epoch (for runs without CDL)."""
 
     name = "forgetting"
+    tasks = frozenset({"next-item"})
     Options = ProbeOptions
 
     def __init__(self, options: BaseModel) -> None:

@@ -35,17 +35,16 @@ def distiller_names() -> list[str]:
     return sorted(_DISTILLERS)
 
 
-def build_distiller(
-    names: list[str],
-    dataset,  # noqa: ANN001
-    model: str,
-    groups: dict[str, dict[str, Any]],
-    device: torch.device,
-    out: Path | str | None,
-    backbone_factory: Callable | None = None,
-    seed: int | None = None,
-):  # noqa: ANN201
-    """The distiller for `names` (one for now; composition is refused with the reason by each class)."""
+TASK_WORDS = {"topk": "top-K (general)", "next-item": "next-item"}
+
+
+def check_distill(names: list[str], model: str, groups: dict[str, dict[str, Any]]):  # noqa: ANN201
+    """The distiller class and its typed options for `names` on `model`, or one ConfigError saying why not.
+
+    Runs before any run folder is made or teacher trained, so a refused method leaves nothing behind.
+    """
+    from distillrec.models.registry import model_class
+
     _discover()
     unknown = [n for n in names if n not in _DISTILLERS]
     if unknown:
@@ -57,10 +56,31 @@ def build_distiller(
             "teachers of another model; give one --distill method per run"
         )
     cls = _DISTILLERS[names[0]]
+    task = model_class(model).task
+    if task not in cls.tasks:
+        works_on = " and ".join(TASK_WORDS.get(t, t) for t in sorted(cls.tasks))
+        raise ConfigError(
+            f"{names[0]} works on {works_on} models; {model!r} is a {TASK_WORDS.get(task, task)} model"
+        )
     try:
         options = cls.Options(**groups.get(names[0], {}))
     except ValidationError as exc:
         raise ConfigError(f"{names[0]} options: {validation_message(exc)}") from None
+    return cls, options
+
+
+def build_distiller(
+    names: list[str],
+    dataset,  # noqa: ANN001
+    model: str,
+    groups: dict[str, dict[str, Any]],
+    device: torch.device,
+    out: Path | str | None,
+    backbone_factory: Callable | None = None,
+    seed: int | None = None,
+):  # noqa: ANN201
+    """The prepared distiller for `names` (one method per run; composition is refused with the reason)."""
+    cls, options = check_distill(names, model, groups)
     distiller = cls(options)
     distiller.prepare(dataset, backbone_factory, model=model, groups=groups, device=device, out=out, seed=seed)
     return distiller

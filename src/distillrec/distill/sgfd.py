@@ -74,9 +74,23 @@ def labelled_ce(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits[known], labels[known])
 
 
+def batch_items(batch, positives_only: bool = False) -> Tensor:  # noqa: ANN001 - Batch or SeqBatch
+    """The distinct items a training batch touches, which SGFD distils on.
+
+    Top-K batches: positives and sampled negatives (or positives only). Next-item batches: every item of
+    the input prefixes and the targets (or the targets only).
+    """
+    if hasattr(batch, "pos"):
+        parts = [batch.pos] if positives_only else [batch.pos, batch.neg.reshape(-1)]
+    else:
+        parts = [batch.target] if positives_only else [batch.items[batch.mask], batch.target]
+    return torch.unique(torch.cat(parts))
+
+
 @register_distiller
 class SGFD(Distiller):
     name = "sgfd"
+    tasks = frozenset({"topk", "next-item"})
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -95,7 +109,7 @@ class SGFD(Distiller):
             description="no labels: teachers learn to reconstruct their input; feature distillation only",
         )
         items: Literal["batch", "positives"] = Field(
-            "batch", description="items fed to SGFD: positives and negatives, or positives"
+            "batch", description="items fed to SGFD: all the batch's items, or its positives (next-item: targets)"
         )
 
     def __init__(self, options: Options) -> None:
@@ -174,8 +188,7 @@ class SGFD(Distiller):
 
     def loss(self, student: Recommender, rep: Representation, batch: Batch, epoch: int) -> dict[str, Tensor]:
         o = self.options
-        items = batch.pos if o.items == "positives" else torch.cat([batch.pos, batch.neg.reshape(-1)])
-        items = torch.unique(items)
+        items = batch_items(batch, positives_only=o.items == "positives")
         s_all = student.modality_embeddings(self.features)
         t, supervision = self.teacher_terms(items)
         out: dict[str, Tensor] = {}

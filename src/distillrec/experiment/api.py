@@ -105,6 +105,10 @@ def train_one(
         },
         "seed": seed,
     }
+    if distill:
+        from distillrec.distill.registry import check_distill
+
+        check_distill(distill, model, groups)  # a refused method leaves no run folder behind
     if run_dir is not None:
         if resume and (run_dir / "metrics.json").exists():  # finished: reuse it as stored, files untouched
             refuse_other_configuration(run_dir, config)
