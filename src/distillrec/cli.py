@@ -82,6 +82,15 @@ def demo(
     console.print(f"runs written under {out}/ (config.yaml, metrics.json, history.csv, best.pt, env.json)")
 
 
+def _protocol(model: str, metrics: dict) -> str:
+    """How a run's test metrics were measured, for table titles."""
+    from distillrec.models.registry import model_class
+
+    if model_class(model).task == "next-item":
+        return "next-item protocol: full ranking, history not masked"
+    return f"{metrics['preset']} preset"
+
+
 @app.command("train")
 def train_cmd(
     model: str = typer.Option(..., "--model", "-m", help="model name (see `distillrec models`)"),
@@ -109,7 +118,7 @@ def train_cmd(
         (f"{model}{'+' + '+'.join(names) if names else ''} seed {r.metrics['seed']}", r.metrics["test"])
         for r in results
     ]
-    console.print(_metrics_table(f"test metrics ({results[0].metrics['preset']} preset)", rows))
+    console.print(_metrics_table(f"test metrics ({_protocol(model, results[0].metrics)})", rows))
     for r in results:
         console.print(f"run folder: {r.run_dir}")
 
