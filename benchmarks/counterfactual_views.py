@@ -12,11 +12,10 @@ Timed in the same process on `scientific`:
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
-from speed import median_time  # the same median-of-reps timer (this folder is on sys.path when run)
+from speed import median_time, timing_parser  # this folder is on sys.path when run
 
 from distillrec.data.registry import load_dataset
 from distillrec.models.layers import FeatureCache
@@ -24,11 +23,7 @@ from distillrec.models.registry import build_model
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
+    args = timing_parser(__doc__, reps=5, threads=1).parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("scientific")
     feats = {m: torch.as_tensor(f) for m, f in ds.features.items()}

@@ -14,12 +14,11 @@ Also the full validation evaluation (2,928 users, all 1,585 items ranked).
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 import torch.nn.functional as F
-from speed import median_time  # the same median-of-reps timer (this folder is on sys.path when run)
+from speed import median_time, timing_parser  # this folder is on sys.path when run
 
 from distillrec.data.registry import load_dataset
 from distillrec.experiment.api import resolve_train_config
@@ -43,11 +42,7 @@ def padded_loss(model, features, batch, width: int = 50) -> torch.Tensor:  # noq
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = timing_parser(__doc__, reps=3, threads=1).parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("scientific")
     cfg = resolve_train_config("sasrec", {"epochs": 1}, seed=0)

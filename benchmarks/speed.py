@@ -38,6 +38,15 @@ def median_time(fn, reps: int) -> float:  # noqa: ANN001
     return statistics.median(times)
 
 
+def timing_parser(doc: str, reps: int, threads: int) -> argparse.ArgumentParser:
+    """The options every benchmark in this folder shares: repetitions, threads, JSON output."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=reps)
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--json", action="store_true")
+    return ap
+
+
 def eval_floor(user: torch.Tensor, item: torch.Tensor, users: torch.Tensor, k: int, chunk: int) -> None:
     buf = torch.empty(chunk, item.shape[0])
     item_t = item.T.contiguous()
@@ -78,11 +87,8 @@ def epoch_floor(train, n_users: int, n_items: int, d: int, batch: int, layers: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = timing_parser(__doc__, reps=5, threads=2)
     ap.add_argument("--data", default="../shared/datasets/amazon-baby")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset(Path(args.data))
