@@ -126,8 +126,13 @@ def verdict(c: Comparison, metric: str = "recall@20", alpha: float = 0.05) -> st
     return f"does not help: {metric} {rel:+.1%}, paired p {p_txt} over {n} seeds"
 
 
-def verdict_lines(comparisons: list[Comparison], distiller: str) -> list[str]:
-    return [f"- **{c.backbone} + {distiller}**: {verdict(c)}." for c in comparisons]
+def verdict_lines(comparisons: list[Comparison], distiller: str, notes: dict[str, str] | None = None) -> list[str]:
+    """One line per backbone: the verdict, then the report's own note on that backbone where it has one."""
+    notes = notes or {}
+    return [
+        f"- **{c.backbone} + {distiller}**: {verdict(c)}{'; ' + notes[c.backbone] if c.backbone in notes else ''}."
+        for c in comparisons
+    ]
 
 
 def mean_of(dicts: list[dict[str, float]], metric: str) -> float:

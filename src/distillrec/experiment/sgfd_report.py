@@ -17,7 +17,7 @@ from distillrec.experiment.distill_report import (  # noqa: E402
     compare_backbone,
     comparison_table,
     grid_lines,
-    verdict,
+    verdict_lines,
 )
 from distillrec.experiment.probe import category_overlap, majority_rate, probe_accuracy, run_probe  # noqa: E402
 
@@ -44,13 +44,13 @@ def probe_table(comparisons: list[Comparison]) -> tuple[list[str], dict]:
 
 def reading_lines(comparisons: list[Comparison], data: dict) -> list[str]:
     """Per backbone: did ranking improve (paired test), and did the student features gain category information."""
-    lines = []
+    notes = {}
     for c in comparisons:
         probes = ", ".join(
             f"{m} {np.mean(v['base']):.3f} → {np.mean(v['sgfd']):.3f}" for m, v in data.get(c.backbone, {}).items()
         )
-        lines.append(f"- **{c.backbone} + SGFD**: {verdict(c)}; linear-probe accuracy {probes or 'n/a'}.")
-    return lines
+        notes[c.backbone] = f"linear-probe accuracy {probes or 'n/a'}"
+    return verdict_lines(comparisons, "SGFD", notes)
 
 
 def probe_figure(data: dict, dataset: Dataset, path: Path) -> None:
