@@ -100,7 +100,8 @@ def test_sgfd_refuses_a_next_item_model_without_modality_tables():
 @pytest.mark.parametrize(
     ("method", "model", "dataset", "says"),
     [("ckd", "sasrm", _labelled_seq_dataset, "ckd works on top-K"),
-     ("cdl", "vbpr", make_dataset, "cdl works on next-item")],
+     ("cdl", "vbpr", make_dataset, "cdl works on next-item"),
+     ("forgetting", "vbpr", make_dataset, "forgetting works on next-item")],
 )
 def test_a_method_for_another_task_is_refused_before_any_run_folder(method, model, dataset, says, tmp_path):
     with pytest.raises(ConfigError, match=says):

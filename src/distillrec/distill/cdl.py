@@ -204,11 +204,6 @@ class ProbeOptions(BaseModel):
     seed: int = 0
 
 
-def _require_sequential(model: Recommender, method: str) -> None:
-    if getattr(model, "task", "") != "next-item":
-        raise ConfigError(f"{method} works on next-item models; {model.name!r} is a {model.task} model")
-
-
 @register_distiller
 class ForgettingProbe(Distiller):
     """No loss: logs the modality-forgetting diagnostic each epoch (for runs without CDL)."""
@@ -222,9 +217,6 @@ class ForgettingProbe(Distiller):
         self.options = options
 
     def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
-        if backbone_factory is not None:
-            with torch.random.fork_rng():  # the backbone's own random stream stays as in a plain run
-                _require_sequential(backbone_factory(), self.name)
         if not dataset.features:
             raise ConfigError(f"{self.name}: dataset {dataset.name!r} has no item features")
         g = torch.Generator().manual_seed(int(self.options.seed) + 7919)
@@ -298,7 +290,6 @@ class CDL(ForgettingProbe):
         if backbone_factory is None:
             raise ConfigError("cdl needs the backbone to size its student heads")
         probe = backbone_factory()
-        _require_sequential(probe, self.name)
         super().prepare(dataset, None, **context)
         if dataset.sequences is None:
             raise ConfigError(f"cdl: dataset {dataset.name!r} has no ordered histories")
