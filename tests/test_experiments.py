@@ -86,7 +86,7 @@ def test_distillation_report_keeps_the_plain_backbone_and_chooses_weights_on_val
 def test_ckd_reweight_rows_average_up_to_the_best_epoch(tmp_path) -> None:  # noqa: ANN001
     import pandas as pd
 
-    from distillrec.experiment.ckd_report import reweight_rows
+    from distillrec.experiment.ckd_report import lambda_means, reweight_rows
     from distillrec.experiment.distill_report import Comparison
 
     dirs = {}
@@ -100,7 +100,7 @@ def test_ckd_reweight_rows_average_up_to_the_best_epoch(tmp_path) -> None:  # no
     c = Comparison("vbpr", "ckd", {}, [])
     c.distilled_dirs = dirs
     c.distilled = {seed: {"best_epoch": 2} for seed in dirs}
-    rows = reweight_rows(c)
+    rows = reweight_rows(c, lambda_means(c))
     assert rows == ["| vbpr | image | 0.300 ± 0.000 |", "| vbpr | text | 0.700 ± 0.000 |"]  # epoch 3 is after the best
 
 

@@ -75,7 +75,7 @@ def lambda_means(c: Comparison) -> dict[str, list[float]]:
     return per_mod
 
 
-def diagnosis(c: Comparison, r: ModalityRecall) -> str:
+def diagnosis(c: Comparison, r: ModalityRecall, lam: dict[str, list[float]]) -> str:
     """The three questions asked of a backbone where CKD does or does not help, answered from the tables:
     is there an imbalance to correct, do the teachers know more than the student's modalities, and did
     the re-weighting move."""
@@ -91,16 +91,15 @@ def diagnosis(c: Comparison, r: ModalityRecall) -> str:
     if r.teacher:
         gaps = ", ".join(f"{m} {r.teacher[m] - r.inside_base[m]:+.3f}" for m in mods if m in r.teacher)
         parts.append(f"teacher minus the same modality inside the plain model: {gaps}")
-    lam = lambda_means(c)
     if lam:
         spread = max(abs(float(np.mean(v)) - 1 / len(lam)) for v in lam.values())
         parts.append(f"λ_m moves at most {spread:.2f} from an even split")
     return f"- **{c.backbone}**: " + "; ".join(parts) + "."
 
 
-def reweight_rows(c: Comparison) -> list[str]:
-    """Which modality CKD pushed toward: λ_m per modality, mean ± std over seeds."""
-    return [f"| {c.backbone} | {m} | {np.mean(v):.3f} ± {np.std(v):.3f} |" for m, v in lambda_means(c).items()]
+def reweight_rows(c: Comparison, lam: dict[str, list[float]]) -> list[str]:
+    """Which modality CKD pushed toward: λ_m per modality (`lambda_means`), mean ± std over seeds."""
+    return [f"| {c.backbone} | {m} | {np.mean(v):.3f} ± {np.std(v):.3f} |" for m, v in lam.items()]
 
 
 def ckd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[int], command: str) -> str:
@@ -133,6 +132,7 @@ def ckd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[in
         "|---|---|---|---|---|",
     ]
     recalls = [modality_recall(c) for c in comparisons]
+    lambdas = [lambda_means(c) for c in comparisons]  # read once from the histories, used by two sections
     for c, r in zip(comparisons, recalls, strict=True):
         lines += modality_rows(c, r)
     lines += [
@@ -142,8 +142,8 @@ def ckd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[in
         "| backbone | modality | λ_m |",
         "|---|---|---|",
     ]
-    for c in comparisons:
-        lines += reweight_rows(c)
+    for c, lam in zip(comparisons, lambdas, strict=True):
+        lines += reweight_rows(c, lam)
     lines += [
         "",
         "## Reading",
@@ -155,7 +155,7 @@ def ckd_markdown(comparisons: list[Comparison], dataset: Dataset, seeds: list[in
         "Why, from the tables above (imbalance between the modalities, what the teachers know beyond the "
         "student's modalities, how far the re-weighting moved):",
         "",
-        *(diagnosis(c, r) for c, r in zip(comparisons, recalls, strict=True)),
+        *(diagnosis(c, r, lam) for c, r, lam in zip(comparisons, recalls, lambdas, strict=True)),
         "",
     ]
     return "\n".join(lines)
