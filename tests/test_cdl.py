@@ -19,7 +19,7 @@ from distillrec.distill.cdl import (
     vq_codebook,
 )
 from distillrec.distill.registry import build_distiller
-from distillrec.experiment.overrides import route
+from distillrec.experiment.spec import route
 from distillrec.models.registry import build_model
 from distillrec.models.sequential.base import compress_features
 from distillrec.train.optim import AsyncWarmup
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _cdl(ds, model="sasrec", params=None, **options) -> CDL:
     options.setdefault("sample_pairs", 5000)
-    groups = route({f"cdl.{k}": v for k, v in options.items()}, ["cdl"])
+    groups = route({f"cdl.{k}": v for k, v in options.items()}, "cdl")
     return build_distiller(["cdl"], ds, model, groups, torch.device("cpu"), None,
                            backbone_factory=lambda: build_model(model, ds, params))
 
@@ -244,7 +244,7 @@ def test_forgetting_diagnostic_and_end_to_end_run(tmp_path):
     header = (res.run_dir / "history.csv").read_text().splitlines()[0].split(",")
     assert {"cdl_hol_image", "cdl_code_text", "forget_corr_image", "id_corr_text"} <= set(header)
     model = build_model("mmsr", ds)
-    probe = build_distiller(["forgetting"], ds, "mmsr", route({}, ["forgetting"]), torch.device("cpu"), None,
+    probe = build_distiller(["forgetting"], ds, "mmsr", route({}, "forgetting"), torch.device("cpu"), None,
                             backbone_factory=lambda: build_model("mmsr", ds))
     diag = probe.on_epoch_end(model, 0)
     assert diag["forget_corr_image"] > 0.5  # tables start from the features' codes
@@ -266,7 +266,7 @@ def test_cdl_refuses_topk_models():
 
     ds = make_dataset()
     with pytest.raises(ConfigError, match="next-item"):
-        build_distiller(["cdl"], ds, "bprmf", route({}, ["cdl"]), torch.device("cpu"), None,
+        build_distiller(["cdl"], ds, "bprmf", route({}, "cdl"), torch.device("cpu"), None,
                         backbone_factory=lambda: build_model("bprmf", ds))
 
 

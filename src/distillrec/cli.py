@@ -99,7 +99,8 @@ def train_cmd(
     set_: list[str] = typer.Option(
         None, "--set", help="key=value option (training, model or <distiller>.key)"
     ),
-    distill: str = typer.Option("", help="distillation method(s), comma-separated"),
+    distill: str = typer.Option("", help="distillation method (one per run)"),
+    config: Path = typer.Option(None, "--config", help="YAML file of options, under --set"),
     out: Path = typer.Option(Path("runs"), help="root folder of run folders"),
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
     resume: bool = typer.Option(False, help="continue interrupted runs from last.pt"),
@@ -107,12 +108,12 @@ def train_cmd(
 ) -> None:
     """Train MODEL on DATASET once per seed and report test metrics at the best-validation epoch."""
     from distillrec.experiment.api import train
-    from distillrec.experiment.overrides import parse_assignments
+    from distillrec.experiment.spec import parse_assignments
 
     _setup_logging(quiet)
     names = [d for d in distill.split(",") if d]
     results = train(
-        model, dataset, _seeds(seeds), parse_assignments(set_), out, device, resume, quiet, names or None
+        model, dataset, _seeds(seeds), parse_assignments(set_), out, device, resume, quiet, names or None, config
     )
     rows = [
         (f"{model}{'+' + '+'.join(names) if names else ''} seed {r.metrics['seed']}", r.metrics["test"])
@@ -388,6 +389,136 @@ def _distill_report(name, backbones, dataset, seeds, out, write, device, run, ma
     write.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(write, markdown(comparisons, ds, seed_list, command))
     console.print(f"wrote {write}")
+
+
+class _JobProgress:
+    """Jobs done / running / left and the best validation score so far, on one rich status line."""
+
+    def __init__(self, total: int, running: int, quiet: bool) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.running = running
+        self.done = self.cached = 0
+        self.left = total
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                            console=Console(stderr=True), disable=quiet or not sys.stderr.isatty())
+        self.task = self.bar.add_task("", total=total)
+
+    def add(self, cached: int, todo: int) -> None:
+        self.cached += cached
+        self.bar.advance(self.task, cached)
+        self._show(float("nan"))
+
+    def done_one(self, best: float) -> None:
+        self.done += 1
+        self.bar.advance(self.task, 1)
+        self._show(best)
+
+    def _show(self, best: float) -> None:
+        left = max(0, self.bar.tasks[0].total - self.done - self.cached)
+        self.bar.update(self.task, description=f"jobs: {self.done} run, {self.cached} cached, "
+                        f"≤{min(self.running, left)} running, ≤{left} left; best valid {best:.4f}")
+
+    def __enter__(self) -> _JobProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+@app.command()
+def experiment(
+    file: Path = typer.Argument(None, help="an experiment definition (YAML), e.g. experiments/ckd.yaml"),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="dataset name or folder (comma-separated: several)"),
+    backbones: str = typer.Option(None, help="comma-separated backbones"),
+    methods: str = typer.Option(None, help="comma-separated methods (ckd, sgfd, cdl); none: tune backbones only"),
+    budget: int = typer.Option(None, help="trials per search stage and arm [default: 8]"),
+    selection_seeds: int = typer.Option(None, "--selection-seeds", help="selection seeds, never reported [2]"),
+    seeds: int = typer.Option(None, "--seeds", help="report seeds (1..N) [5]"),
+    set_: list[str] = typer.Option(None, "--set", help="key=value applied to every run (e.g. epochs=50)"),
+    no_controls: bool = typer.Option(False, "--no-controls", help="leave out the methods' control arms"),
+    executor: str = typer.Option(None, help="serial, local or ray [serial]"),
+    jobs: int = typer.Option(None, help="parallel jobs (local, ray)"),
+    threads: int = typer.Option(None, help="torch threads per job [cores / jobs]"),
+    ray_address: str = typer.Option(None, "--ray-address", help="auto or HOST:PORT; none: a local Ray"),
+    out: Path = typer.Option(None, help="experiment folder (study, ledger, runs) [runs/experiments/<name>]"),
+    write: Path = typer.Option(None, help="results document to write (markdown)"),
+    device: str = typer.Option(None, help="cpu or cuda"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object with every comparison"),
+    quiet: bool = typer.Option(False, help="no progress display"),
+) -> None:
+    """Does method X help backbone Y? Both arms tuned on validation with the same budget, reported on fresh
+    seeds with test-set uncertainty and Holm-corrected p-values; resumable, parallel (local or Ray)."""
+    import shlex
+
+    from distillrec.experiment.definition import load_definition, make_definition
+    from distillrec.experiment.engine import Engine, planned_jobs
+    from distillrec.experiment.report import comparisons, markdown, to_json
+    from distillrec.experiment.results import format_p
+    from distillrec.experiment.spec import parse_assignments
+    from distillrec.train.checkpoint import atomic_write_text
+
+    _setup_logging(True)
+    given = {
+        "datasets": [x for x in dataset.split(",") if x] if dataset else None,
+        "backbones": [x for x in backbones.split(",") if x] if backbones else None,
+        "methods": [x for x in methods.split(",") if x] if methods is not None else None,
+        "budget": budget, "selection_seeds": selection_seeds, "seeds": seeds,
+        "set": parse_assignments(set_) if set_ else None,
+        "controls": False if no_controls else None,
+        "executor": executor, "jobs": jobs, "threads": threads, "ray_address": ray_address,
+        "out": str(out) if out else None, "results": str(write) if write else None, "device": device,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if file is not None:
+        definition = load_definition(file, {**given, "set": {**_file_set(file), **given.get("set", {})}})
+    else:
+        if "backbones" not in given:
+            raise DistillrecError("give an experiment file or --backbones")
+        definition = make_definition(given)
+    command = "distillrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    engine = Engine(definition)
+    with _JobProgress(planned_jobs(definition), max(1, definition.jobs), quiet or as_json) as progress:
+        engine.progress = progress
+        result = engine.run()
+    comps = comparisons(result)
+    if definition.results:
+        path = Path(definition.results)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, markdown(result, comps, command))
+    if as_json:
+        print(json.dumps(to_json(result, comps), indent=2, default=float))
+        return
+    table = Table(title=f"{definition.name}: plain vs distilled (test {comps[0].metric if comps else ''})")
+    for col in ("backbone", "arm", "plain", "distilled", "change", "95% CI", "p (Holm)"):
+        table.add_column(col)
+    for c in comps:
+        ci = c.stats["ci95"]
+        table.add_row(c.backbone, c.arm, f"{c.stats and sum(c.values('plain').values()) / max(1, len(c.values('plain'))):.4f}",
+                      f"{sum(c.values('distilled').values()) / max(1, len(c.values('distilled'))):.4f}",
+                      f"{c.stats['relative_change']:+.1%}", f"{ci[0]:+.4f}..{ci[1]:+.4f}" if ci else "–",
+                      format_p(c.stats["p_holm"]))
+    if comps:
+        console.print(table)
+    for b in result.backbones:
+        vals = [r["metrics"]["test"][b.metric] for r in b.plain.records if r]
+        console.print(f"{b.dataset}/{b.backbone}: tuned {b.metric} {sum(vals) / max(1, len(vals)):.4f} "
+                      f"({len(vals)} seeds), chosen {b.plain.point or 'defaults'}")
+    for f in result.failures:
+        console.print(f"[red]failed twice[/red]: {f}")
+    if definition.results:
+        console.print(f"wrote {definition.results}")
+
+
+def _file_set(file: Path) -> dict:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(file).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return dict(raw.get("set") or {}) if isinstance(raw, dict) else {}
 
 
 @app.command()

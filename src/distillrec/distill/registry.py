@@ -35,6 +35,13 @@ def distiller_names() -> list[str]:
     return sorted(_DISTILLERS)
 
 
+def distiller_class(name: str) -> type:
+    _discover()
+    if name not in _DISTILLERS:
+        raise ConfigError(f"unknown distillation method {name!r}; known: {', '.join(sorted(_DISTILLERS))}")
+    return _DISTILLERS[name]
+
+
 TASK_WORDS = {"topk": "top-K (general)", "next-item": "next-item"}
 
 

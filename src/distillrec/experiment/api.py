@@ -8,7 +8,6 @@ run.recommend([0, 1, 2], k=10)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from distillrec.data.registry import load_dataset
 from distillrec.errors import ConfigError, DistillrecError, validation_message
 from distillrec.eval.ranking import Evaluator, model_score_fn
 from distillrec.experiment.env import environment
-from distillrec.experiment.overrides import route
-from distillrec.models.registry import build_model, resolve_params, train_defaults
+from distillrec.experiment.spec import RunSpec, groups_of, read_config_file, resolve_spec, route
+from distillrec.models.registry import build_model, train_defaults
 from distillrec.train.checkpoint import load_checkpoint, write_json, write_yaml
 from distillrec.train.config import TrainConfig
 from distillrec.train.trainer import Trainer, resolve_device, seed_everything
@@ -41,20 +40,8 @@ class RunResult:
     metrics: dict[str, Any]
 
 
-def _config_tag(groups: dict[str, dict[str, Any]]) -> str:
-    """A short hash of non-default options, so that runs with other settings get their own folder."""
-    chosen = {k: v for k, v in groups.items() if v}
-    if not chosen:
-        return ""
-    return "@" + hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def run_dir_for(out: Path, dataset: str, model: str, distill: list[str], seed: int, groups: dict) -> Path:
-    name = model + ("+" + "+".join(distill) if distill else "") + _config_tag(groups)
-    return Path(out) / dataset / name / f"seed{seed}"
-
-
 def resolve_train_config(model: str, overrides: dict[str, Any], seed: int | None = None) -> TrainConfig:
+    """The model's training defaults under `overrides` (idempotent on an already resolved dict)."""
     values = {**train_defaults(model), **overrides}
     if seed is not None:
         values["seed"] = seed
@@ -72,72 +59,76 @@ def _as_dataset(dataset: Dataset | str | Path, data_opts: dict[str, Any]) -> Dat
     )
 
 
+def dataset_for(spec: RunSpec) -> Dataset:
+    """The dataset a specification names, read from where it was found (or by name)."""
+    source = spec.data.source if spec.data.source and Path(spec.data.source).exists() else spec.data.name
+    return load_dataset(source, split=spec.data.split, seed=spec.data.split_seed)
+
+
 def train_one(
-    model: str,
-    dataset: Dataset | str | Path,
-    seed: int,
-    groups: dict[str, dict[str, Any]] | None = None,
+    spec: RunSpec,
+    dataset: Dataset | None = None,
     out: Path | str | None = "runs",
     device: str = "auto",
     resume: bool = False,
     quiet: bool = True,
-    distill: list[str] | None = None,
 ) -> RunResult:
-    """Train and evaluate one model with one seed; write its run folder under `out` (None: no files)."""
-    groups = groups or {"train": {}, "model": {}, "data": {}}
-    distill = distill or []
-    ds = _as_dataset(dataset, groups.get("data", {}))
+    """Train and evaluate one run; write its folder under `out` (None: no files). `dataset`, when given,
+    must be the one the specification names (it saves reading it again)."""
+    ds = dataset if dataset is not None else dataset_for(spec)
     dev = resolve_device(device)
-    cfg = resolve_train_config(model, groups.get("train", {}), seed)
-    params = resolve_params(model, groups.get("model", {}))
-    run_dir = run_dir_for(Path(out), ds.name, model, distill, seed, groups) if out is not None else None
-    config = {
-        "model": model,
-        "params": params.model_dump(),
-        "train": cfg.model_dump(),
-        "distill": {name: groups.get(name, {}) for name in distill},
-        "dataset": {
-            "name": ds.name,
-            "source": ds.source,
-            "split": groups.get("data", {}).get("split", "auto"),
-            "split_seed": int(groups.get("data", {}).get("split_seed", 0)),
-            "split_hash": ds.split_hash,
-        },
-        "seed": seed,
-    }
-    if distill:
-        from distillrec.distill.registry import check_distill
-
-        check_distill(distill, model, groups)  # a refused method leaves no run folder behind
+    cfg = spec.train_config()
+    run_dir = spec.run_dir(out) if out is not None else None
+    config = spec.as_config(ds.split_hash)
     if run_dir is not None:
         if resume and (run_dir / "metrics.json").exists():  # finished: reuse it as stored, files untouched
             refuse_other_configuration(run_dir, config)
             return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
         start_run_dir(run_dir, config, ds, dev)
-    seed_everything(seed)
-    net = build_model(model, ds, params.model_dump())
+    seed_everything(spec.seed)
+    net = build_model(spec.model, ds, spec.params)
     distiller = None
-    if distill:
+    if spec.distill:
         from distillrec.distill.registry import build_distiller
 
         distiller = build_distiller(
-            distill,
+            [spec.distill],
             ds,
-            model,
-            groups,
+            spec.model,
+            groups_of(spec),
             dev,
             out,
-            backbone_factory=lambda: build_model(model, ds, params.model_dump()),
-            seed=seed,
+            backbone_factory=lambda: build_model(spec.model, ds, spec.params),
+            seed=spec.seed,
         )
     trainer = Trainer(net, ds, cfg, run_dir, distiller=distiller, device=dev, quiet=quiet)
     result = trainer.fit(resume=resume)
-    metrics = run_metrics(model, distill, ds, seed, cfg, result)
+    distill = [spec.distill] if spec.distill else []
+    metrics = run_metrics(spec.model, distill, ds, spec.seed, cfg, result)
+    metrics["spec_key"] = spec.key()
     if distiller is not None and hasattr(distiller, "summary"):
         metrics["distill_info"] = distiller.summary()
     if run_dir is not None:
+        if result.per_user_test is not None:
+            write_per_user(run_dir / PER_USER_FILE, *result.per_user_test)
         write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir, metrics)
+
+
+PER_USER_FILE = "per_user_test.npz"
+
+
+def write_per_user(path: Path, users: np.ndarray, values: dict[str, np.ndarray]) -> None:
+    """Per-user test metrics (the test set's own sampling error is estimated from them), atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        np.savez_compressed(fh, users=users, **{k: np.asarray(v, dtype=np.float32) for k, v in values.items()})
+    tmp.replace(path)
+
+
+def read_per_user(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    with np.load(path) as arr:
+        return arr["users"], {k: arr[k] for k in arr.files if k != "users"}
 
 
 def refuse_other_configuration(run_dir: Path, config: dict[str, Any]) -> None:
@@ -174,6 +165,19 @@ def run_metrics(model: str, distill: list[str], ds: Dataset, seed: int, cfg: Tra
     }
 
 
+def specs_for(
+    model: str,
+    dataset: Dataset,
+    seeds: list[int] | tuple[int, ...],
+    assignments: dict[str, Any] | None = None,
+    distill: str | None = None,
+) -> list[RunSpec]:
+    """One resolved specification per seed."""
+    return [
+        resolve_spec(model, dataset.name, assignments, distill, seed, source=dataset.source) for seed in seeds
+    ]
+
+
 def train(
     model: str,
     dataset: Dataset | str | Path = "scientific",
@@ -183,12 +187,21 @@ def train(
     device: str = "auto",
     resume: bool = False,
     quiet: bool = True,
-    distill: list[str] | None = None,
+    distill: list[str] | str | None = None,
+    config: Path | str | None = None,
 ) -> list[RunResult]:
-    """Train `model` once per seed; options as flat `key: value` (see `distillrec train --help`)."""
-    groups = route(set or {}, distill)
-    ds = _as_dataset(dataset, groups["data"])
-    return [train_one(model, ds, s, groups, out, device, resume, quiet, distill) for s in seeds]
+    """Train `model` once per seed. Options: a configuration file (`config`) and flat `key: value`
+    assignments over it (see `distillrec train --help`)."""
+    names = [distill] if isinstance(distill, str) else list(distill or [])
+    if len(names) > 1:
+        from distillrec.distill.registry import check_distill
+
+        check_distill(names, model, {})  # refused with the reason
+    method = names[0] if names else None
+    assignments = {**(read_config_file(config) if config else {}), **(set or {})}
+    ds = _as_dataset(dataset, route(assignments, method)["data"])
+    specs = specs_for(model, ds, seeds, assignments, method)
+    return [train_one(spec, ds, out, device, resume, quiet) for spec in specs]
 
 
 class Run:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from distillrec.data.dataset import Dataset
@@ -59,9 +60,13 @@ class NextItemTask:
             yield batch.to(self.device)
 
     @torch.no_grad()
-    def evaluate(self, model, features: dict, split: str) -> dict[str, float]:  # noqa: ANN001
+    def evaluate(self, model, features: dict, split: str, per_user: bool = False) -> dict[str, float]:  # noqa: ANN001
         rep = model.represent(features)
-        return self.evaluator.evaluate(sequence_score_fn(model, rep), split)
+        result = self.evaluator.evaluate(sequence_score_fn(model, rep), split, per_sample=per_user)
+        if per_user:  # one held-out event per sample; the sample's user names it
+            users = self.samplers[split].users.astype(np.int64)
+            self.last_per_user = (users, {k: v.numpy() for k, v in self.evaluator.last_per_sample.items()})
+        return result
 
 
 @torch.no_grad()

@@ -23,7 +23,9 @@ from distillrec.train.next_item import NextItemTask
 class Task(Protocol):
     def batches(self, generator: torch.Generator) -> Iterator[Any]: ...
 
-    def evaluate(self, model: Recommender, features: dict, split: str) -> dict[str, float]: ...
+    def evaluate(self, model: Recommender, features: dict, split: str, per_user: bool = False) -> dict[str, float]:
+        """Mean metrics; with `per_user`, also keep `last_per_user` = (user ids, {metric: values})."""
+        ...
 
 
 class TopKTask:
@@ -46,9 +48,13 @@ class TopKTask:
             yield Batch(users, pos, neg).to(self.device)
 
     @torch.no_grad()
-    def evaluate(self, model: Recommender, features: dict, split: str) -> dict[str, float]:
+    def evaluate(self, model: Recommender, features: dict, split: str, per_user: bool = False) -> dict[str, float]:
         rep = model.represent(features)
-        return self.evaluator.evaluate(model_score_fn(model, rep), split)
+        result = self.evaluator.evaluate(model_score_fn(model, rep), split, per_user=per_user)
+        if per_user:
+            users = self.evaluator.plan(split).users.cpu().numpy()
+            self.last_per_user = (users, {k: v.numpy() for k, v in self.evaluator.last_per_user.items()})
+        return result
 
 
 TASKS: dict[str, Callable[..., Task]] = {"topk": TopKTask, "next-item": NextItemTask}

@@ -55,6 +55,7 @@ class TrainResult:
     test: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    per_user_test: tuple[Any, dict[str, Any]] | None = None  # (user ids, {metric: per-user values})
 
 
 class Trainer:
@@ -97,9 +98,9 @@ class Trainer:
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str, per_user: bool = False) -> dict[str, float]:
         self.model.eval()
-        result = self.task.evaluate(self.model, self.features, split)
+        result = self.task.evaluate(self.model, self.features, split, per_user=per_user)
         self.model.train()
         return result
 
@@ -226,8 +227,11 @@ class Trainer:
                 self.model.load_state_dict(load_checkpoint(self.run_dir / "best.pt", self.device)["model"])
             else:
                 self.model.load_state_dict(self._best_state)
-        test = self.evaluate("test")
-        return TrainResult(best["epoch"], epoch, best["valid"], test, history, time.perf_counter() - start)
+        test = self.evaluate("test", per_user=True)
+        return TrainResult(
+            best["epoch"], epoch, best["valid"], test, history, time.perf_counter() - start,
+            getattr(self.task, "last_per_user", None),
+        )
 
     def _write_history(self, history: list[dict[str, Any]]) -> None:
         keys: list[str] = []

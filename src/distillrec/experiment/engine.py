@@ -1,0 +1,379 @@
+"""The fair comparison engine: does method X help backbone Y on this data?
+
+For each dataset and backbone, every step on validation only:
+  1. *tune*: `budget` trials over the backbone's declared search space (its YAML `search:`);
+  2. each distilled arm (a method, or one of its controls) starts from the tuned backbone (its teachers too)
+     and gets `budget` trials over the distiller's space, the off point (every weight 0) among them;
+     the plain arm gets `budget` more trials of its own space, so both arms have had the same number;
+  3. each arm's chosen point is run on the report seeds, disjoint from the selection seeds.
+A trial's score is the mean validation metric over the selection seeds. Trials are Optuna trials stored in
+the experiment folder (a journal file), runs are cached in a ledger beside it: an interrupted experiment
+resumes where it stopped and a finished run is never trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distillrec.experiment.definition import ExperimentDef
+from distillrec.experiment.executor import Job, Outcome, Pool, threads_per_job
+from distillrec.experiment.space import Space, grid, grid_size, is_finite, parse_space, suggest
+from distillrec.experiment.spec import RunSpec, resolve_spec, route
+
+log = logging.getLogger("distillrec.experiment")
+
+
+# ----------------------------------------------------------------------------- the ledger
+class Ledger:
+    """Finished runs of an experiment, by specification key and seed: metrics, per-user test values,
+    plug-in summaries. Written only by the driving process; small enough to keep under version control."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / "ledger.jsonl"
+        self.arrays = root / "per_user"
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by a kill: the run is simply made again
+                        continue
+                    self.records[rec["id"]] = rec
+
+    @staticmethod
+    def run_id(spec: RunSpec) -> str:
+        return f"{spec.key()}-seed{spec.seed}"
+
+    def get(self, spec: RunSpec) -> dict[str, Any] | None:
+        return self.records.get(self.run_id(spec))
+
+    def add(self, spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:
+        rid = self.run_id(spec)
+        self.arrays.mkdir(parents=True, exist_ok=True)
+        tmp = self.arrays / f".{rid}.npz.tmp"
+        with tmp.open("wb") as fh:
+            np.savez_compressed(fh, users=record["users"], **{k: np.asarray(v, np.float32)
+                                                             for k, v in record["per_user"].items()})
+        tmp.replace(self.arrays / f"{rid}.npz")
+        entry = {"id": rid, "key": spec.key(), "seed": spec.seed, "label": spec.label,
+                 "metrics": record["metrics"], "extras": record.get("extras", {}),
+                 "run_dir": record.get("run_dir")}
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(entry, default=float) + "\n")
+        self.records[rid] = entry
+        return entry
+
+    def per_user(self, spec: RunSpec) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        with np.load(self.arrays / f"{self.run_id(spec)}.npz") as arr:
+            return arr["users"], {k: arr[k] for k in arr.files if k != "users"}
+
+
+# ----------------------------------------------------------------------------- arms and results
+@dataclass(frozen=True)
+class Arm:
+    """A distilled arm: a method with its free search space and the options a control fixes."""
+
+    method: str
+    control: str | None
+    fixed: dict[str, Any]
+    space: Space
+    off_point: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.method if self.control is None else f"{self.method}:{self.control}"
+
+
+def arms_for(method: str, with_controls: bool) -> list[Arm]:
+    from distillrec.distill.registry import distiller_class
+
+    cls = distiller_class(method)
+    full = parse_space(getattr(cls, "search_space", {}), where=f"distiller {method!r}")
+    off = dict(getattr(cls, "off_point", {}))
+    arms = [Arm(method, None, {}, full, off)]
+    if with_controls:
+        for control, fixed in getattr(cls, "controls", {}).items():
+            space = {k: d for k, d in full.items() if k not in fixed}
+            arms.append(Arm(method, control, dict(fixed), space, {k: v for k, v in off.items() if k in space}))
+    return arms
+
+
+@dataclass
+class Search:
+    """One search stage's outcome: every trial's point and score, and the chosen point."""
+
+    name: str
+    trials: int = 0
+    points: list[tuple[dict[str, Any], float | None]] = field(default_factory=list)
+    failed: int = 0
+
+    @property
+    def best(self) -> tuple[dict[str, Any], float]:
+        scored = [(p, s) for p, s in self.points if s is not None]
+        if not scored:
+            return {}, float("nan")
+        return max(scored, key=lambda ps: ps[1])
+
+
+@dataclass
+class ArmResult:
+    """A chosen point's report runs: one record per report seed (a ledger entry) and its specs."""
+
+    name: str
+    point: dict[str, Any]
+    valid_score: float
+    specs: list[RunSpec] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    trials: int = 0
+
+
+@dataclass
+class BackboneResult:
+    dataset: str
+    backbone: str
+    metric: str  # the compared test metric: recall@20 (top-K) or hit@20 (next-item)
+    valid_metric: str
+    tuned: Search
+    plain: ArmResult
+    arms: list[ArmResult] = field(default_factory=list)
+    searches: dict[str, Search] = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentResult:
+    definition: ExperimentDef
+    backbones: list[BackboneResult]
+    failures: list[str]
+    ledger: Ledger
+
+
+# ----------------------------------------------------------------------------- the engine
+class Engine:
+    def __init__(self, definition: ExperimentDef, progress: Any | None = None) -> None:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        self.d = definition
+        self.root = definition.state_dir().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.runs_out = str(self.root / "runs")
+        self.ledger = Ledger(self.root)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.storage = JournalStorage(JournalFileBackend(str(self.root / "optuna.journal")))
+        self.threads = threads_per_job(definition.jobs if definition.executor != "serial" else 1,
+                                       definition.threads)
+        self.failures: list[str] = []
+        self.progress = progress
+        self.best_valid = float("nan")
+        self.pool: Pool | None = None
+
+    # -- jobs
+    def _job(self, spec: RunSpec, extras: tuple[str, ...] = ()) -> Job:
+        return Job(spec.model_dump_json(), self.runs_out, self.d.device, self.threads, extras)
+
+    def run_specs(self, specs: list[RunSpec], extras: tuple[str, ...] = ()) -> list[dict[str, Any] | None]:
+        """Ledger entries for `specs` (None for a job that failed twice), training only what is missing."""
+        todo: dict[str, RunSpec] = {}
+        for spec in specs:
+            rec = self.ledger.get(spec)
+            missing = [e for e in extras if e not in (rec or {}).get("extras", {})]
+            if rec is None or (missing and rec.get("run_dir") and Path(rec["run_dir"], "best.pt").exists()):
+                todo.setdefault(Ledger.run_id(spec), spec)
+        if self.progress:
+            self.progress.add(len(specs) - len(todo), len(todo))
+        if todo:
+            assert self.pool is not None
+            for outcome in self.pool.run([self._job(s, extras) for s in todo.values()]):
+                self._settle(outcome, todo)
+        return [self.ledger.get(s) for s in specs]
+
+    def _settle(self, outcome: Outcome, todo: dict[str, RunSpec]) -> None:
+        spec = RunSpec.model_validate_json(outcome.job.spec_json)
+        if outcome.record is None:
+            name = outcome.job.name
+            self.failures.append(f"{name}: {outcome.error} (after {outcome.attempts} attempts)")
+            log.error("job %s failed twice: %s", name, outcome.error)
+        else:
+            self.ledger.add(spec, outcome.record)
+        if self.progress:
+            self.progress.done_one(self.best_valid)
+
+    # -- specs
+    def spec(self, ds, backbone: str, point: dict[str, Any], method: str | None = None,  # noqa: ANN001
+             method_point: dict[str, Any] | None = None, seed: int = 0) -> RunSpec:
+        assignments = dict(self.d.set)
+        for key, value in point.items():
+            assignments[key if key.startswith("train.") else f"model.{key}"] = value
+        for key, value in (method_point or {}).items():
+            assignments[f"{method}.{key}"] = value
+        # a method's options in `set` apply to that method's runs only
+        assignments = {k: v for k, v in assignments.items()
+                       if "." not in k or k.split(".", 1)[0] in ("train", "model", "data", method)}
+        return resolve_spec(backbone, ds.name, assignments, method, seed, source=ds.source)
+
+    # -- search
+    def search(self, ds, backbone: str, study_name: str, space: Space, trials: int,  # noqa: ANN001
+               make_spec, enqueue: dict[str, Any] | None) -> Search:  # noqa: ANN001
+        """Run the study `study_name` up to `trials` finished trials (resuming it); return its outcome."""
+        import optuna
+
+        walk = self._walks_grid(space)
+        study = optuna.create_study(
+            study_name=study_name, storage=self.storage, direction="maximize", load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=self.d.sampler_seed, constant_liar=True,
+                                               n_startup_trials=min(4, self.d.budget)),
+        )
+        if not study.trials and space:
+            # a covered finite space is walked point by point (queued in order); otherwise the given point
+            # (the defaults, or the distiller's off point) is tried first and TPE proposes the rest
+            for point in grid(space) if walk else ([{k: v for k, v in enqueue.items() if k in space}]
+                                                    if enqueue else []):
+                study.enqueue_trial(point, skip_if_exists=True)
+        seeds = self.d.selection_seeds
+        while True:
+            states = [t.state for t in study.trials]
+            done = sum(s.is_finished() for s in states)
+            # trials asked by an interrupted session and never told are evaluated again (runs cached)
+            orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+            want = min(trials - done, max(1, math.ceil(self._capacity() / len(seeds))))
+            if want <= 0 and not orphans:
+                break
+            batch: list[tuple[int, dict[str, Any]]] = [(t.number, dict(t.params)) for t in orphans]
+            for _ in range(max(0, want - len(batch))):
+                trial = study.ask()
+                batch.append((trial.number, suggest(trial, space)))
+            specs = {n: [make_spec(p, s) for s in seeds] for n, p in batch}
+            flat = [s for group in specs.values() for s in group]
+            records = dict(zip([Ledger.run_id(s) for s in flat], self.run_specs(flat), strict=True))
+            for number, _point in sorted(batch, key=lambda np_: np_[0]):
+                got = [records[Ledger.run_id(s)] for s in specs[number]]
+                if any(r is None for r in got):
+                    study.tell(number, state=optuna.trial.TrialState.FAIL)
+                    continue
+                score = float(np.mean([r["metrics"]["valid"][self._valid_metric(backbone)] for r in got]))
+                study.tell(number, score)
+                if not (score <= self.best_valid):  # NaN-safe maximum for the progress display
+                    self.best_valid = score
+        result = Search(study_name)
+        for t in study.trials[:trials] if len(study.trials) > trials else study.trials:
+            if t.state.is_finished():
+                result.trials += 1
+                result.points.append((dict(t.params), t.value if t.value is not None else None))
+                result.failed += t.state == optuna.trial.TrialState.FAIL
+        return result
+
+    def _common_groups(self) -> dict[str, dict[str, Any]]:
+        """The training, model and data options of `set` (a method's options apply to its runs only)."""
+        return route({k: v for k, v in self.d.set.items()
+                      if "." not in k or k.split(".", 1)[0] in ("train", "model", "data")})
+
+    def _capacity(self) -> int:
+        return self.pool.capacity if self.pool else 1
+
+    def _walks_grid(self, space: Space) -> bool:
+        """Walk the whole grid when the space is finite and one stage's budget covers it (the choice
+        depends on the budget only, so a study keeps its plan across stages and sessions)."""
+        if self.d.sampler == "grid":
+            if not is_finite(space):
+                from distillrec.errors import ConfigError
+
+                raise ConfigError("sampler grid needs finite (list) search spaces")
+            return True
+        return self.d.sampler == "auto" and is_finite(space) and grid_size(space) <= self.d.budget
+
+    def _valid_metric(self, backbone: str) -> str:
+        from distillrec.models.registry import train_defaults
+        from distillrec.train.config import TrainConfig
+
+        return self._common_groups()["train"].get(
+            "valid_metric", train_defaults(backbone).get("valid_metric", TrainConfig().valid_metric)
+        )
+
+    # -- the protocol
+    def run(self) -> ExperimentResult:
+        from distillrec.data.registry import load_dataset
+        from distillrec.models.registry import model_class, search_space
+
+        results = []
+        with Pool(self.d.executor, self.d.jobs, self.d.ray_address) as pool:
+            self.pool = pool
+            for dataset in self.d.datasets:
+                data_opts = self._common_groups()["data"]
+                ds = load_dataset(dataset, split=data_opts.get("split", "auto"),
+                                  seed=int(data_opts.get("split_seed", 0)))
+                for backbone in self.d.backbones:
+                    log.info("%s / %s: tuning", ds.name, backbone)
+                    results.append(self._backbone(ds, backbone, search_space(backbone), model_class(backbone)))
+            self.pool = None
+        return ExperimentResult(self.d, results, self.failures, self.ledger)
+
+    def _backbone(self, ds, backbone: str, space: Space, cls) -> BackboneResult:  # noqa: ANN001
+        from distillrec.models.registry import default_params
+
+        B = self.d.budget
+        prefix = f"{ds.name}/{backbone}"
+        defaults = {k: v for k, v in default_params(backbone).items() if k in space}
+        defaults.update(self._train_defaults(backbone, space))
+        plain_spec = lambda p, s: self.spec(ds, backbone, p, seed=s)  # noqa: E731
+        tuned = self.search(ds, backbone, f"{prefix}/plain", space, B, plain_spec, defaults)
+        tuned_point = tuned.best[0]
+        arms = [a for m in self.d.methods for a in arms_for(m, self.d.controls)]
+        searches = {"tuned": tuned}
+        for arm in arms:
+            make = (lambda a: lambda p, s: self.spec(ds, backbone, tuned_point, a.method,
+                                                      {**a.fixed, **p}, seed=s))(arm)
+            searches[arm.name] = self.search(ds, backbone, f"{prefix}/{arm.name}", arm.space, B, make,
+                                             arm.off_point)
+        plain = self.search(ds, backbone, f"{prefix}/plain", space, 2 * B if arms else B, plain_spec,
+                            defaults) if arms else tuned
+        searches["plain"] = plain
+        metric = "hit@20" if cls.task == "next-item" else "recall@20"
+        extras = tuple(dict.fromkeys(a.method for a in arms))
+        plain_point, plain_score = plain.best
+        plain_arm = ArmResult("plain", plain_point, plain_score, trials=plain.trials)
+        plain_arm.specs = [plain_spec(plain_point, s) for s in self.d.seeds]
+        plain_arm.records = self.run_specs(plain_arm.specs, extras)
+        result = BackboneResult(ds.name, backbone, metric, self._valid_metric(backbone), tuned, plain_arm,
+                                searches=searches)
+        for arm in arms:
+            point, score = searches[arm.name].best
+            res = ArmResult(arm.name, {**arm.fixed, **point}, score,
+                            trials=tuned.trials + searches[arm.name].trials)
+            res.specs = [self.spec(ds, backbone, tuned_point, arm.method, {**arm.fixed, **point}, seed=s)
+                         for s in self.d.seeds]
+            res.records = self.run_specs(res.specs, (arm.method,))
+            result.arms.append(res)
+        return result
+
+    def _train_defaults(self, backbone: str, space: Space) -> dict[str, Any]:
+        from distillrec.models.registry import train_defaults
+        from distillrec.train.config import TrainConfig
+
+        values = {**TrainConfig().model_dump(), **train_defaults(backbone)}
+        return {k: values[k.removeprefix("train.")] for k in space if k.startswith("train.")}
+
+
+def planned_jobs(d: ExperimentDef) -> int:
+    """An upper bound on the jobs of an experiment (cached runs included), for the progress display."""
+    per_backbone = d.budget * len(d.selection_seeds) * (1 + (1 if d.methods else 0)) + len(d.seeds)
+    arms = 0
+    for m in d.methods:
+        arms += len(arms_for(m, d.controls))
+    per_backbone += arms * (d.budget * len(d.selection_seeds) + len(d.seeds))
+    return per_backbone * len(d.backbones) * len(d.datasets)
+
+
+def grid_points(space: Space) -> Iterator[dict[str, Any]]:
+    yield from grid(space)

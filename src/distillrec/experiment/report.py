@@ -1,0 +1,245 @@
+"""An experiment's answer: each distilled arm against the plain arm of the same backbone, with the test
+set's own uncertainty (a per-user paired bootstrap), the training noise (a paired test over report seeds),
+and Holm's correction across the comparisons of one report. A difference is called only when it holds both
+across seeds and across users (the larger of the two p-values), after the correction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from distillrec.experiment.engine import ArmResult, BackboneResult, ExperimentResult
+from distillrec.experiment.plugins import PLUGINS
+from distillrec.experiment.results import format_p, mean_std
+from distillrec.experiment.space import describe
+from distillrec.experiment.stats import combined_p, holm, paired_bootstrap, paired_seed_test, verdict
+
+SECONDARY = {"recall@20": ("recall@10", "ndcg@10", "ndcg@20"), "hit@20": ("hit@10", "ndcg@10", "ndcg@20", "mrr@20")}
+
+
+@dataclass
+class Comparison:
+    dataset: str
+    backbone: str
+    arm: str
+    metric: str
+    plain: ArmResult
+    distilled: ArmResult
+    stats: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return self.arm.split(":", 1)[0]
+
+    def values(self, which: str, metric: str | None = None) -> dict[int, float]:
+        arm = self.plain if which == "plain" else self.distilled
+        m = metric or self.metric
+        return {s.seed: r["metrics"]["test"][m] for s, r in zip(arm.specs, arm.records, strict=True)
+                if r is not None and m in r["metrics"]["test"]}
+
+    def plain_extras(self, plugin: str) -> list[dict[str, Any]]:
+        return [r.get("extras", {}).get(plugin, {}) for r in self.plain.records if r]
+
+    def distilled_extras(self, plugin: str) -> list[dict[str, Any]]:
+        return [r.get("extras", {}).get(plugin, {}) for r in self.distilled.records if r]
+
+
+def _per_user_matrix(result: ExperimentResult, arm: ArmResult, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """[seeds, users] of one arm's per-user test values (finished seeds only) and the user ids."""
+    rows, users = [], None
+    for spec, rec in zip(arm.specs, arm.records, strict=True):
+        if rec is None:
+            continue
+        u, values = result.ledger.per_user(spec)
+        if users is not None and not np.array_equal(u, users):
+            raise ValueError(f"{spec.label}: report runs were evaluated on different users")
+        users = u
+        rows.append(values[metric])
+    return np.asarray(rows), users if users is not None else np.empty(0, dtype=np.int64)
+
+
+def comparisons(result: ExperimentResult) -> list[Comparison]:
+    """Every distilled arm against its plain arm, Holm-adjusted across the whole report."""
+    out: list[Comparison] = []
+    d = result.definition
+    for b in result.backbones:
+        plain_users, users = _per_user_matrix(result, b.plain, b.metric)
+        for arm in b.arms:
+            c = Comparison(b.dataset, b.backbone, arm.name, b.metric, b.plain, arm, {})
+            seed_test = paired_seed_test(c.values("plain"), c.values("distilled"))
+            dist_users, users2 = _per_user_matrix(result, arm, b.metric)
+            boot = None
+            if len(plain_users) and len(dist_users) and np.array_equal(users, users2):
+                boot = paired_bootstrap(plain_users, dist_users, n_resamples=d.bootstrap, seed=0)
+            c.stats = {
+                "relative_change": seed_test.relative_change,
+                "p_seeds": seed_test.p,
+                "n_seeds": seed_test.n,
+                "p_users": boot.p if boot else None,
+                "ci95": [boot.low, boot.high] if boot else None,
+                "ci95_relative": [boot.relative_low, boot.relative_high] if boot else None,
+                "n_users": boot.n_users if boot else 0,
+                "p": combined_p(seed_test.p, boot.p if boot else None),
+            }
+            out.append(c)
+    adjusted = holm([c.stats["p"] for c in out])
+    for c, p in zip(out, adjusted, strict=True):
+        c.stats["p_holm"] = p
+        ci = tuple(c.stats["ci95"]) if c.stats["ci95"] else (float("nan"), float("nan"))
+        c.stats["verdict"] = verdict(c.metric, c.stats["relative_change"], p, ci, c.stats["n_seeds"],
+                                     c.stats["n_users"], alpha=d.alpha)
+    return out
+
+
+def _summary(values: dict[int, float]) -> dict[str, Any]:
+    vals = [values[s] for s in sorted(values)]
+    mean, std = mean_std(vals) if vals else (float("nan"), float("nan"))
+    return {"mean": mean, "std": std, "values": vals}
+
+
+def to_json(result: ExperimentResult, comps: list[Comparison]) -> dict[str, Any]:
+    d = result.definition
+    rows = []
+    for c in comps:
+        rows.append({
+            "dataset": c.dataset,
+            "backbone": c.backbone,
+            "method": c.method,
+            "arm": c.arm,
+            "metric": c.metric,
+            "plain": _summary(c.values("plain")),
+            "distilled": _summary(c.values("distilled")),
+            "relative_change": c.stats["relative_change"],
+            "p_seeds": c.stats["p_seeds"],
+            "p_users": c.stats["p_users"],
+            "p_holm": c.stats["p_holm"],
+            "ci95": c.stats["ci95"],
+            "ci95_relative": c.stats["ci95_relative"],
+            "verdict": c.stats["verdict"],
+            "trials": {"plain": c.plain.trials, "distilled": c.distilled.trials},
+            "chosen": {"plain": c.plain.point, "distilled": c.distilled.point},
+            "selection_seeds": list(d.selection_seeds),
+            "report_seeds": list(d.seeds),
+        })
+    backbones = [{
+        "dataset": b.dataset, "backbone": b.backbone, "metric": b.metric,
+        "plain": _summary({s.seed: r["metrics"]["test"][b.metric] for s, r in zip(b.plain.specs, b.plain.records,
+                                                                                   strict=True) if r}),
+        "chosen": b.plain.point, "trials": b.plain.trials,
+    } for b in result.backbones]
+    return {"experiment": d.name, "comparisons": rows, "backbones": backbones, "failures": result.failures}
+
+
+# ----------------------------------------------------------------------------- markdown
+def _fmt_point(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "defaults"
+
+
+def _ms(values: dict[int, float]) -> str:
+    if not values:
+        return "–"
+    m, s = mean_std(list(values.values()))
+    return f"{m:.4f} ± {s:.4f}"
+
+
+def markdown(result: ExperimentResult, comps: list[Comparison], command: str) -> str:
+    d = result.definition
+    first = result.backbones[0] if result.backbones else None
+    lines = [
+        f"# {d.title or d.name}",
+        "",
+        f"Written by `{command}` (definition: `{d.name}`).",
+        "",
+        "## Protocol",
+        "",
+        f"Every choice on validation only. Each backbone is tuned with {d.budget} trials over its declared search "
+        f"space; "
+        + ("each distilled arm then starts from the tuned backbone (its teachers too) and gets "
+           f"{d.budget} trials over the method's space, the off point (every weight 0) among them, while the "
+           f"plain arm gets {d.budget} more trials of its own: both arms have had {2 * d.budget} trials. "
+           if d.methods else "")
+        + f"A trial's score is the mean validation metric over the selection seeds {d.selection_seeds}, which "
+        f"are never reported. The chosen points are run on the report seeds {d.seeds}. Sampler: "
+        f"{'a grid walk where one stage covers a finite space, else ' if d.sampler == 'auto' else ''}"
+        f"{'TPE' if d.sampler != 'grid' else 'grid'} (seed {d.sampler_seed}). Options applied to every run: "
+        f"{_fmt_point(d.set) if d.set else 'none'}.",
+        "",
+    ]
+    if first is not None:
+        lines += [
+            f"Test metric compared: {first.metric} (mean ± std over report seeds). Statistics: relative change of "
+            "the means; p (seeds) = paired t-test over report seeds (training noise); 95% CI = per-user paired "
+            f"bootstrap ({d.bootstrap:,} resamples) of the difference of the seed-averaged per-user values "
+            "(test-set noise); a difference is called only if it holds on both (p = the larger of the two), "
+            f"Holm-adjusted over the {len(comps)} comparisons of this report, at α = {d.alpha}.",
+            "",
+        ]
+    lines += ["## Tuned backbones (test, report seeds)", "",
+              "| dataset | backbone | " + (first.metric if first else "metric") + " | secondary | "
+              "chosen on validation | valid score | trials |",
+              "|---|---|---|---|---|---|---|"]
+    for b in result.backbones:
+        plain_vals = {s.seed: r["metrics"]["test"][b.metric] for s, r in zip(b.plain.specs, b.plain.records,
+                                                                              strict=True) if r}
+        sec = []
+        for m in SECONDARY.get(b.metric, ()):
+            v = {s.seed: r["metrics"]["test"][m] for s, r in zip(b.plain.specs, b.plain.records, strict=True)
+                 if r and m in r["metrics"]["test"]}
+            if v:
+                sec.append(f"{m} {np.mean(list(v.values())):.4f}")
+        lines.append(f"| {b.dataset} | {b.backbone} | {_ms(plain_vals)} | {', '.join(sec)} | "
+                     f"{_fmt_point(b.plain.point)} | {b.plain.valid_score:.4f} | {b.plain.trials} |")
+    if comps:
+        lines += ["", "## Plain vs distilled (test)", "",
+                  "| dataset | backbone | arm | plain | distilled | change | 95% CI of the difference | "
+                  "p (seeds) | p (users) | p (Holm) | trials plain / distilled |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in comps:
+            s = c.stats
+            ci = f"{s['ci95'][0]:+.4f} to {s['ci95'][1]:+.4f}" if s["ci95"] else "–"
+            lines.append(
+                f"| {c.dataset} | {c.backbone} | {c.arm} | {_ms(c.values('plain'))} | {_ms(c.values('distilled'))} | "
+                f"{s['relative_change']:+.1%} | {ci} | {format_p(s['p_seeds'])} | {format_p(s['p_users'])} | "
+                f"{format_p(s['p_holm'])} | {c.plain.trials} / {c.distilled.trials} |"
+            )
+        lines += ["", "Secondary metrics (descriptive, not tested):", "",
+                  "| dataset | backbone | arm | metric | plain | distilled |", "|---|---|---|---|---|---|"]
+        for c in comps:
+            for m in SECONDARY.get(c.metric, ()):
+                lines.append(f"| {c.dataset} | {c.backbone} | {c.arm} | {m} | {_ms(c.values('plain', m))} | "
+                             f"{_ms(c.values('distilled', m))} |")
+        lines += ["", "## Search (validation)", ""]
+        for b in result.backbones:
+            for name, search in b.searches.items():
+                best, score = search.best
+                lines.append(f"- **{b.backbone} / {name}**: {search.trials} trials ({search.failed} failed), "
+                             f"{len({tuple(sorted(p.items())) for p, _ in search.points})} distinct points; "
+                             f"best {_fmt_point(best)} ({score:.4f})")
+        for method in dict.fromkeys(c.method for c in comps):
+            if method in PLUGINS:
+                lines += ["", *PLUGINS[method].section([c for c in comps if c.method == method])]
+        lines += ["## Reading", "", *[f"- **{c.backbone} + {c.arm}** ({c.dataset}): {c.stats['verdict']}."
+                                      for c in comps], ""]
+    if result.failures:
+        lines += ["## Jobs that failed twice", "", *[f"- {f}" for f in result.failures], ""]
+    lines += ["## Search spaces", ""]
+    from distillrec.distill.registry import distiller_class
+    from distillrec.experiment.space import parse_space
+    from distillrec.models.registry import search_space
+
+    for backbone in d.backbones:
+        lines.append(f"- {backbone}: {describe(search_space(backbone))}")
+    for method in d.methods:
+        cls = distiller_class(method)
+        lines.append(f"- {method}: {describe(parse_space(getattr(cls, 'search_space', {}), method))}; off point "
+                     f"{_fmt_point(getattr(cls, 'off_point', {}))}; controls "
+                     + (", ".join(f"{k} ({_fmt_point(v)})" for k, v in getattr(cls, 'controls', {}).items())
+                        or "none"))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def backbone_rows(b: BackboneResult) -> list[ArmResult]:
+    return [b.plain, *b.arms]
