@@ -297,5 +297,15 @@ def _with_saved_split(ds: Dataset, path: Path) -> Dataset:
     return ds
 
 
+def per_user_test(run: Run) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-user test metrics of a finished run's best weights, evaluated as the trainer evaluates."""
+    from distillrec.train.tasks import make_task
+
+    task = make_task(run.model.task, run.dataset, run.train_config, run.device, run.model.trainable)
+    with torch.no_grad():
+        task.evaluate(run.model, run.features, "test", per_user=True)
+    return task.last_per_user
+
+
 def load_run(run_dir: Path | str, device: str = "auto") -> Run:
     return Run(run_dir, device)

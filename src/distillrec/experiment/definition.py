@@ -41,6 +41,8 @@ class ExperimentDef(BaseModel):
     threads: int | None = Field(None, ge=1)
     device: str = "cpu"
     ray_address: str | None = None
+    anchors: dict[str, float] = Field(default_factory=dict, description="reference figures per backbone")
+    anchor_note: str | None = Field(None, description="where the reference figures come from")
     bootstrap: int = Field(10_000, ge=100)
     alpha: float = Field(0.05, gt=0, lt=1)
 

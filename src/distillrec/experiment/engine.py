@@ -29,6 +29,8 @@ from distillrec.experiment.space import Space, grid, grid_size, is_finite, parse
 from distillrec.experiment.spec import RunSpec, resolve_spec, route
 
 log = logging.getLogger("distillrec.experiment")
+# per-user test values kept for report runs: the compared metrics and the secondary ones
+PER_USER_METRICS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@20"}
 
 
 # ----------------------------------------------------------------------------- the ledger
@@ -57,22 +59,33 @@ class Ledger:
     def get(self, spec: RunSpec) -> dict[str, Any] | None:
         return self.records.get(self.run_id(spec))
 
-    def add(self, spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:
+    def add(self, spec: RunSpec, record: dict[str, Any], per_user: bool) -> dict[str, Any]:
+        """Keep a finished run; its per-user test values only for report runs (they feed the bootstrap)."""
         rid = self.run_id(spec)
-        self.arrays.mkdir(parents=True, exist_ok=True)
-        tmp = self.arrays / f".{rid}.npz.tmp"
-        with tmp.open("wb") as fh:
-            np.savez_compressed(fh, users=record["users"], **{k: np.asarray(v, np.float32)
-                                                             for k, v in record["per_user"].items()})
-        tmp.replace(self.arrays / f"{rid}.npz")
+        if per_user:
+            self.arrays.mkdir(parents=True, exist_ok=True)
+            kept = {k: np.asarray(v, np.float32) for k, v in record["per_user"].items() if k in PER_USER_METRICS}
+            tmp = self.arrays / f".{rid}.npz.tmp"
+            with tmp.open("wb") as fh:
+                np.savez_compressed(fh, users=record["users"], **kept)
+            tmp.replace(self.arrays / f"{rid}.npz")
+        run_dir = Path(record["run_dir"]) if record.get("run_dir") else None
+        if run_dir is not None and run_dir.is_relative_to(self.root):
+            run_dir = run_dir.relative_to(self.root)
         entry = {"id": rid, "key": spec.key(), "seed": spec.seed, "label": spec.label,
                  "metrics": record["metrics"], "extras": record.get("extras", {}),
-                 "run_dir": record.get("run_dir")}
+                 "run_dir": str(run_dir) if run_dir else None, "per_user": per_user}
         self.root.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
             fh.write(json.dumps(entry, default=float) + "\n")
         self.records[rid] = entry
         return entry
+
+    def has_per_user(self, spec: RunSpec) -> bool:
+        return (self.arrays / f"{self.run_id(spec)}.npz").exists()
+
+    def run_dir(self, rec: dict[str, Any]) -> Path | None:
+        return (self.root / rec["run_dir"]) if rec.get("run_dir") else None
 
     def per_user(self, spec: RunSpec) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         with np.load(self.arrays / f"{self.run_id(spec)}.npz") as arr:
@@ -183,30 +196,38 @@ class Engine:
     def _job(self, spec: RunSpec, extras: tuple[str, ...] = ()) -> Job:
         return Job(spec.model_dump_json(), self.runs_out, self.d.device, self.threads, extras)
 
-    def run_specs(self, specs: list[RunSpec], extras: tuple[str, ...] = ()) -> list[dict[str, Any] | None]:
-        """Ledger entries for `specs` (None for a job that failed twice), training only what is missing."""
+    def run_specs(self, specs: list[RunSpec], extras: tuple[str, ...] = (),
+                  report: bool = False) -> list[dict[str, Any] | None]:
+        """Ledger entries for `specs` (None for a job that failed twice), training only what is missing.
+        Report runs keep per-user test values and the plug-ins' summaries (`extras`)."""
         todo: dict[str, RunSpec] = {}
         for spec in specs:
             rec = self.ledger.get(spec)
-            missing = [e for e in extras if e not in (rec or {}).get("extras", {})]
-            if rec is None or (missing and rec.get("run_dir") and Path(rec["run_dir"], "best.pt").exists()):
+            if rec is None:
+                todo.setdefault(Ledger.run_id(spec), spec)
+                continue
+            missing = [e for e in extras if e not in rec.get("extras", {})]
+            run_dir = self.ledger.run_dir(rec)
+            if (missing or (report and not self.ledger.has_per_user(spec))) and run_dir and (
+                run_dir / "metrics.json"
+            ).exists():  # the run is on disk: only its summaries are made (no training)
                 todo.setdefault(Ledger.run_id(spec), spec)
         if self.progress:
             self.progress.add(len(specs) - len(todo), len(todo))
         if todo:
             assert self.pool is not None
             for outcome in self.pool.run([self._job(s, extras) for s in todo.values()]):
-                self._settle(outcome, todo)
+                self._settle(outcome, report)
         return [self.ledger.get(s) for s in specs]
 
-    def _settle(self, outcome: Outcome, todo: dict[str, RunSpec]) -> None:
+    def _settle(self, outcome: Outcome, report: bool) -> None:
         spec = RunSpec.model_validate_json(outcome.job.spec_json)
         if outcome.record is None:
             name = outcome.job.name
             self.failures.append(f"{name}: {outcome.error} (after {outcome.attempts} attempts)")
             log.error("job %s failed twice: %s", name, outcome.error)
         else:
-            self.ledger.add(spec, outcome.record)
+            self.ledger.add(spec, outcome.record, per_user=report)
         if self.progress:
             self.progress.done_one(self.best_valid)
 
@@ -274,6 +295,16 @@ class Engine:
                 result.failed += t.state == optuna.trial.TrialState.FAIL
         return result
 
+    def fingerprint(self) -> str:
+        """What a study's trials depend on besides the backbone: experiments that agree on it share their
+        studies and runs (the tuning of a backbone is done once for every report that uses it)."""
+        import hashlib
+
+        text = json.dumps({"set": self.d.set, "selection_seeds": self.d.selection_seeds, "budget": self.d.budget,
+                           "sampler": self.d.sampler, "sampler_seed": self.d.sampler_seed}, sort_keys=True,
+                          default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
     def _common_groups(self) -> dict[str, dict[str, Any]]:
         """The training, model and data options of `set` (a method's options apply to its runs only)."""
         return route({k: v for k, v in self.d.set.items()
@@ -323,7 +354,7 @@ class Engine:
         from distillrec.models.registry import default_params
 
         B = self.d.budget
-        prefix = f"{ds.name}/{backbone}"
+        prefix = f"{ds.name}/{backbone}/{self.fingerprint()}"
         defaults = {k: v for k, v in default_params(backbone).items() if k in space}
         defaults.update(self._train_defaults(backbone, space))
         plain_spec = lambda p, s: self.spec(ds, backbone, p, seed=s)  # noqa: E731
@@ -344,7 +375,7 @@ class Engine:
         plain_point, plain_score = plain.best
         plain_arm = ArmResult("plain", plain_point, plain_score, trials=plain.trials)
         plain_arm.specs = [plain_spec(plain_point, s) for s in self.d.seeds]
-        plain_arm.records = self.run_specs(plain_arm.specs, extras)
+        plain_arm.records = self.run_specs(plain_arm.specs, extras, report=True)
         result = BackboneResult(ds.name, backbone, metric, self._valid_metric(backbone), tuned, plain_arm,
                                 searches=searches)
         for arm in arms:
@@ -353,7 +384,7 @@ class Engine:
                             trials=tuned.trials + searches[arm.name].trials)
             res.specs = [self.spec(ds, backbone, tuned_point, arm.method, {**arm.fixed, **point}, seed=s)
                          for s in self.d.seeds]
-            res.records = self.run_specs(res.specs, (arm.method,))
+            res.records = self.run_specs(res.specs, (arm.method,), report=True)
             result.arms.append(res)
         return result
 

@@ -71,7 +71,13 @@ def run_job(job: Job) -> dict[str, Any]:
     spec = RunSpec.model_validate_json(job.spec_json)
     ds = _dataset(spec.data.source, spec.data.name, spec.data.split, spec.data.split_seed)
     result = train_one(spec, ds, job.out, job.device, resume=True, quiet=True)
-    users, per_user = read_per_user(result.run_dir / PER_USER_FILE)
+    per_user_file = result.run_dir / PER_USER_FILE
+    if not per_user_file.exists():  # a run finished before per-user values were kept: evaluate it again
+        from distillrec.experiment.api import load_run, per_user_test
+
+        users, per_user = per_user_test(load_run(result.run_dir, device=job.device))
+    else:
+        users, per_user = read_per_user(per_user_file)
     extras = {name: extract(name, result.run_dir, result.metrics) for name in job.extras}
     return {
         "run_dir": str(result.run_dir),

@@ -176,10 +176,12 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             f"Holm-adjusted over the {len(comps)} comparisons of this report, at α = {d.alpha}.",
             "",
         ]
+    anchor_col = bool(d.anchors)
     lines += ["## Tuned backbones (test, report seeds)", "",
+              *([f"Anchor: {d.anchor_note}", ""] if d.anchor_note else []),
               "| dataset | backbone | " + (first.metric if first else "metric") + " | secondary | "
-              "chosen on validation | valid score | trials |",
-              "|---|---|---|---|---|---|---|"]
+              + ("anchor | " if anchor_col else "") + "chosen on validation | valid score | trials | s / run |",
+              "|---|---|---|---|" + ("---|" if anchor_col else "") + "---|---|---|---|"]
     for b in result.backbones:
         plain_vals = {s.seed: r["metrics"]["test"][b.metric] for s, r in zip(b.plain.specs, b.plain.records,
                                                                               strict=True) if r}
@@ -189,8 +191,11 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
                  if r and m in r["metrics"]["test"]}
             if v:
                 sec.append(f"{m} {np.mean(list(v.values())):.4f}")
-        lines.append(f"| {b.dataset} | {b.backbone} | {_ms(plain_vals)} | {', '.join(sec)} | "
-                     f"{_fmt_point(b.plain.point)} | {b.plain.valid_score:.4f} | {b.plain.trials} |")
+        anchor = (f"{d.anchors[b.backbone]:.4f} | " if b.backbone in d.anchors else "– | ") if anchor_col else ""
+        seconds = [r["metrics"]["seconds"] for r in b.plain.records if r]
+        lines.append(f"| {b.dataset} | {b.backbone} | {_ms(plain_vals)} | {', '.join(sec)} | {anchor}"
+                     f"{_fmt_point(b.plain.point)} | {b.plain.valid_score:.4f} | {b.plain.trials} | "
+                     f"{np.mean(seconds) if seconds else float('nan'):.0f} |")
     if comps:
         lines += ["", "## Plain vs distilled (test)", "",
                   "| dataset | backbone | arm | plain | distilled | change | 95% CI of the difference | "

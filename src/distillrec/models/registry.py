@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from distillrec.errors import ConfigError, validation_message
+from distillrec.experiment.space import Space, parse_space
 
 _REGISTRY: dict[str, type] = {}
 
@@ -63,12 +64,27 @@ def _yaml_defaults(name: str) -> dict[str, Any]:
 
 def default_params(name: str) -> dict[str, Any]:
     """The model's hyperparameter defaults from the YAML file beside its module."""
-    return {k: v for k, v in _yaml_defaults(name).items() if k not in ("train", "grid")}
+    return {k: v for k, v in _yaml_defaults(name).items() if k not in ("train", "grid", "search")}
 
 
 def search_grid(name: str) -> dict[str, list[Any]]:
     """The small hyperparameter grid (its `grid:` block) that `bench` searches on validation."""
     return dict(_yaml_defaults(name).get("grid") or {})
+
+
+def search_space(name: str) -> Space:
+    """What the experiment engine may tune for the model (its YAML's `search:` block), keys checked."""
+    from distillrec.train.config import TrainConfig  # here: the train package imports the models
+
+    where = str(Path(importlib.import_module(model_class(name).__module__).__file__).with_suffix(".yaml"))
+    space = parse_space(_yaml_defaults(name).get("search"), where=where)
+    for key in space:
+        train = key.startswith("train.")
+        fields = TrainConfig.model_fields if train else model_class(name).Params.model_fields
+        if key.removeprefix("train.") not in fields:
+            kind = "a TrainConfig field" if train else f"a hyperparameter of {name!r}"
+            raise ConfigError(f"{where}: search key {key!r} is not {kind}")
+    return space
 
 
 def train_defaults(name: str) -> dict[str, Any]:

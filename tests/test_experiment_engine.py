@@ -1,0 +1,133 @@
+"""The fair comparison engine on a tiny dataset: equal budgets, disjoint seeds, the off point searched,
+identical metrics whatever the executor, resume without retraining, a crashed job retried once and named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distillrec.errors import ConfigError
+from distillrec.experiment import executor as executor_mod
+from distillrec.experiment.definition import make_definition
+from distillrec.experiment.engine import Engine, Ledger
+from distillrec.experiment.report import comparisons, markdown, to_json
+from distillrec.experiment.spec import resolve_spec
+from tests.conftest import make_dataset, write_mmrec
+
+QUICK = {"epochs": 2, "ckd.n_generic": 32}
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):  # noqa: ANN001, ANN201
+    ds = make_dataset(n_users=60, n_items=50, per_user=8)
+    ds.name = "tiny"
+    return write_mmrec(ds, tmp_path_factory.mktemp("data") / "tiny")
+
+
+def definition(folder: str, out, **extra):  # noqa: ANN001, ANN003, ANN201
+    values = {"datasets": [folder], "backbones": ["vbpr"], "methods": ["ckd"], "budget": 2,
+              "selection_seeds": [1001], "seeds": [1, 2], "set": dict(QUICK), "out": str(out),
+              "threads": 1, "bootstrap": 200, **extra}
+    return make_definition(values)
+
+
+def run(d):  # noqa: ANN001, ANN201
+    result = Engine(d).run()
+    return result, comparisons(result)
+
+
+@pytest.fixture(scope="module")
+def serial_run(tiny_folder, tmp_path_factory):  # noqa: ANN001, ANN201
+    return run(definition(tiny_folder, tmp_path_factory.mktemp("serial"), controls=False))
+
+
+def test_equal_trials_and_disjoint_seeds(serial_run) -> None:  # noqa: ANN001
+    result, comps = serial_run
+    (c,) = comps
+    assert c.plain.trials == c.distilled.trials == 4  # 2 tuning + 2 more vs 2 tuning + 2 distiller
+    report_seeds = {s.seed for s in c.plain.specs} | {s.seed for s in c.distilled.specs}
+    assert report_seeds == {1, 2}
+    assert not report_seeds & set(result.definition.selection_seeds)
+    out = to_json(result, comps)["comparisons"][0]
+    assert out["trials"] == {"plain": 4, "distilled": 4}
+    assert set(out["selection_seeds"]).isdisjoint(out["report_seeds"])
+    for key in ("plain", "distilled", "relative_change", "p_seeds", "p_holm", "ci95", "verdict", "arm"):
+        assert key in out
+    assert "Holm" in markdown(result, comps, "distillrec experiment")
+
+
+def test_off_point_is_searched(serial_run) -> None:  # noqa: ANN001
+    from distillrec.distill.registry import distiller_class
+
+    result, _ = serial_run
+    off = distiller_class("ckd").off_point
+    assert off, "a distiller declares the options that turn it off"
+    searched = [p for p, _ in result.backbones[0].searches["ckd"].points]
+    assert any(all(p.get(k) == v for k, v in off.items()) for p in searched)
+
+
+def test_selection_seeds_must_differ_from_report_seeds(tiny_folder, tmp_path) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match="disjoint"):
+        definition(tiny_folder, tmp_path, selection_seeds=[1], seeds=[1, 2])
+
+
+def test_local_and_ray_give_the_serial_metrics(serial_run, tiny_folder, tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("ray")
+    _, serial = serial_run
+    for name in ("local", "ray"):
+        _, comps = run(definition(tiny_folder, tmp_path / name, controls=False, executor=name, jobs=2))
+        assert comps[0].values("plain") == serial[0].values("plain")
+        assert comps[0].values("distilled") == serial[0].values("distilled")
+        assert comps[0].distilled.point == serial[0].distilled.point
+
+
+def test_resume_does_not_retrain(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    d = definition(tiny_folder, tmp_path, methods=[], budget=3)
+    calls = []
+    real = executor_mod.run_job
+
+    def dying(job):  # noqa: ANN001, ANN202 - the process is "killed" after two finished jobs
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(job.name)
+        return real(job)
+
+    monkeypatch.setattr(executor_mod, "run_job", dying)
+    with pytest.raises(KeyboardInterrupt):
+        Engine(d).run()
+    finished = list(Ledger(d.state_dir()).records)
+    assert len(finished) == 2
+    calls.clear()
+    monkeypatch.setattr(executor_mod, "run_job", lambda job: (calls.append(job.name), real(job))[1])
+    result = Engine(d).run()
+    assert len(calls) == 3 + 2 - 2  # 3 tuning jobs and 2 report jobs, less the 2 already finished
+    assert not set(calls) & {n for n in finished}
+    assert result.backbones[0].plain.trials == 3
+
+
+def test_crashed_job_is_retried_once_then_named(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    d = definition(tiny_folder, tmp_path, methods=[], budget=1)
+    attempts = []
+    real = executor_mod.run_job
+
+    def flaky(job):  # noqa: ANN001, ANN202
+        if job.name.endswith("seed2"):
+            attempts.append(job.name)
+            raise RuntimeError("out of luck")
+        return real(job)
+
+    monkeypatch.setattr(executor_mod, "run_job", flaky)
+    result = Engine(d).run()
+    assert len(attempts) == 2  # the failing report job, tried twice
+    assert len(result.failures) == 1 and "seed2" in result.failures[0] and "out of luck" in result.failures[0]
+    assert [s.seed for s, r in zip(result.backbones[0].plain.specs, result.backbones[0].plain.records,
+                                   strict=True) if r] == [1]
+
+
+def test_identical_requests_share_one_run_folder(tiny_folder) -> None:  # noqa: ANN001
+    a = resolve_spec("vbpr", "tiny", {"reg_weight": 1e-4}, seed=3)  # the default value, said explicitly
+    b = resolve_spec("vbpr", "tiny", {}, seed=3)
+    c = resolve_spec("vbpr", "tiny", {"model.reg_weight": 1e-3}, seed=3)
+    assert a.run_dir("runs") == b.run_dir("runs") != c.run_dir("runs")
+    assert json.loads(a.model_dump_json())["params"]["reg_weight"] == 1e-4
