@@ -163,17 +163,28 @@ def test_per_modality_diagnostics_find_the_teachers(tmp_path):
     assert rows[1]["model"] != rows[2]["model"]
 
 
-def test_ckd_report_writes_a_comparison(tmp_path, monkeypatch):
-    import distillrec.experiment.ckd_report as report
-    from distillrec.data.registry import load_dataset
+def test_ckd_plugin_reports_each_modality_and_the_reweighting(tmp_path):
+    """The CKD section of an experiment report: per-modality recall inside both arms, teachers, λ_m."""
+    from distillrec.experiment.definition import make_definition
+    from distillrec.experiment.engine import Engine
+    from distillrec.experiment.report import comparisons, markdown
     from tests.conftest import write_mmrec
 
-    monkeypatch.setattr(report, "CKD_GRID", {"lambda_kd": [0.01, 0.1]})
-    ds = load_dataset(write_mmrec(make_dataset(n_users=40, n_items=30), tmp_path / "data"))
-    from distillrec.experiment.distill_report import compare_backbone
+    folder = write_mmrec(make_dataset(n_users=40, n_items=30), tmp_path / "data")
+    d = make_definition({"datasets": [folder], "backbones": ["vbpr"], "methods": ["ckd"], "budget": 1,
+                         "selection_seeds": [11], "seeds": [1, 2], "controls": False, "bootstrap": 200,
+                         "set": {"epochs": 2, "ckd.n_generic": 32}, "out": str(tmp_path / "exp")})
+    result = Engine(d).run()
+    comps = comparisons(result)
+    extras = comps[0].distilled_extras("ckd")
+    assert len(extras) == 2 and set(extras[0]["inside"]) == {"image", "text"}
+    text = markdown(result, comps, "test")
+    assert "| vbpr | ckd | image |" in text and "λ_m" in text
+    # a run with distillation on: its teachers are found and λ_m is read from its history
+    from distillrec.experiment.plugins import ckd_extract
 
-    c = compare_backbone("vbpr", "ckd", ds, [1, 2], report.CKD_GRID, tmp_path / "runs",
-                         base_groups={"train": {"epochs": 2}, "model": {}, "data": {}})
-    assert len(c.grid_valid) == 2 and set(c.base) == set(c.distilled) == {1, 2}
-    text = report.ckd_markdown([c], ds, [1, 2], "distillrec ckd-report (test)")
-    assert "| vbpr | recall@20 |" in text and "| vbpr | image |" in text and "lambda_kd=" in text
+    run = train("vbpr", folder, seeds=[1], set={"epochs": 2, "ckd.n_generic": 32}, out=tmp_path / "r",
+                distill="ckd")[0]
+    summary = ckd_extract(run.run_dir, run.metrics)
+    assert set(summary["teacher"]) == set(summary["lambda"]) == {"image", "text"}
+    assert sum(summary["lambda"].values()) == pytest.approx(1.0, abs=1e-5)

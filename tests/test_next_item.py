@@ -51,6 +51,22 @@ def make_seq_dataset(
     return Dataset("synthetic-seq", n_users, n_items, *parts, features=feats, sequences=seq)
 
 
+def write_seq_inter(ds: Dataset, folder) -> None:  # noqa: ANN001
+    """The dataset's ordered histories as `<name>.seq.inter` (x_label and position per event)."""
+    import pandas as pd
+
+    seq = ds.sequences
+    users = event_users(seq)
+    position = np.arange(len(users)) - seq.offsets[users]
+    events = pd.DataFrame({"userID": users, "itemID": seq.items, "x_label": seq.label, "position": position})
+    folder.mkdir(parents=True, exist_ok=True)
+    events.to_csv(folder / f"{ds.name}.seq.inter", sep="\t", index=False)
+    pairs = events.drop_duplicates(["userID", "itemID"])[["userID", "itemID", "x_label"]]
+    pairs.to_csv(folder / f"{ds.name}.inter", sep="\t", index=False)
+    for m, f in ds.features.items():
+        np.save(folder / f"{m}_feat.npy", f.numpy().astype(np.float32))
+
+
 def _seq(lengths: list[int]) -> Sequences:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     items = np.arange(offsets[-1], dtype=np.int64) % 7
@@ -296,21 +312,21 @@ def test_recommend_next_continues_the_whole_history():
         assert not set(unseen[row].tolist()) & set(seq.items[seq.offsets[u] : seq.offsets[u + 1]].tolist())
 
 
-def test_kdsr_report_writes_tables_and_plot(tmp_path):
-    from distillrec.experiment.kdsr import kdsr_report
+def test_cdl_experiment_compares_hit_at_20_with_the_forgetting_section(tmp_path):
+    from distillrec.experiment.definition import make_definition
+    from distillrec.experiment.engine import Engine
+    from distillrec.experiment.report import comparisons, markdown, to_json
 
     ds = make_seq_dataset()
-    results = kdsr_report(
-        ds, seeds=[1, 2], models=["gru4rec"], out=tmp_path / "runs", results_dir=tmp_path / "res",
-        grid=((1.0, 0.5), (0.1, 0.05)), options={"epochs": 1, "cdl.sample_pairs": 2000},
-    )
-    text = (tmp_path / "res" / "kdsr.md").read_text()
-    assert "| GRU4Rec | + CDL |" in text and "paired p" in text and "RecBole" in text
-    assert (tmp_path / "res" / "kdsr_forgetting.png").stat().st_size > 1000
-    assert results[0].chosen in ((1.0, 0.5), (0.1, 0.05)) and set(results[0].cdl) == {1, 2}
-    again = kdsr_report(ds, seeds=[1, 2], models=["gru4rec"], out=tmp_path / "runs", results_dir=tmp_path / "res",
-                        grid=((1.0, 0.5), (0.1, 0.05)), options={"epochs": 1, "cdl.sample_pairs": 2000})
-    assert again[0].cdl[1] == results[0].cdl[1]  # finished runs are reused, not retrained
+    folder = tmp_path / "data" / ds.name
+    write_seq_inter(ds, folder)
+    d = make_definition({"datasets": [str(folder)], "backbones": ["mmsr"], "methods": ["cdl"], "budget": 1,
+                         "selection_seeds": [11], "seeds": [1, 2], "controls": False, "bootstrap": 200,
+                         "set": {"epochs": 1, "cdl.sample_pairs": 2000}, "out": str(tmp_path / "exp")})
+    result = Engine(d).run()
+    comps = comparisons(result)
+    assert comps[0].metric == "hit@20" and to_json(result, comps)["comparisons"][0]["metric"] == "hit@20"
+    assert "Modality forgetting" in markdown(result, comps, "test")
 
 
 def test_evaluate_next_matches_the_trainer():

@@ -141,18 +141,20 @@ def test_probe_does_not_depend_on_the_thread_count(scientific):
         torch.set_num_threads(before)
 
 
-def test_sgfd_report_writes_tables_and_figure(tmp_path, monkeypatch):
-    import distillrec.experiment.sgfd_report as report
-    from distillrec.data.registry import load_dataset
-    from distillrec.experiment.distill_report import compare_backbone
+def test_sgfd_plugin_reports_probe_accuracy_of_both_arms(tmp_path):
+    from distillrec.experiment.definition import make_definition
+    from distillrec.experiment.engine import Engine
+    from distillrec.experiment.report import comparisons, markdown
 
-    ds = load_dataset(write_mmrec(make_dataset(n_users=40, n_items=60, n_labels=3), tmp_path / "data"))
-    c = compare_backbone("vbpr", "sgfd", ds, [1, 2], {"kd_weight": [0.1]}, tmp_path / "runs",
-                         base_groups={"train": {"epochs": 2}})
-    text = report.sgfd_markdown([c], ds, [1, 2], "distillrec sgfd-report (test)", tmp_path / "probe.png")
-    assert "| vbpr | recall@20 |" in text and "| vbpr | image |" in text
-    assert "- **vbpr + SGFD**: " in text and "linear-probe accuracy image " in text
-    assert (tmp_path / "probe.png").stat().st_size > 1000
+    folder = write_mmrec(make_dataset(n_users=40, n_items=60, n_labels=3), tmp_path / "data")
+    d = make_definition({"datasets": [folder], "backbones": ["vbpr"], "methods": ["sgfd"], "budget": 1,
+                         "selection_seeds": [11], "seeds": [1, 2], "controls": False, "bootstrap": 200,
+                         "set": {"epochs": 2}, "out": str(tmp_path / "exp")})
+    result = Engine(d).run()
+    comps = comparisons(result)
+    for extras in (comps[0].plain_extras("sgfd"), comps[0].distilled_extras("sgfd")):
+        assert len(extras) == 2 and all(0 <= a <= 1 for e in extras for a in e["probe"].values())
+    assert "| vbpr | sgfd | image |" in markdown(result, comps, "test")
 
 
 def test_category_overlap_by_hand():

@@ -24,7 +24,15 @@ sqrt(diff² + 1e-8) averaged over sequences instead of a per-pair mean), `legacy
 modality tables' lr fixed at lr/γ instead of warmed up).
 
 Asynchronous training: through `lr_multipliers` the backbone's "modality" parameter group rises from
-lr/γ to lr over the first E epochs (a no-op for backbones without modality tables).
+lr/γ to lr over the first E epochs (a no-op for backbones without modality tables). It is part of the
+method and a CDL option (`async_warmup`, `warmup_gamma`, `warmup_epochs`); the backbones' own
+`warmup_gamma` (MMSR, SASRM; 1 = off by default) is a separate model option.
+
+Search space, off point and control (see `distill.base`): α = `holistic_weight` and β = `code_weight`
+∈ {0, 0.1, 0.5, 1, 5, 10}; off at α = β = 0 with `async_warmup: false` (no term, no teacher fitted, no
+schedule: the student trains as the plain backbone). Control `warmup_only`: α = β = 0 with the warm-up on,
+so that a gain can be attributed to the distillation or to the warm-up. A term whose weight is 0 is not
+computed; with both weights 0 the teacher (codes, codebooks) is not fitted.
 
 Modality forgetting: every epoch, the Pearson correlation between pair similarities of the current
 supervised embeddings (and of the ID table) and those of the original features, on a fixed sample of
@@ -277,6 +285,17 @@ class CDL(ForgettingProbe):
 
     name = "cdl"
     Options = CDLOptions
+    search_space = {
+        "holistic_weight": [0.0, 0.1, 0.5, 1.0, 5.0, 10.0],
+        "code_weight": [0.0, 0.1, 0.5, 1.0, 5.0, 10.0],
+    }
+    off_point = {"holistic_weight": 0.0, "code_weight": 0.0, "async_warmup": False}
+    controls = {"warmup_only": {"holistic_weight": 0.0, "code_weight": 0.0}}
+
+    @property
+    def distils(self) -> bool:
+        """Whether any correlation term has a weight (α = β = 0: none, whatever the wiring)."""
+        return self.options.holistic_weight > 0 or self.options.code_weight > 0
 
     def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
         # Drawn from its own seed: the backbone's random stream (dropout, batch order) then stays that of
@@ -300,6 +319,12 @@ class CDL(ForgettingProbe):
         if opt.legacy_weight_wiring and len(mods) != 2:
             raise ConfigError("legacy_weight_wiring reproduces a two-modality wiring; give exactly two modalities")
         self.cdl_modalities = mods
+        self.weights = self._weights()
+        self.last_sizes: dict[str, tuple[int, ...]] = {}
+        self._summary: dict[str, dict[str, float]] = {}
+        if not self.distils:  # no term to supervise: no pairs, codes, codebooks or heads
+            self._pairs_sampled = 0
+            return
         d = probe.correlation_dim
         rng = np.random.default_rng(opt.seed)
         a_np, c_np = sample_training_pairs(dataset.sequences, opt.sample_pairs, rng)
@@ -307,7 +332,6 @@ class CDL(ForgettingProbe):
         self._pairs_sampled = len(a)
         g = torch.Generator().manual_seed(opt.seed)
         self.bounds: dict[str, list[tuple[int, int]]] = {}
-        self._summary: dict[str, dict[str, float]] = {}
         for m in mods:
             z = compress_features(dataset.features[m], opt.compress_dim)
             self.bounds[m] = part_bounds(z.shape[1], opt.parts)
@@ -329,8 +353,6 @@ class CDL(ForgettingProbe):
         self.code_head = nn.ModuleDict(
             {m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, opt.codes)) for m in mods}
         )
-        self.weights = self._weights()
-        self.last_sizes: dict[str, tuple[int, ...]] = {}
 
     def _weights(self) -> dict[tuple[str, str], float]:
         """(term, modality) -> weight; the legacy wiring swaps as the official loss does."""
@@ -342,34 +364,45 @@ class CDL(ForgettingProbe):
             w[("hol", second)] = beta
         return w
 
-    def teacher(self, m: str, a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        """(holistic target C, code Q) of pairs (a[k], c[k]) for modality m."""
+    def teacher(
+        self, m: str, a: Tensor, c: Tensor, holistic: bool = True, code: bool = True
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """(holistic target C, code Q) of pairs (a[k], c[k]) for modality m; a part not asked for is None."""
         z = getattr(self, f"_z_{m}")
         za, zc = z[a], z[c]
-        hol = pair_similarity(za, zc, self.options.similarity)
+        hol = pair_similarity(za, zc, self.options.similarity) if holistic else None
+        if not code:
+            return hol, None
         vec = dissected_vectors(za, zc, self.bounds[m], self.options.similarity)
         return hol, assign_codes(vec, getattr(self, f"_codebook_{m}"))
 
-    def student_terms(self, m: str, e: Tensor, a: Tensor, c: Tensor, seq: Tensor, n_seq: int) -> tuple[Tensor, Tensor]:
-        """Unweighted (L_hol, L_code) for modality m on the student's table e."""
+    def student_terms(
+        self, m: str, e: Tensor, a: Tensor, c: Tensor, seq: Tensor, n_seq: int, holistic: bool = True, code: bool = True
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Unweighted (L_hol, L_code) for modality m on the student's table e; a term not asked for is None."""
         opt = self.options
         with torch.no_grad():
-            target, codes = self.teacher(m, a, c)
+            target, codes = self.teacher(m, a, c, holistic, code)
         ea, ec = e[a], e[c]
-        head = self.score_head[m]
-        pred = pair_similarity(head(ea), head(ec), opt.similarity)
-        diff2 = (pred / opt.tau - target / opt.tau).pow(2)
-        if opt.legacy_frobenius:  # both orders of each pair, per sequence, then the mean over sequences
-            per_seq = torch.zeros(n_seq, device=e.device, dtype=diff2.dtype).index_add_(0, seq, 2 * (diff2 + 1e-8))
-            hol = per_seq.sqrt().mean()
-        else:
-            hol = diff2.mean()
-        delta = ea - ec if opt.code_input == "signed" else (ea - ec).abs()
-        code = F.cross_entropy(self.code_head[m](delta), codes)
-        self.last_sizes[m] = (len(a), *delta.shape[1:])
-        return hol, code
+        hol = code_loss = None
+        if holistic:
+            head = self.score_head[m]
+            pred = pair_similarity(head(ea), head(ec), opt.similarity)
+            diff2 = (pred / opt.tau - target / opt.tau).pow(2)
+            if opt.legacy_frobenius:  # both orders of each pair, per sequence, then the mean over sequences
+                per_seq = torch.zeros(n_seq, device=e.device, dtype=diff2.dtype).index_add_(0, seq, 2 * (diff2 + 1e-8))
+                hol = per_seq.sqrt().mean()
+            else:
+                hol = diff2.mean()
+        if code:
+            delta = ea - ec if opt.code_input == "signed" else (ea - ec).abs()
+            code_loss = F.cross_entropy(self.code_head[m](delta), codes)
+            self.last_sizes[m] = (len(a), *delta.shape[1:])
+        return hol, code_loss
 
     def loss(self, student: Recommender, rep: Representation, batch, epoch: int) -> dict[str, Tensor]:  # noqa: ANN001
+        if not self.distils:  # α = β = 0 (the off point and the warm-up-only control): no term, no work
+            return {}
         seq, p, q = cooccurring_pairs(batch.items, batch.lengths)
         self.last_sizes = {"mask": (len(batch.items), batch.items.shape[1], batch.items.shape[1]), "pairs": (len(seq),)}
         if len(seq) == 0:
@@ -378,9 +411,12 @@ class CDL(ForgettingProbe):
         tables = student.correlation_tables(rep)
         out: dict[str, Tensor] = {}
         for m in self.cdl_modalities:
-            hol, code = self.student_terms(m, tables[m], a, c, seq, len(batch.items))
-            out[f"cdl_hol_{m}"] = self.weights[("hol", m)] * hol
-            out[f"cdl_code_{m}"] = self.weights[("code", m)] * code
+            w_hol, w_code = self.weights[("hol", m)], self.weights[("code", m)]
+            hol, code = self.student_terms(m, tables[m], a, c, seq, len(batch.items), w_hol > 0, w_code > 0)
+            if hol is not None:
+                out[f"cdl_hol_{m}"] = w_hol * hol
+            if code is not None:
+                out[f"cdl_code_{m}"] = w_code * code
         return out
 
     def lr_multipliers(self, epoch: int) -> dict[str, float]:
@@ -397,4 +433,4 @@ class CDL(ForgettingProbe):
 
     def codes_for(self, m: str, a: Tensor, c: Tensor) -> Tensor:
         """Teacher codes of item pairs (a[k], c[k]) for modality m (for inspection and tests)."""
-        return self.teacher(m, a, c)[1]
+        return self.teacher(m, a, c, holistic=False)[1]

@@ -15,6 +15,15 @@ Stage 2 — the student (a fresh backbone) is trained with its own loss plus
   so the weights sum to 1 and the modality whose removal costs the student least gets the larger weight.
 Options: the official code's per-sample rule (`reweight: legacy_per_sample`, weights summing to M), no
 re-weighting (λ_m = 1/M), no generic term, and the hinge replaced by KL or MSE.
+
+Search space, off point and controls (see `distill.base`): λ_kd ∈ {0, 1e-3, 1e-2, 1e-1, 1}, λ_g ∈ {0, 1, 5, 10};
+off at λ_kd = 0 (no teacher is prepared and no term computed: the student is the plain backbone). Controls:
+- `self_distillation` (`teacher: full`): one teacher, the plain multimodal backbone itself (same model,
+  hyperparameters, training settings and seed, cached like the uni-modal teachers), with the same specific and
+  generic terms between the student's and the teacher's full margins and no re-weighting (weight 1). It
+  separates "modality balance" from "knowledge transfer from a second model".
+- `teacher_ensemble(...)`: the uni-modal teachers' score ensemble evaluated as a model of its own (no
+  training), so a reader sees how much of the student's gain an ensemble of its teachers already has.
 """
 
 from __future__ import annotations
@@ -22,9 +31,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +45,7 @@ from distillrec.data.dataset import Dataset
 from distillrec.distill.base import Distiller
 from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
+from distillrec.eval.ranking import Evaluator
 from distillrec.models.base import Batch, Recommender, Representation, mean_ablate
 from distillrec.train.checkpoint import load_checkpoint, write_json
 from distillrec.train.config import TrainConfig
@@ -72,7 +84,11 @@ class UniModalView(Recommender):
         self.inner.fit(dataset)
 
 
-def teacher_key(dataset: Dataset, model: str, params: dict, train: dict, keep: str, seed: int) -> str:
+FULL = "full"  # the teacher name of the self-distillation control (the plain multimodal backbone)
+
+
+def teacher_key(dataset: Dataset, model: str, params: dict, train: dict, keep: str | None, seed: int) -> str:
+    """Content hash of a teacher run; `keep` None is the plain backbone (every modality)."""
     blob = json.dumps(
         {"data": dataset.content_hash, "model": model, "params": params, "train": train, "keep": keep, "seed": seed},
         sort_keys=True,
@@ -81,8 +97,9 @@ def teacher_key(dataset: Dataset, model: str, params: dict, train: dict, keep: s
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def teacher_dir(root: Path, dataset: Dataset, model: str, keep: str, key: str, seed: int) -> Path:
-    return Path(root) / dataset.name / "_teachers" / f"{model}-only-{keep}-{key}" / f"seed{seed}"
+def teacher_dir(root: Path, dataset: Dataset, model: str, keep: str | None, key: str, seed: int) -> Path:
+    view = f"only-{keep}" if keep is not None else FULL
+    return Path(root) / dataset.name / "_teachers" / f"{model}-{view}-{key}" / f"seed{seed}"
 
 
 def load_or_train_teacher(
@@ -91,12 +108,14 @@ def load_or_train_teacher(
     model: str,
     params: dict,
     train_cfg: TrainConfig,
-    keep: str,
+    keep: str | None,
     seed: int,
     device: torch.device,
     root: Path | None,
-) -> tuple[UniModalView, Path | None, bool]:
-    """The uni-modal teacher for `keep`: loaded from its cached run folder, else trained there.
+) -> tuple[Recommender, Path | None, bool]:
+    """The teacher for `keep`: loaded from its cached run folder, else trained there. `keep` names the one
+    modality a uni-modal teacher sees (a `UniModalView`); None is the plain backbone on every modality (the
+    self-distillation control), the same run a plain training of this model, settings and seed makes.
 
     Returns (teacher in eval mode with frozen parameters, its run folder, whether it was trained now)."""
     from distillrec.experiment.api import run_metrics, start_run_dir
@@ -105,19 +124,20 @@ def load_or_train_teacher(
     cfg = train_cfg.model_copy(update={"seed": seed})
     key = teacher_key(dataset, model, params, cfg.model_dump(), keep, seed)
     run_dir = teacher_dir(root, dataset, model, keep, key, seed) if root is not None else None
+    name = keep if keep is not None else "all modalities"
     seed_everything(seed)
-    view = UniModalView(factory(), keep).to(device)
+    view = (UniModalView(factory(), keep) if keep is not None else factory()).to(device)
     trained = False
     if run_dir is not None and (run_dir / "metrics.json").exists():
         view.load_state_dict(load_checkpoint(run_dir / "best.pt", device)["model"])
-        log.info("CKD teacher for %s: reusing %s", keep, run_dir)
+        log.info("CKD teacher for %s: reusing %s", name, run_dir)
     else:
-        log.info("CKD teacher for %s: training%s", keep, f" into {run_dir}" if run_dir else "")
+        log.info("CKD teacher for %s: training%s", name, f" into {run_dir}" if run_dir else "")
         config = {
             "model": model,
             "params": params,
             "train": cfg.model_dump(),
-            "view": {"keep": keep, "ablated": "mean"},
+            "view": {"keep": keep, "ablated": "mean"} if keep is not None else FULL,
             "dataset": {"name": dataset.name, "source": dataset.source, "content_hash": dataset.content_hash,
                         "split_hash": dataset.split_hash},
             "seed": seed,
@@ -127,7 +147,7 @@ def load_or_train_teacher(
         result = Trainer(view, dataset, cfg, run_dir, device=device, quiet=True).fit(resume=run_dir is not None)
         if run_dir is not None:
             metrics = run_metrics(model, [], dataset, seed, cfg, result)
-            metrics["view"] = f"only {keep}"
+            metrics["view"] = f"only {keep}" if keep is not None else FULL
             write_json(run_dir / "metrics.json", metrics)
         trained = True
     view.eval()
@@ -179,41 +199,63 @@ def legacy_weights(delta_drop: dict[str, Tensor], own_margin: dict[str, Tensor])
     return {m: len(names) * (1 - c[m] / total) / (len(names) - 1) for m in names}
 
 
+def _rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose generators `torch.random.fork_rng` must save along the CPU's."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 @register_distiller
 class CKD(Distiller):
     name = "ckd"
+    search_space = {"lambda_kd": [0.0, 1e-3, 1e-2, 1e-1, 1.0], "lambda_g": [0.0, 1.0, 5.0, 10.0]}
+    off_point = {"lambda_kd": 0.0, "lambda_g": 0.0}
+    controls = {"self_distillation": {"teacher": FULL}}
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-        lambda_kd: float = Field(0.01, ge=0, description="weight of the whole distillation term")
+        lambda_kd: float = Field(0.01, ge=0, description="weight of the whole distillation term (0: off)")
         lambda_g: float = Field(5.0, ge=0, description="weight of the generic term (the code's `kl`)")
         temperature: float = Field(0.1, gt=0, description="τ of the soft margins (the code's pred_temp)")
         n_generic: int = Field(5000, ge=1, description="uniform (u, j, k) triples per batch for the generic term")
         reweight: Literal["paper", "legacy_per_sample", "none"] = "paper"
         specific_loss: Literal["hinge", "kl", "mse"] = "hinge"
         use_generic: bool = True
+        teacher: Literal["unimodal", "full"] = Field(
+            "unimodal",
+            description="unimodal: one teacher per modality (CKD); full: the plain multimodal backbone as the "
+            "single teacher, weight 1 (the self-distillation control)",
+        )
         teacher_seed: int | None = Field(None, description="seed of the teachers (default: the student's seed)")
         eps: float = 1e-8
 
     def __init__(self, options: Options) -> None:
         super().__init__()
         self.options = options
-        self.teachers: dict[str, UniModalView] = {}
+        self.teachers: dict[str, Recommender] = {}
         self.teacher_dirs: dict[str, str | None] = {}
         self.trained_now: dict[str, bool] = {}
         self._weight_log: dict[str, list[float]] = {}
+
+    @property
+    def full(self) -> bool:
+        return self.options.teacher == FULL
 
     def prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
         from distillrec.experiment.api import resolve_train_config
         from distillrec.models.registry import resolve_params
 
-        if len(dataset.features) < 2:
+        if not self.full and len(dataset.features) < 2:
             raise ConfigError(
                 f"CKD balances modalities and needs at least two; dataset {dataset.name!r} has {dataset.modalities}"
             )
         if backbone_factory is None:
-            raise ConfigError("CKD needs a backbone factory to train its uni-modal teachers")
+            raise ConfigError("CKD needs a backbone factory to train its teachers")
+        if self.options.lambda_kd == 0:
+            log.info("CKD at lambda_kd = 0 (its off point): no teacher is prepared, the student trains as the plain backbone")
+            return
         model = context["model"]
         groups = context.get("groups", {})
         device = torch.device(context.get("device", "cpu"))
@@ -221,17 +263,19 @@ class CKD(Distiller):
         student_cfg = resolve_train_config(model, groups.get("train", {}))
         seed = self.options.teacher_seed if self.options.teacher_seed is not None else context.get("seed", student_cfg.seed)
         params = resolve_params(model, groups.get("model", {})).model_dump()
-        # The generator state is restored around teacher training so the student's run does not depend
-        # on whether its teachers came from the cache.
-        rng = torch.get_rng_state()
-        for m in dataset.modalities:
-            view, run_dir, trained = load_or_train_teacher(
-                backbone_factory, dataset, model, params, student_cfg, m, seed, device, Path(out) if out else None
-            )
-            self.teachers[m] = view
-            self.teacher_dirs[m] = str(run_dir) if run_dir else None
-            self.trained_now[m] = trained
-        torch.set_rng_state(rng)
+        # The generators (CPU and the run's CUDA device) are restored around teacher training so the student's
+        # run does not depend on whether its teachers came from the cache.
+        keeps: list[str | None] = [None] if self.full else list(dataset.modalities)
+        with torch.random.fork_rng(devices=_rng_devices(device)):
+            for keep in keeps:
+                name = keep if keep is not None else FULL
+                view, run_dir, trained = load_or_train_teacher(
+                    backbone_factory, dataset, model, params, student_cfg, keep, seed, device,
+                    Path(out) if out else None,
+                )
+                self.teachers[name] = view
+                self.teacher_dirs[name] = str(run_dir) if run_dir else None
+                self.trained_now[name] = trained
         self.features = {m: f.to(device) for m, f in dataset.features.items()}
         with torch.no_grad():
             self.teacher_reps = {m: t.represent(self.features) for m, t in self.teachers.items()}
@@ -241,36 +285,52 @@ class CKD(Distiller):
     def summary(self) -> dict[str, Any]:
         return {"teachers": self.teacher_dirs, "options": self.options.model_dump()}
 
+    def _scorer(self, m: str) -> Recommender:
+        """The model whose pair scores are teacher m's (a uni-modal view scores through its backbone)."""
+        t = self.teachers[m]
+        return t.inner if isinstance(t, UniModalView) else t
+
     def loss(self, student: Recommender, rep: Representation, batch: Batch, epoch: int) -> dict[str, Tensor]:
         o = self.options
+        if o.lambda_kd == 0:  # the off point: no term, no work, no draw from the global generators
+            return {}
         u, i = batch.users, batch.pos
         j = batch.neg if batch.neg.dim() == 1 else batch.neg[:, 0]
         names = list(self.teachers)
-        views = {m: student.counterfactual(self.features, m) for m in names}
+        if self.full:  # self-distillation: the student's own full margins against the plain teacher's
+            views = {FULL: rep}
+        else:
+            views = {m: student.counterfactual(self.features, m) for m in names}
         delta_s = {m: margins(student, views[m], u, i, j) for m in names}
         with torch.no_grad():
-            delta_t = {m: margins(self.teachers[m].inner, self.teacher_reps[m], u, i, j) for m in names}
+            delta_t = {m: margins(self._scorer(m), self.teacher_reps[m], u, i, j) for m in names}
+        use_generic = o.use_generic and o.lambda_g > 0
         # generic triples: users with training data, items uniform over all items
         dev = u.device
-        gu = self.users_with_data[torch.randint(len(self.users_with_data), (o.n_generic,), device=dev)]
-        gj = torch.randint(self.n_items, (o.n_generic,), device=dev)
-        gk = torch.randint(self.n_items, (o.n_generic,), device=dev)
-        weights = self._weights(student, rep, views, delta_s, delta_t, u, i, j)
+        if use_generic:
+            gu = self.users_with_data[torch.randint(len(self.users_with_data), (o.n_generic,), device=dev)]
+            gj = torch.randint(self.n_items, (o.n_generic,), device=dev)
+            gk = torch.randint(self.n_items, (o.n_generic,), device=dev)
+        if self.full:
+            weights = {FULL: torch.ones((), device=dev)}
+        else:
+            weights = self._weights(student, rep, views, delta_s, delta_t, u, i, j)
         specific = torch.zeros((), device=dev)
         generic = torch.zeros((), device=dev)
         for m in names:
             w = weights[m]
             per_triple = specific_term(delta_t[m], delta_s[m], o.specific_loss, o.temperature)
             specific = specific + (w * per_triple).mean()
-            if o.use_generic and o.lambda_g > 0:
+            if use_generic:
                 with torch.no_grad():
-                    gt = margins(self.teachers[m].inner, self.teacher_reps[m], gu, gj, gk)
+                    gt = margins(self._scorer(m), self.teacher_reps[m], gu, gj, gk)
                 gs = margins(student, views[m], gu, gj, gk)
                 generic = generic + w.mean() * generic_term(gt, gs, o.temperature)
-        for m in names:
-            self._weight_log.setdefault(m, []).append(float(weights[m].mean()))
+        if not self.full:
+            for m in names:
+                self._weight_log.setdefault(m, []).append(float(weights[m].mean()))
         out = {"ckd_specific": o.lambda_kd * specific}
-        if o.use_generic and o.lambda_g > 0:
+        if use_generic:
             out["ckd_generic"] = o.lambda_kd * o.lambda_g * generic
         return out
 
@@ -298,3 +358,88 @@ class CKD(Distiller):
         out = {f"ckd_lambda_{m}": sum(v) / len(v) for m, v in self._weight_log.items() if v}
         self._weight_log = {}
         return out
+
+
+# --------------------------------------------------------------------------- the ensemble control
+def zscore_rows(scores: Tensor, eps: float = 1e-12) -> Tensor:
+    """Each row minus its mean, over its standard deviation (over all items; a constant row becomes 0)."""
+    centred = scores - scores.mean(dim=1, keepdim=True)
+    return centred / scores.std(dim=1, unbiased=False, keepdim=True).clamp_min(eps)
+
+
+def teacher_ensemble(
+    dataset: Dataset,
+    model: str,
+    params: dict,
+    train_cfg: TrainConfig | dict,
+    seed: int,
+    device: torch.device | str,
+    out: Path | str | None,
+) -> dict[str, Any]:
+    """CKD's uni-modal teachers as one model of their own (a control arm; nothing is trained beyond them).
+
+    The teachers are the ones CKD distils from: loaded from the teachers' cache under `out` (the runs root;
+    None: trained in memory), else trained and cached there, with `params` (the model's hyperparameters,
+    defaults filled in), `train_cfg` (a TrainConfig or its overrides) and `seed` — the same cache keys a CKD
+    run of that backbone, settings and teacher seed uses, so the two share the teachers.
+
+    The ensemble's score of (u, i) is the mean over the modalities m of teacher m's scores of u z-scored over
+    all items: z^m(u, i) = (s^m(u, i) − mean_i s^m(u, ·)) / std_i s^m(u, ·). A plain mean of the raw scores
+    would weigh each teacher by the spread of its scores — separately trained models score on scales of their
+    own (embedding norms, item biases), so the teacher with the widest margins would decide the ranking alone.
+    Per-user z-scoring is an increasing affine map of each teacher's row, so every teacher alone ranks exactly
+    as before, and the mean gives each teacher an equal say in each user's ranking (the uni-modal counterpart
+    of CKD's λ_m = 1/M).
+
+    Evaluated as a run is: `distillrec.eval.ranking.Evaluator` with the preset and ks of the training
+    settings, on valid and test. Returns {"valid": {metric: mean}, "test": {metric: mean},
+    "per_user_test": {metric: np.ndarray over the test users}, "users": np.ndarray of those user ids (the
+    evaluator's `plan("test").users`), "teachers": {modality: run folder or None}}.
+    """
+    from distillrec.experiment.api import resolve_train_config
+    from distillrec.models.registry import build_model, model_class, resolve_params
+
+    if model_class(model).task != "topk":
+        raise ConfigError(f"the teacher ensemble ranks items for users; {model!r} is a {model_class(model).task} model")
+    if len(dataset.features) < 2:
+        raise ConfigError(
+            f"the teacher ensemble needs at least two modalities; dataset {dataset.name!r} has {dataset.modalities}"
+        )
+    device = torch.device(device)
+    resolved = resolve_params(model, params).model_dump()
+    cfg = train_cfg if isinstance(train_cfg, TrainConfig) else resolve_train_config(model, dict(train_cfg))
+    teachers: dict[str, Recommender] = {}
+    dirs: dict[str, str | None] = {}
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=_rng_devices(device)):
+            for m in dataset.modalities:
+                view, run_dir, _ = load_or_train_teacher(
+                    lambda: build_model(model, dataset, resolved), dataset, model, resolved, cfg, m, seed, device,
+                    Path(out) if out is not None else None,
+                )
+                teachers[m], dirs[m] = view, str(run_dir) if run_dir else None
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    features = {m: f.to(device) for m, f in dataset.features.items()}
+    with torch.no_grad():
+        reps = {m: t.represent(features) for m, t in teachers.items()}
+
+    def score_fn(users: Tensor, buffer: Tensor | None) -> Tensor:
+        total = None
+        for m, t in teachers.items():
+            z = zscore_rows(t.score(reps[m], users).float())
+            total = z if total is None else total + z
+        return total / len(teachers)
+
+    evaluator = Evaluator(dataset, cfg.preset, cfg.ks, device, cfg.eval_batch_size)
+    valid = evaluator.evaluate(score_fn, "valid")
+    test = evaluator.evaluate(score_fn, "test", per_user=True)
+    return {
+        "valid": valid,
+        "test": test,
+        "per_user_test": {k: v.numpy() for k, v in evaluator.last_per_user.items()},
+        "users": evaluator.plan("test").users.cpu().numpy(),
+        "teachers": dirs,
+    }

@@ -11,13 +11,21 @@ L = L_backbone + ce_weight·(mean_m CE(C_m(t_m), y) + CE(F([t_1;…;t_M]), y)) +
 Items with label −1 are left out of the CE terms. The teacher is detached inside the distillation terms
 (knowledge flows teacher → student; the official code's two-way pull is `teacher_receives_kd_grad`), it is
 trained jointly by default (`teacher: pretrained` trains and freezes it first), and it is absent at inference.
+
+Search space (see `distill.base`): ce_weight, kd_weight ∈ {0, 0.01, 0.1, 1}, τ = t_decay ∈ {5, 10, 20, 50, 100}
+(the official README's ranges); off at ce_weight = kd_weight = 0, where SGFD adds no term and prepares its
+modules without drawing from the global random generators. Control `shuffled_labels` (`labels: shuffled`):
+the item label vector under one fixed permutation (`label_shuffle_seed`, independent of the run's seed), so
+the label histogram is kept, unknown labels (−1) included, while the labels say nothing about the items; if
+SGFD's gain survives it, the gain comes from regularisation, not from the labels' semantics.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,6 +67,12 @@ class Teacher(nn.Module):
         return F.normalize(x, dim=-1)
 
 
+def shuffled_order(n: int, seed: int) -> Tensor:
+    """One fixed permutation of range(n), drawn from its own generator (not the run's): `labels[order]` keeps
+    the label histogram exactly, unknown labels (−1) included."""
+    return torch.from_numpy(np.random.default_rng(seed).permutation(n)).long()
+
+
 def response_kd(teacher_logits: Tensor, student_logits: Tensor, tau: float) -> Tensor:
     """τ²·KL(softmax(t/τ) ‖ softmax(s/τ)), averaged over items."""
     log_pt = F.log_softmax(teacher_logits / tau, dim=-1)
@@ -91,6 +105,13 @@ def batch_items(batch, positives_only: bool = False) -> Tensor:  # noqa: ANN001 
 class SGFD(Distiller):
     name = "sgfd"
     tasks = frozenset({"topk", "next-item"})
+    search_space = {
+        "ce_weight": [0.0, 0.01, 0.1, 1.0],
+        "kd_weight": [0.0, 0.01, 0.1, 1.0],
+        "t_decay": [5.0, 10.0, 20.0, 50.0, 100.0],
+    }
+    off_point = {"ce_weight": 0.0, "kd_weight": 0.0, "t_decay": 10.0}
+    controls = {"shuffled_labels": {"labels": "shuffled"}}
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -111,12 +132,32 @@ class SGFD(Distiller):
         items: Literal["batch", "positives"] = Field(
             "batch", description="items fed to SGFD: all the batch's items, or its positives (next-item: targets)"
         )
+        labels: Literal["given", "shuffled"] = Field(
+            "given", description="the dataset's item labels, or one fixed permutation of them (a control)"
+        )
+        label_shuffle_seed: int = Field(0, description="seed of the label permutation (labels=shuffled)")
 
     def __init__(self, options: Options) -> None:
         super().__init__()
         self.options = options
+        self.label_permutation: Tensor | None = None
+
+    @property
+    def off(self) -> bool:
+        """No term at all: no distillation and no jointly trained teacher (the off point, whatever τ)."""
+        o = self.options
+        return o.kd_weight == 0 and (o.ce_weight == 0 or o.teacher != "joint")
 
     def prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
+        if self.off:
+            # Off: the modules are built (cheap) from a forked generator, so the student's random stream is
+            # the plain backbone's; nothing is pre-trained.
+            with torch.random.fork_rng():
+                self._prepare(dataset, backbone_factory, **context)
+        else:
+            self._prepare(dataset, backbone_factory, **context)
+
+    def _prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
         o = self.options
         if not dataset.features:
             raise ConfigError(f"SGFD distils item features; dataset {dataset.name!r} has none")
@@ -126,6 +167,8 @@ class SGFD(Distiller):
                     f"SGFD needs item category labels (category_label.npy); dataset {dataset.name!r} has none — "
                     "set sgfd.label_free=true for label-free use (feature distillation only)"
                 )
+        if o.labels == "shuffled" and (o.label_free or dataset.labels is None):
+            raise ConfigError("sgfd.labels=shuffled permutes the item labels; it needs them (and label_free off)")
         device = torch.device(context.get("device", "cpu"))
         probe = backbone_factory()
         with torch.no_grad():
@@ -138,9 +181,13 @@ class SGFD(Distiller):
         self.modalities = list(student)
         self.dims = {m: int(e.shape[1]) for m, e in student.items()}
         self.features = {m: f.to(device) for m, f in dataset.features.items()}
-        self.labels = (
-            dataset.labels if dataset.labels is not None else torch.full((dataset.n_items,), -1)
-        ).to(device)
+        labels = dataset.labels if dataset.labels is not None else torch.full((dataset.n_items,), -1)
+        if o.labels == "shuffled":
+            self.label_permutation = shuffled_order(len(labels), o.label_shuffle_seed)
+            shuffled = labels[self.label_permutation]
+            self._labels_changed = float((shuffled != labels).float().mean())
+            labels = shuffled
+        self.labels = labels.to(device)
         n_cls = max(1, int(self.labels.max()) + 1)
         self.teachers = nn.ModuleDict(
             {m: Teacher(dataset.feature_dims[m], self.dims[m], o.activation) for m in self.modalities}
@@ -158,12 +205,22 @@ class SGFD(Distiller):
             else None
         )
         self.to(device)
-        if o.teacher == "pretrained":
+        if o.teacher == "pretrained" and not self.off:
             self._pretrain(device)
 
-    def teacher_terms(self, items: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """Teacher outputs for `items` and their supervision loss (CE, or reconstruction when label-free)."""
+    def summary(self) -> dict[str, Any]:
+        """The labels the teachers learnt from (given, or shuffled: the share of items whose label moved)."""
+        if self.label_permutation is None:
+            return {"labels": "given"}
+        return {"labels": "shuffled", "label_shuffle_seed": self.options.label_shuffle_seed,
+                "labels_changed": round(self._labels_changed, 4)}
+
+    def teacher_terms(self, items: Tensor, supervise: bool = True) -> tuple[dict[str, Tensor], Tensor | None]:
+        """Teacher outputs for `items` and their supervision loss (CE, or reconstruction when label-free);
+        the loss is None when `supervise` is off."""
         t = {m: self.teachers[m](self.features[m][items]) for m in self.modalities}
+        if not supervise:
+            return t, None
         if self.options.label_free:
             loss = sum(F.mse_loss(self.decoders[m](t[m]), self.features[m][items]) for m in self.modalities)
             return t, loss / len(self.modalities)
@@ -188,12 +245,17 @@ class SGFD(Distiller):
 
     def loss(self, student: Recommender, rep: Representation, batch: Batch, epoch: int) -> dict[str, Tensor]:
         o = self.options
+        if self.off:  # nothing to add (the off point): no term, no work
+            return {}
+        supervise = o.teacher == "joint" and o.ce_weight > 0
         items = batch_items(batch, positives_only=o.items == "positives")
-        s_all = student.modality_embeddings(self.features)
-        t, supervision = self.teacher_terms(items)
+        s_all = student.modality_embeddings(self.features) if o.kd_weight > 0 else None
+        t, supervision = self.teacher_terms(items, supervise)
         out: dict[str, Tensor] = {}
-        if o.teacher == "joint":
+        if supervise:
             out["sgfd_ce"] = o.ce_weight * supervision
+        if o.kd_weight == 0:
+            return out
         kl, mse = 0.0, 0.0
         for m in self.modalities:
             s = F.normalize(s_all[m][items], dim=-1)
