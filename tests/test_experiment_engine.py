@@ -131,3 +131,14 @@ def test_identical_requests_share_one_run_folder(tiny_folder) -> None:  # noqa: 
     c = resolve_spec("vbpr", "tiny", {"model.reg_weight": 1e-3}, seed=3)
     assert a.run_dir("runs") == b.run_dir("runs") != c.run_dir("runs")
     assert json.loads(a.model_dump_json())["params"]["reg_weight"] == 1e-4
+
+
+def test_partial_report_trains_nothing_and_names_what_is_pending(tiny_folder, tmp_path) -> None:  # noqa: ANN001
+    d = definition(tiny_folder, tmp_path, methods=[], budget=1)
+    result = Engine(d, partial=True).run()
+    assert result.backbones == [] and len(result.pending) == 1 and "vbpr" in result.pending[0]
+    assert not Ledger(d.state_dir()).records
+    finished = Engine(d).run()
+    again = Engine(d, partial=True).run()
+    assert again.pending == [] and again.backbones[0].plain.records == finished.backbones[0].plain.records
+    assert "In progress" not in markdown(again, comparisons(again), "test")

@@ -331,6 +331,7 @@ def experiment(
     write: Path = typer.Option(None, help="results document to write (markdown)"),
     device: str = typer.Option(None, help="cpu or cuda"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with every comparison"),
+    partial: bool = typer.Option(False, "--partial", help="train nothing: report the backbones finished so far"),
     quiet: bool = typer.Option(False, help="no progress display"),
 ) -> None:
     """Does method X help backbone Y? Both arms tuned on validation with the same budget, reported on fresh
@@ -363,7 +364,7 @@ def experiment(
             raise DistillrecError("give an experiment file or --backbones")
         definition = make_definition(given)
     command = "distillrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    engine = Engine(definition)
+    engine = Engine(definition, partial=partial)
     with _JobProgress(planned_jobs(definition), max(1, definition.jobs), quiet or as_json) as progress:
         engine.progress = progress
         result = engine.run()
@@ -392,6 +393,8 @@ def experiment(
                       f"({len(vals)} seeds), chosen {b.plain.point or 'defaults'}")
     for f in result.failures:
         console.print(f"[red]failed twice[/red]: {f}")
+    for p in result.pending:
+        console.print(f"[yellow]not finished[/yellow]: {p}")
     if definition.results:
         console.print(f"wrote {definition.results}")
 

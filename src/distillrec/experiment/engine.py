@@ -169,11 +169,16 @@ class ExperimentResult:
     backbones: list[BackboneResult]
     failures: list[str]
     ledger: Ledger
+    pending: list[str] = field(default_factory=list)  # backbones not finished (a report written with --partial)
+
+
+class Pending(Exception):
+    """A stage of a backbone is not finished and the engine was asked not to train (`partial`)."""
 
 
 # ----------------------------------------------------------------------------- the engine
 class Engine:
-    def __init__(self, definition: ExperimentDef, progress: Any | None = None) -> None:
+    def __init__(self, definition: ExperimentDef, progress: Any | None = None, partial: bool = False) -> None:
         import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -191,6 +196,7 @@ class Engine:
         self.progress = progress
         self.best_valid = float("nan")
         self.pool: Pool | None = None
+        self.partial = partial  # report what is finished; train nothing
 
     # -- jobs
     def _job(self, spec: RunSpec, extras: tuple[str, ...] = ()) -> Job:
@@ -214,6 +220,8 @@ class Engine:
                 todo.setdefault(Ledger.run_id(spec), spec)
         if self.progress:
             self.progress.add(len(specs) - len(todo), len(todo))
+        if todo and self.partial:
+            raise Pending(f"{len(todo)} runs not finished")
         if todo:
             assert self.pool is not None
             for outcome in self.pool.run([self._job(s, extras) for s in todo.values()]):
@@ -271,6 +279,8 @@ class Engine:
             want = min(trials - done, max(1, math.ceil(self._capacity() / len(seeds))))
             if want <= 0 and not orphans:
                 break
+            if self.partial:
+                raise Pending(f"{study_name}: {done} of {trials} trials finished")
             batch: list[tuple[int, dict[str, Any]]] = [(t.number, dict(t.params)) for t in orphans]
             for _ in range(max(0, want - len(batch))):
                 trial = study.ask()
@@ -337,7 +347,8 @@ class Engine:
         from distillrec.data.registry import load_dataset
         from distillrec.models.registry import model_class, search_space
 
-        results = []
+        results: list[BackboneResult] = []
+        pending: list[str] = []
         with Pool(self.d.executor, self.d.jobs, self.d.ray_address) as pool:
             self.pool = pool
             for dataset in self.d.datasets:
@@ -346,9 +357,13 @@ class Engine:
                                   seed=int(data_opts.get("split_seed", 0)))
                 for backbone in self.d.backbones:
                     log.info("%s / %s: tuning", ds.name, backbone)
-                    results.append(self._backbone(ds, backbone, search_space(backbone), model_class(backbone)))
+                    try:
+                        results.append(self._backbone(ds, backbone, search_space(backbone),
+                                                      model_class(backbone)))
+                    except Pending as why:
+                        pending.append(f"{ds.name}/{backbone} ({why})")
             self.pool = None
-        return ExperimentResult(self.d, results, self.failures, self.ledger)
+        return ExperimentResult(self.d, results, self.failures, self.ledger, pending)
 
     def _backbone(self, ds, backbone: str, space: Space, cls) -> BackboneResult:  # noqa: ANN001
         from distillrec.models.registry import default_params

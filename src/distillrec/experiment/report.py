@@ -129,7 +129,8 @@ def to_json(result: ExperimentResult, comps: list[Comparison]) -> dict[str, Any]
                                                                                    strict=True) if r}),
         "chosen": b.plain.point, "trials": b.plain.trials,
     } for b in result.backbones]
-    return {"experiment": d.name, "comparisons": rows, "backbones": backbones, "failures": result.failures}
+    return {"experiment": d.name, "comparisons": rows, "backbones": backbones, "failures": result.failures,
+            "pending": result.pending}
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -152,6 +153,8 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         "",
         f"Written by `{command}` (definition: `{d.name}`).",
         "",
+        *([f"**In progress**: not finished yet, so not in this document: {'; '.join(result.pending)}. "
+           "Rerunning the command resumes the experiment where it stopped.", ""] if result.pending else []),
         "## Protocol",
         "",
         f"Every choice on validation only. Each backbone is tuned with {d.budget} trials over its declared search "
