@@ -172,10 +172,14 @@ def test_ckd_plugin_reports_each_modality_and_the_reweighting(tmp_path):
 
     folder = write_mmrec(make_dataset(n_users=40, n_items=30), tmp_path / "data")
     d = make_definition({"datasets": [folder], "backbones": ["vbpr"], "methods": ["ckd"], "budget": 1,
-                         "selection_seeds": [11], "seeds": [1, 2], "controls": False, "bootstrap": 200,
+                         "selection_seeds": [11], "seeds": [1, 2], "controls": True, "bootstrap": 200,
                          "set": {"epochs": 2, "ckd.n_generic": 32}, "out": str(tmp_path / "exp")})
     result = Engine(d).run()
     comps = comparisons(result)
+    assert [c.arm for c in comps] == ["ckd", "ckd:self_distillation", "ckd:teacher_ensemble"]
+    ensemble = comps[2]
+    assert len(ensemble.values("distilled")) == 2 and ensemble.stats["ci95"] is not None
+    assert ensemble.values("distilled") != comps[0].values("plain")
     extras = comps[0].distilled_extras("ckd")
     assert len(extras) == 2 and set(extras[0]["inside"]) == {"image", "text"}
     text = markdown(result, comps, "test")

@@ -35,6 +35,9 @@ class Distiller(nn.Module):
     search_space: ClassVar[dict[str, Any]] = {}
     off_point: ClassVar[dict[str, Any]] = {}
     controls: ClassVar[dict[str, dict[str, Any]]] = {}
+    # controls that are evaluated, not trained: name -> "module:function" taking (dataset, model, params,
+    # train_cfg, seed, device, out) and returning {"valid", "test", "per_user_test", "users"}
+    reference_controls: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def at_off_point(cls, options: Any) -> bool:  # noqa: ANN401 - the class's pydantic Options

@@ -212,6 +212,7 @@ class CKD(Distiller):
     search_space = {"lambda_kd": [0.0, 1e-3, 1e-2, 1e-1, 1.0], "lambda_g": [0.0, 1.0, 5.0, 10.0]}
     off_point = {"lambda_kd": 0.0, "lambda_g": 0.0}
     controls = {"self_distillation": {"teacher": FULL}}
+    reference_controls = {"teacher_ensemble": "distillrec.distill.ckd:teacher_ensemble"}
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -197,10 +197,12 @@ class Engine:
         self.best_valid = float("nan")
         self.pool: Pool | None = None
         self.partial = partial  # report what is finished; train nothing
+        self.references: dict[str, str] = {}  # pseudo-method label -> evaluating function
 
     # -- jobs
     def _job(self, spec: RunSpec, extras: tuple[str, ...] = ()) -> Job:
-        return Job(spec.model_dump_json(), self.runs_out, self.d.device, self.threads, extras)
+        return Job(spec.model_dump_json(), self.runs_out, self.d.device, self.threads, extras,
+                   self.references.get(spec.distill or ""))
 
     def run_specs(self, specs: list[RunSpec], extras: tuple[str, ...] = (),
                   report: bool = False) -> list[dict[str, Any] | None]:
@@ -401,7 +403,26 @@ class Engine:
                          for s in self.d.seeds]
             res.records = self.run_specs(res.specs, (arm.method,), report=True)
             result.arms.append(res)
+        if self.d.controls:
+            result.arms += self._reference_arms(tuned, plain_spec)
         return result
+
+    def _reference_arms(self, tuned: Search, plain_spec) -> list[ArmResult]:  # noqa: ANN001
+        """Controls that are evaluated, not trained (CKD's teacher ensemble), from the tuned backbone's
+        settings and each report seed (no search: their trials are the tuned backbone's)."""
+        from distillrec.distill.registry import distiller_class
+
+        arms = []
+        for method in self.d.methods:
+            for control, target in getattr(distiller_class(method), "reference_controls", {}).items():
+                label = f"{method}:{control}"
+                self.references[label] = target
+                specs = [plain_spec(tuned.best[0], s).model_copy(update={"distill": label})
+                         for s in self.d.seeds]
+                arm = ArmResult(label, dict(tuned.best[0]), float("nan"), specs, trials=tuned.trials)
+                arm.records = self.run_specs(specs, (), report=True)
+                arms.append(arm)
+        return arms
 
     def _train_defaults(self, backbone: str, space: Space) -> dict[str, Any]:
         from distillrec.models.registry import train_defaults

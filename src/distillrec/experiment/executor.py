@@ -34,6 +34,7 @@ class Job:
     device: str = "cpu"
     threads: int = 1
     extras: tuple[str, ...] = ()  # plug-ins to compute on the finished run (report runs only)
+    evaluate: str | None = None  # "module:function" of a control that is evaluated, not trained
 
     @property
     def name(self) -> str:
@@ -70,6 +71,8 @@ def run_job(job: Job) -> dict[str, Any]:
     torch.set_num_threads(job.threads)
     spec = RunSpec.model_validate_json(job.spec_json)
     ds = _dataset(spec.data.source, spec.data.name, spec.data.split, spec.data.split_seed)
+    if job.evaluate:
+        return _evaluate_reference(job, spec, ds)
     result = train_one(spec, ds, job.out, job.device, resume=True, quiet=True)
     per_user_file = result.run_dir / PER_USER_FILE
     if not per_user_file.exists():  # a run finished before per-user values were kept: evaluate it again
@@ -85,6 +88,26 @@ def run_job(job: Job) -> dict[str, Any]:
         "users": users,
         "per_user": per_user,
         "extras": extras,
+    }
+
+
+def _evaluate_reference(job: Job, spec, ds) -> dict[str, Any]:  # noqa: ANN001
+    """A control that is a model of its own built from cached runs (e.g. an ensemble of teachers)."""
+    import importlib
+    import time
+
+    module, name = job.evaluate.split(":")
+    start = time.perf_counter()
+    out = getattr(importlib.import_module(module), name)(
+        ds, spec.model, spec.params, spec.train_config(), spec.seed, job.device, job.out
+    )
+    return {
+        "run_dir": None,
+        "metrics": {"valid": out["valid"], "test": out["test"], "best_epoch": 0, "epochs_run": 0,
+                    "seconds": round(time.perf_counter() - start, 2)},
+        "users": out["users"],
+        "per_user": out["per_user_test"],
+        "extras": {},
     }
 
 
