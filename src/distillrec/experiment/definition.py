@@ -31,6 +31,9 @@ class ExperimentDef(BaseModel):
     selection_seeds: list[int] = Field(default_factory=lambda: [1001, 1002], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=2)
     set: dict[str, Any] = Field(default_factory=dict, description="options applied to every run")
+    backbone_set: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="options for one backbone's runs, both arms (e.g. its modality input)"
+    )
     sampler: Literal["auto", "tpe", "grid"] = "auto"
     sampler_seed: int = 0
     out: str | None = Field(None, description="experiment state folder (default runs/experiments/<name>)")

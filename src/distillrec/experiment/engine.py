@@ -244,7 +244,7 @@ class Engine:
     # -- specs
     def spec(self, ds, backbone: str, point: dict[str, Any], method: str | None = None,  # noqa: ANN001
              method_point: dict[str, Any] | None = None, seed: int = 0) -> RunSpec:
-        assignments = dict(self.d.set)
+        assignments = {**self.d.set, **self.d.backbone_set.get(backbone, {})}
         for key, value in point.items():
             assignments[key if key.startswith("train.") else f"model.{key}"] = value
         for key, value in (method_point or {}).items():
@@ -307,14 +307,16 @@ class Engine:
                 result.failed += t.state == optuna.trial.TrialState.FAIL
         return result
 
-    def fingerprint(self) -> str:
-        """What a study's trials depend on besides the backbone: experiments that agree on it share their
-        studies and runs (the tuning of a backbone is done once for every report that uses it)."""
+    def fingerprint(self, backbone: str) -> str:
+        """What a backbone's studies depend on besides the backbone: experiments that agree on it share
+        their studies and runs (a backbone is tuned once for every report that uses it)."""
         import hashlib
 
-        text = json.dumps({"set": self.d.set, "selection_seeds": self.d.selection_seeds, "budget": self.d.budget,
-                           "sampler": self.d.sampler, "sampler_seed": self.d.sampler_seed}, sort_keys=True,
-                          default=str)
+        protocol = {"set": self.d.set, "selection_seeds": self.d.selection_seeds, "budget": self.d.budget,
+                    "sampler": self.d.sampler, "sampler_seed": self.d.sampler_seed}
+        if self.d.backbone_set.get(backbone):
+            protocol["backbone_set"] = self.d.backbone_set[backbone]
+        text = json.dumps(protocol, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def _common_groups(self) -> dict[str, dict[str, Any]]:
@@ -371,7 +373,7 @@ class Engine:
         from distillrec.models.registry import default_params
 
         B = self.d.budget
-        prefix = f"{ds.name}/{backbone}/{self.fingerprint()}"
+        prefix = f"{ds.name}/{backbone}/{self.fingerprint(backbone)}"
         defaults = {k: v for k, v in default_params(backbone).items() if k in space}
         defaults.update(self._train_defaults(backbone, space))
         plain_spec = lambda p, s: self.spec(ds, backbone, p, seed=s)  # noqa: E731

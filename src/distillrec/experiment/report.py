@@ -167,7 +167,8 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         f"are never reported. The chosen points are run on the report seeds {d.seeds}. Sampler: "
         f"{'a grid walk where one stage covers a finite space, else ' if d.sampler == 'auto' else ''}"
         f"{'TPE' if d.sampler != 'grid' else 'grid'} (seed {d.sampler_seed}). Options applied to every run: "
-        f"{_fmt_point(d.set) if d.set else 'none'}.",
+        f"{_fmt_point(d.set) if d.set else 'none'}"
+        + "".join(f"; {b} only: {_fmt_point(o)}" for b, o in d.backbone_set.items() if o) + ".",
         "",
     ]
     if first is not None:
