@@ -119,10 +119,18 @@ def _guarded(job: Job) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 
-def _init_worker(threads: int) -> None:
-    import torch
+def _init_worker(parent: int) -> None:
+    """A pool worker ends when the process that drives the experiment is gone (killed, interrupted), so
+    no orphan keeps training into a run folder that a resumed experiment will use."""
+    import threading
+    import time
 
-    torch.set_num_threads(threads)
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class Pool:
@@ -141,7 +149,8 @@ class Pool:
         if executor == "local":
             import multiprocessing as mp
 
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(os.getpid(),))
         elif executor == "ray":
             self._ray = _start_ray(ray_address)
             self._remote = self._ray.remote(num_cpus=1, max_retries=0)(self.fn)
