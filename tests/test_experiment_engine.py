@@ -142,3 +142,42 @@ def test_partial_report_trains_nothing_and_names_what_is_pending(tiny_folder, tm
     again = Engine(d, partial=True).run()
     assert again.pending == [] and again.backbones[0].plain.records == finished.backbones[0].plain.records
     assert "In progress" not in markdown(again, comparisons(again), "test")
+
+
+def test_local_workers_end_when_the_driver_is_killed(tmp_path) -> None:  # noqa: ANN001
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import time\n"
+        "from distillrec.experiment.executor import Pool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = Pool('local', 2, submit_fn=time.sleep)\n"
+        "    busy = [pool._submit(60.0), pool._submit(60.0)]\n"
+        "    while len(pool._pool._processes) < 2:\n"
+        "        time.sleep(0.1)\n"
+        "    print(' '.join(map(str, pool._pool._processes)), flush=True)\n"
+        "    busy[0].result()\n"
+    )
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in driver.stdout.readline().split()]
+    assert len(workers) == 2
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for its reaper has ended
+            return fh.read().split()[2] != "Z"
+
+    deadline = time.time() + 15
+    while any(alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in workers)
