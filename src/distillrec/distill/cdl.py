@@ -6,10 +6,17 @@ Teacher (frozen, per modality m): the features' linear-autoencoder codes z (see
   dissected Q_ij = nearest codeword to [sim(z_i^(1), z_j^(1)), …, sim(z_i^(D), z_j^(D))], z cut into D
             contiguous parts; the K codewords are fitted before training on pairs sampled from the
             training sequences, by online vector quantisation (EMA codeword updates) or by k-means.
-Student, on the backbone's `correlation_tables` (its modality embeddings e, or its ID table):
+Student, on the backbone's `correlation_tables` (its trainable modality embeddings e):
   P_ij = sim(W e_i, W e_j);  L_hol = mean over pairs of (P_ij/τ − C_ij/τ)²  (the soft match)
   logits_ij = W_2 ReLU(W_1 (e_i − e_j));  L_code = CE(logits_ij, Q_ij)
 Loss added to the backbone's: Σ_m (α L_hol^m + β L_code^m), α = `holistic_weight`, β = `code_weight`.
+
+Backbones: CDL supervises modality tables, so a backbone must have them (`has_modality_tables`):
+MMSR and SASRM always do; GRU4Rec and SASRec do with `modality_input: true` (KDSR's Fig. 3: ID
+embedding + trainable modality tables initialised from the compressed features). On a backbone
+without them CDL is refused with a ConfigError, unless `id_only: true`, which supervises the ID table
+(the earlier behaviour: content added to an ID-only model, not the paper's method). The option lives
+on the model, not on CDL, so that a plain run and a CDL run of one configuration are the same model.
 
 Pairs are the positions p < q of each input prefix holding different items, so one batch builds a
 [B, L, L] mask and per-pair tensors of length ≤ B·L(L−1)/2 — never an items × items table (the
@@ -17,11 +24,17 @@ official code precomputes dense N × N float64 and int64 tables per modality and
 pairs). The signed difference e_i − e_j follows the sequence's order (earlier minus later), the
 paper's "directional relation"; `code_input: abs` is the official code's |e_i − e_j|.
 
+Holistic form (`holistic`): `mean`, the per-pair mean above (the paper's text), or `frobenius`, the
+official code's: per sequence the Frobenius norm of sqrt((P/τ − C/τ)² + 1e-8) over its pair matrix
+(both orders of each pair), averaged over the batch's sequences. Not normalised by the pair count,
+`frobenius` is about 5x stronger per pair at the same α on `scientific`, and the paper's weights (1,
+0.5) were set with it; α and β are searched up to 10 to cover both forms. `legacy_frobenius: true` is
+the earlier name of `holistic: frobenius`.
+
 Official-code behaviours available as options: `legacy_weight_wiring` (two modalities: the first
 modality's code term weighted by the holistic weight and the second's holistic term by the code
-weight, as its loss is wired), `legacy_frobenius` (per-sequence Frobenius norm of
-sqrt(diff² + 1e-8) averaged over sequences instead of a per-pair mean), `legacy_constant_ratio` (the
-modality tables' lr fixed at lr/γ instead of warmed up).
+weight, as its loss is wired), `legacy_constant_ratio` (the modality tables' lr fixed at lr/γ instead
+of warmed up).
 
 Asynchronous training: through `lr_multipliers` the backbone's "modality" parameter group rises from
 lr/γ to lr over the first E epochs (a no-op for backbones without modality tables). It is part of the
@@ -34,10 +47,17 @@ schedule: the student trains as the plain backbone). Control `warmup_only`: α =
 so that a gain can be attributed to the distillation or to the warm-up. A term whose weight is 0 is not
 computed; with both weights 0 the teacher (codes, codebooks) is not fitted.
 
-Modality forgetting: every epoch, the Pearson correlation between pair similarities of the current
-supervised embeddings (and of the ID table) and those of the original features, on a fixed sample of
-item pairs, goes to the run's history (`forget_corr_<m>`, `id_corr_<m>`); the `forgetting` distiller
-logs the same for a run without CDL.
+Modality forgetting: every epoch, Pearson correlations over a fixed sample of random item pairs (a, c)
+go to the run's history, per modality m:
+  forget_corr_<m>  cos(e_a, e_c) of the supervised tables e vs cos(f_a, f_c) of the raw features
+                   (the raw-feature view; e is the ID table on a backbone without modality tables)
+  id_corr_<m>      cos of the ID table vs cos of the raw features (the ID-only reference)
+  code_corr_<m>    sim(e_a, e_c) vs C_ac = sim(z_a, z_c), CDL's own target (the compressed codes)
+  cdl_corr_<m>     (CDL, where its holistic term is on) P_ac = sim(W e_a, W e_c), the score head's
+                   output the holistic term supervises, vs C_ac: what CDL supervises against its target
+The raw features and their codes are not the same geometry (on `scientific` their pair cosines agree
+at r ≈ 0.56 for image and 0.83 for text), so forget_corr and cdl_corr answer different questions.
+The `forgetting` distiller logs the first three for a run without CDL (cosine, `compress_dim` codes).
 """
 
 from __future__ import annotations
@@ -48,7 +68,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from distillrec.data.dataset import Sequences
@@ -209,6 +229,7 @@ class ProbeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     probe_pairs: int = Field(20000, ge=10, description="fixed random item pairs of the forgetting diagnostic")
+    compress_dim: int = Field(128, ge=1, description="teacher code width (linear autoencoder)")
     seed: int = 0
 
 
@@ -234,25 +255,47 @@ class ForgettingProbe(Distiller):
         self.register_buffer("probe_a", a, persistent=False)
         self.register_buffer("probe_c", c, persistent=False)
         self.probe_modalities = list(dataset.features)
+        kind = self.similarity
         for m, f in dataset.features.items():
+            z = compress_features(f, self.options.compress_dim)
             self.register_buffer(f"_feat_{m}", f.float(), persistent=False)
             self.register_buffer(f"_featsim_{m}", pair_similarity(f[a], f[c], "cosine").float(), persistent=False)
+            self.register_buffer(f"_codesim_{m}", pair_similarity(z[a], z[c], kind).float(), persistent=False)
+
+    @property
+    def similarity(self) -> Similarity:
+        """The similarity of CDL's target (cosine for the plain probe)."""
+        return getattr(self.options, "similarity", "cosine")
 
     def features(self) -> dict[str, Tensor]:
         return {m: getattr(self, f"_feat_{m}") for m in self.probe_modalities}
 
+    def supervised_tables(self, student: Recommender, rep: Representation) -> dict[str, Tensor]:
+        """Per modality, the item table [n_items, d] correlation distillation supervises."""
+        return student.correlation_tables(rep)
+
+    def head_view(self, m: str, ea: Tensor, ec: Tensor) -> Tensor | None:
+        """P of pairs (ea[k], ec[k]) through CDL's score head (None: no supervised head)."""
+        return None
+
     @torch.no_grad()
     def diagnostic(self, student: Recommender) -> dict[str, float]:
+        """The forgetting diagnostic's columns (module docstring) for the student as it is now."""
         rep = student.represent(self.features())
-        tables = student.correlation_tables(rep)
+        tables = self.supervised_tables(student, rep)
         ids = student.id_table()
         a, c = self.probe_a, self.probe_c
         out: dict[str, float] = {}
         for m in self.probe_modalities:
-            ref = getattr(self, f"_featsim_{m}")
+            raw, target = getattr(self, f"_featsim_{m}"), getattr(self, f"_codesim_{m}")
             if m in tables:
-                out[f"forget_corr_{m}"] = pearson(pair_similarity(tables[m][a], tables[m][c], "cosine"), ref)
-            out[f"id_corr_{m}"] = pearson(pair_similarity(ids[a], ids[c], "cosine"), ref)
+                ea, ec = tables[m][a], tables[m][c]
+                out[f"forget_corr_{m}"] = pearson(pair_similarity(ea, ec, "cosine"), raw)
+                out[f"code_corr_{m}"] = pearson(pair_similarity(ea, ec, self.similarity), target)
+                p = self.head_view(m, ea, ec)
+                if p is not None:
+                    out[f"cdl_corr_{m}"] = pearson(p, target)
+            out[f"id_corr_{m}"] = pearson(pair_similarity(ids[a], ids[c], "cosine"), raw)
         return out
 
     def on_epoch_end(self, student: Recommender, epoch: int) -> dict[str, float]:
@@ -261,7 +304,6 @@ class ForgettingProbe(Distiller):
 
 class CDLOptions(ProbeOptions):
     similarity: Similarity = "cosine"
-    compress_dim: int = Field(128, ge=1, description="teacher code width (linear autoencoder)")
     parts: int = Field(8, ge=1, description="D: parts of the code for the dissected correlations")
     codes: int = Field(50, ge=2, description="K: codebook size")
     quantizer: Literal["vq", "kmeans"] = "vq"
@@ -271,12 +313,24 @@ class CDLOptions(ProbeOptions):
     code_weight: float = Field(0.5, ge=0, description="β")
     modalities: list[str] | None = Field(None, description="modalities distilled (default: all)")
     code_input: Literal["signed", "abs"] = "signed"
+    holistic: Literal["mean", "frobenius"] = Field(
+        "mean", description="per-pair mean (the paper's text) or the official code's per-sequence Frobenius norm"
+    )
+    id_only: bool = Field(
+        False, description="supervise the backbone's ID table (the only choice on a backbone without modality tables)"
+    )
     async_warmup: bool = True
     warmup_gamma: float = Field(4.0, ge=1.0)
     warmup_epochs: int = Field(10, ge=0)
     legacy_constant_ratio: bool = False
     legacy_weight_wiring: bool = False
-    legacy_frobenius: bool = False
+    legacy_frobenius: bool = Field(False, description="the earlier name of holistic: frobenius")
+
+    @model_validator(mode="after")
+    def _frobenius_alias(self) -> CDLOptions:
+        if self.legacy_frobenius:
+            self.holistic = "frobenius"
+        return self
 
 
 @register_distiller
@@ -309,6 +363,11 @@ class CDL(ForgettingProbe):
         if backbone_factory is None:
             raise ConfigError("cdl needs the backbone to size its student heads")
         probe = backbone_factory()
+        if not opt.id_only and not getattr(probe, "has_modality_tables", False):
+            raise ConfigError(
+                f"cdl supervises modality tables and {probe.name} has none: set modality_input=true (KDSR's "
+                "Fig. 3 input, for the plain arm too) or cdl.id_only=true (supervise its ID table)"
+            )
         super().prepare(dataset, None, **context)
         if dataset.sequences is None:
             raise ConfigError(f"cdl: dataset {dataset.name!r} has no ordered histories")
@@ -389,7 +448,7 @@ class CDL(ForgettingProbe):
             head = self.score_head[m]
             pred = pair_similarity(head(ea), head(ec), opt.similarity)
             diff2 = (pred / opt.tau - target / opt.tau).pow(2)
-            if opt.legacy_frobenius:  # both orders of each pair, per sequence, then the mean over sequences
+            if opt.holistic == "frobenius":  # both orders of each pair, per sequence, then the mean over sequences
                 per_seq = torch.zeros(n_seq, device=e.device, dtype=diff2.dtype).index_add_(0, seq, 2 * (diff2 + 1e-8))
                 hol = per_seq.sqrt().mean()
             else:
@@ -408,7 +467,7 @@ class CDL(ForgettingProbe):
         if len(seq) == 0:
             return {}
         a, c = batch.items[seq, p], batch.items[seq, q]
-        tables = student.correlation_tables(rep)
+        tables = self.supervised_tables(student, rep)
         out: dict[str, Tensor] = {}
         for m in self.cdl_modalities:
             w_hol, w_code = self.weights[("hol", m)], self.weights[("code", m)]
@@ -418,6 +477,20 @@ class CDL(ForgettingProbe):
             if code is not None:
                 out[f"cdl_code_{m}"] = w_code * code
         return out
+
+    def supervised_tables(self, student: Recommender, rep: Representation) -> dict[str, Tensor]:
+        """The backbone's modality tables, or with `id_only` its ID table for every modality."""
+        if self.options.id_only:
+            ids = student.id_table()
+            return {m: ids for m in self.probe_modalities}
+        return student.correlation_tables(rep)
+
+    def head_view(self, m: str, ea: Tensor, ec: Tensor) -> Tensor | None:
+        """P = sim(W e_a, W e_c), where the holistic term of modality m is on."""
+        if not self.distils or self.weights.get(("hol", m), 0.0) <= 0 or m not in self.score_head:
+            return None
+        head = self.score_head[m]
+        return pair_similarity(head(ea), head(ec), self.options.similarity)
 
     def lr_multipliers(self, epoch: int) -> dict[str, float]:
         """The asynchronous warm-up of the backbone's modality group (applied by the trainer)."""

@@ -1,10 +1,14 @@
 """SGFD: semantic-guided feature distillation (Liu et al., MM 2023), as specified in METHODS.md §6.
 
-Per modality m: a teacher T_m (a width-shrinking stack, d_in → d_in/4 → … → d, leaky ReLU between layers,
-then L2-normalised) learns item features from the raw feature and the item category labels (semantic
-guidance) and, through a fusion classifier over all teachers' outputs, from the other modalities
-(complementary guidance). The student is the backbone's own feature extractor — whatever its
-`modality_embeddings` produces — which learns from the teacher through
+Per modality m: a teacher T_m (a width-shrinking stack with at least two hidden layers, leaky ReLU between
+layers, then L2-normalised; see `teacher_widths`) learns item features from the raw feature and the item
+category labels (semantic guidance) and, through a fusion classifier over all teachers' outputs, from the
+other modalities (complementary guidance). The student is the backbone's own feature extractor, taken
+before its final activation (`Recommender.pre_activation_embeddings`, the official code's place): after a
+leaky ReLU the coordinates where the signed, L2-normalised teacher vector is negative are nearly out of
+reach (slope 0.01), so part of both distillation terms could never fall to zero. `student_slot: output`
+distils the extractor's output (`modality_embeddings`) instead, as earlier versions did. It learns from the
+teacher through
     response-based: τ²·KL(softmax(C_m(t_m)/τ) ‖ softmax(C_m(s_m)/τ)), C_m shared by teacher and student;
     feature-based:  MSE(s_m, t_m) (both L2-normalised).
 L = L_backbone + ce_weight·(mean_m CE(C_m(t_m), y) + CE(F([t_1;…;t_M]), y)) + kd_weight·(mean_m KL + mean_m MSE).
@@ -23,12 +27,12 @@ SGFD's gain survives it, the gain comes from regularisation, not from the labels
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from distillrec.distill.base import Distiller
@@ -39,8 +43,15 @@ from distillrec.models.base import Batch, Recommender, Representation
 log = logging.getLogger("distillrec.sgfd")
 
 
+MIN_TEACHER_HIDDEN = 2
+
+
 def shrinking_widths(d_in: int, d: int, factor: int = 4) -> list[int]:
-    """Layer widths d_in → ⌊d_in/4⌋ → … → d: stop when the next width would reach or pass below d."""
+    """Layer widths d_in → ⌊d_in/4⌋ → … → d: stop when the next width would reach or pass below d.
+
+    The official code's rule alone (`teacher_depth: legacy`): on narrow inputs it is as shallow as the
+    student, e.g. [512, 128, 64], [384, 96, 64], and [128, 128] (one Linear, the student's own shape) on MAML.
+    """
     widths = [d_in]
     w = d_in
     while w // factor > d:
@@ -50,12 +61,39 @@ def shrinking_widths(d_in: int, d: int, factor: int = 4) -> list[int]:
     return widths
 
 
-class Teacher(nn.Module):
-    """The deep extractor of one modality: shrinking Linear stack with leaky ReLU between layers, L2-norm."""
+def teacher_widths(d_in: int, d: int, hidden: list[int] | None = None) -> list[int]:
+    """Layer widths of a teacher over d_in-wide features with d-wide output; at least two hidden layers.
 
-    def __init__(self, d_in: int, d: int, activation: bool = True) -> None:
+    Why deep: SGFD's premise is a teacher that can know more than the student and pass it on. The paper's
+    teacher is a deep extractor over 4096-d inputs (4096 → 1024 → 256 → 128), while the student is one Linear
+    layer; a teacher no deeper than the student (what the ÷4 rule alone gives on the 384/512-d inputs we have,
+    and on MAML's d = 128 a single Linear identical to the student) has the same hypothesis class and cannot
+    know more than it. So: `hidden` when given (explicit hidden widths, used as they are); else the ÷4 rule's
+    widths when they have at least two hidden layers (the paper's case); else two hidden layers at the
+    geometric steps between d_in and d, never narrower than d (512 → 256 → 128 → 64, 384 → 211 → 116 → 64,
+    128 → 128 → 128 → 128, and 32 → 64 → 64 → 64 for an input narrower than the output).
+    """
+    if hidden is not None:
+        return [d_in, *hidden, d]
+    widths = shrinking_widths(d_in, d)
+    if len(widths) - 2 >= MIN_TEACHER_HIDDEN:
+        return widths
+    steps = MIN_TEACHER_HIDDEN + 1
+    inner = [max(d, round(d_in ** (1 - k / steps) * d ** (k / steps))) for k in range(1, steps)]
+    return [d_in, *inner, d]
+
+
+class Teacher(nn.Module):
+    """The deep extractor of one modality: Linear stack with leaky ReLU between layers, L2-norm.
+
+    `widths` (input, hidden…, output) default to `teacher_widths(d_in, d)`.
+    """
+
+    def __init__(self, d_in: int, d: int, activation: bool = True, widths: list[int] | None = None) -> None:
         super().__init__()
-        widths = shrinking_widths(d_in, d)
+        widths = teacher_widths(d_in, d) if widths is None else widths
+        if widths[0] != d_in or widths[-1] != d:
+            raise ValueError(f"teacher widths {widths} must run from {d_in} to {d}")
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.activation = activation
 
@@ -136,6 +174,25 @@ class SGFD(Distiller):
             "given", description="the dataset's item labels, or one fixed permutation of them (a control)"
         )
         label_shuffle_seed: int = Field(0, description="seed of the label permutation (labels=shuffled)")
+        student_slot: Literal["pre_activation", "output"] = Field(
+            "pre_activation",
+            description="distil the extractor's output before its final activation (pre_activation), or "
+            "after it (output: earlier versions)",
+        )
+        teacher_depth: Literal["deep", "legacy"] = Field(
+            "deep",
+            description="deep: at least two hidden layers whatever the input width; legacy: the ÷4 rule "
+            "alone (as shallow as the student on narrow inputs; earlier versions)",
+        )
+        teacher_hidden: list[Annotated[int, Field(ge=1)]] | None = Field(
+            None, description="explicit hidden widths of every teacher (teacher_depth=deep); None: the rule"
+        )
+
+        @model_validator(mode="after")
+        def _one_width_rule(self) -> SGFD.Options:
+            if self.teacher_hidden is not None and self.teacher_depth == "legacy":
+                raise ValueError("sgfd.teacher_hidden sets the widths itself; it needs teacher_depth=deep")
+            return self
 
     def __init__(self, options: Options) -> None:
         super().__init__()
@@ -172,7 +229,7 @@ class SGFD(Distiller):
         device = torch.device(context.get("device", "cpu"))
         probe = backbone_factory()
         with torch.no_grad():
-            student = probe.modality_embeddings(dataset.features)
+            student = self._student_slot(probe)(dataset.features)
         del probe
         if not student:
             raise ConfigError(
@@ -189,9 +246,12 @@ class SGFD(Distiller):
             labels = shuffled
         self.labels = labels.to(device)
         n_cls = max(1, int(self.labels.max()) + 1)
-        self.teachers = nn.ModuleDict(
-            {m: Teacher(dataset.feature_dims[m], self.dims[m], o.activation) for m in self.modalities}
-        )
+        self.teacher_layer_widths = {m: self._teacher_widths(dataset.feature_dims[m], self.dims[m])
+                                     for m in self.modalities}
+        self.teachers = nn.ModuleDict({
+            m: Teacher(dataset.feature_dims[m], self.dims[m], o.activation, self.teacher_layer_widths[m])
+            for m in self.modalities
+        })
         self.classifiers = nn.ModuleDict({m: nn.Linear(self.dims[m], n_cls) for m in self.modalities})
         fused = sum(self.dims.values())
         self.fusion = nn.Sequential(
@@ -208,12 +268,25 @@ class SGFD(Distiller):
         if o.teacher == "pretrained" and not self.off:
             self._pretrain(device)
 
+    def _student_slot(self, student: Recommender):  # noqa: ANN202 - a bound method of the student
+        """Where the student is read: before the extractor's final activation, or its output."""
+        if self.options.student_slot == "pre_activation":
+            return student.pre_activation_embeddings
+        return student.modality_embeddings
+
+    def _teacher_widths(self, d_in: int, d: int) -> list[int]:
+        if self.options.teacher_depth == "legacy":
+            return shrinking_widths(d_in, d)
+        return teacher_widths(d_in, d, self.options.teacher_hidden)
+
     def summary(self) -> dict[str, Any]:
-        """The labels the teachers learnt from (given, or shuffled: the share of items whose label moved)."""
+        """The labels the teachers learnt from (given, or shuffled: the share of items whose label moved)
+        and each teacher's layer widths."""
+        widths = {"teacher_widths": dict(getattr(self, "teacher_layer_widths", {}))}
         if self.label_permutation is None:
-            return {"labels": "given"}
+            return {"labels": "given", **widths}
         return {"labels": "shuffled", "label_shuffle_seed": self.options.label_shuffle_seed,
-                "labels_changed": round(self._labels_changed, 4)}
+                "labels_changed": round(self._labels_changed, 4), **widths}
 
     def teacher_terms(self, items: Tensor, supervise: bool = True) -> tuple[dict[str, Tensor], Tensor | None]:
         """Teacher outputs for `items` and their supervision loss (CE, or reconstruction when label-free);
@@ -249,7 +322,7 @@ class SGFD(Distiller):
             return {}
         supervise = o.teacher == "joint" and o.ce_weight > 0
         items = batch_items(batch, positives_only=o.items == "positives")
-        s_all = student.modality_embeddings(self.features) if o.kd_weight > 0 else None
+        s_all = self._student_slot(student)(self.features) if o.kd_weight > 0 else None
         t, supervision = self.teacher_terms(items, supervise)
         out: dict[str, Tensor] = {}
         if supervise:

@@ -91,6 +91,16 @@ class Recommender(nn.Module):
         """What the model's feature extractor makes of each modality: {modality: [n_items, d]}."""
         return {}
 
+    def pre_activation_embeddings(self, features: Features) -> dict[str, Tensor]:
+        """The feature extractor's output before its final activation: {modality: [n_items, d]}.
+
+        The place where a distiller (SGFD) pulls the extractor toward a signed target: after, e.g., a leaky
+        ReLU the negative coordinates are almost out of reach. Never used by the model's own forward pass. The
+        default is `modality_embeddings` itself, right for an extractor that ends in no activation (a Linear
+        projection, a table); a model whose extractor ends in one overrides this (GRCN: W x, not leaky(W x)).
+        """
+        return self.modality_embeddings(features)
+
     def counterfactual(self, features: Features, keep: str) -> Representation:
         """The representation with every modality but `keep` mean-ablated (a uni-modal view)."""
         others = frozenset(m for m in features if m != keep)

@@ -98,6 +98,9 @@ class EgoGCN(Recommender):
     def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
         return self.encoder(features)
 
+    def pre_activation_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+        return self.encoder.pre_activation(features)
+
     def _soft_views(self, xs: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per node and modality m: (x^m + Σ_{m'≠m} σ(G x^{m'}) ⊙ x^{m'}) / M (the gates read the sender only)."""
         out = {}

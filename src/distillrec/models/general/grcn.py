@@ -81,6 +81,10 @@ class FeatureEncoder(nn.Module):
     def forward(self, features) -> dict[str, Tensor]:  # noqa: ANN001
         return {m: F.leaky_relu(lin(features[m])) for m, lin in self.mlp.items()}
 
+    def pre_activation(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+        """W x per modality: the extractor's output before its leaky ReLU (SGFD's student slot)."""
+        return {m: lin(features[m]) for m, lin in self.mlp.items()}
+
 
 class UserPreferences(nn.Module):
     """One trained preference vector per user and modality; an ablated modality's table → its mean row."""
@@ -170,6 +174,9 @@ class GRCN(Recommender):
 
     def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
         return self.encoder(features)
+
+    def pre_activation_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+        return self.encoder.pre_activation(features)
 
     def represent(self, features, ablated: frozenset[str] = frozenset()) -> Representation:  # noqa: ANN001
         items = self.modality_embeddings(features)

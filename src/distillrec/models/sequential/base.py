@@ -6,8 +6,14 @@ A next-item model has no user vectors: `represent(features)` builds its item tab
 row at index n_items), `encode(rep, items, lengths)` turns left-aligned prefixes into one vector
 each, and `score_sequences` ranks every item for them. `correlation_tables(rep)` names, per modality,
 the item embeddings a correlation distiller (KDSR's CDL) supervises: the modality tables where the
-model has them, otherwise its ID table (then the distillation is the only way modality knowledge
-reaches the model).
+model has them (`has_modality_tables`), otherwise its ID table (then the distillation is the only way
+modality knowledge reaches the model; CDL asks for that explicitly, `cdl.id_only`).
+
+`ModalityInputParams` / `modality_tables` / `fused_input`: KDSR's Figure 3 input for an ID-based
+model (GRU4Rec, SASRec with `modality_input: true`): per modality a trainable item table initialised
+from the features' linear-autoencoder codes at the codes' own scale (unit mean square, the compressed
+features as KDSR copies them in), added to the ID embedding at the input; scores stay dot products
+with the ID table. Off by default: the plain models are unchanged.
 """
 
 from __future__ import annotations
@@ -95,6 +101,42 @@ class WarmupParams(SeqParams):
     legacy_constant_ratio: bool = False
 
 
+class ModalityInputParams(WarmupParams):
+    """For ID-based models that may take KDSR's modality input (Fig. 3): off by default."""
+
+    modality_input: bool = Field(
+        False, description="item input = ID embedding + one trainable table per modality (KDSR Fig. 3)"
+    )
+    modality_init_scale: float = Field(
+        1.0, gt=0, description="modality tables' rms relative to the compressed features' own (unit)"
+    )
+
+
+def modality_tables(dataset, width: int, scale: float) -> nn.ParameterDict:  # noqa: ANN001
+    """One trainable [n_items, width] table per modality, initialised from the features' linear-autoencoder
+    codes (width columns; zero columns where a modality has fewer) times `scale` (1: the codes' own unit
+    mean square, the features' scale). Deterministic: draws nothing from the random generators."""
+    return nn.ParameterDict(
+        {m: nn.Parameter(pad_columns(compress_features(f, width), width) * scale) for m, f in dataset.features.items()}
+    )
+
+
+def ablate_tables(tables: nn.ParameterDict | dict[str, Tensor], ablated: frozenset[str]) -> dict[str, Tensor]:
+    """The tables with each ablated modality's rows replaced by their mean row."""
+    return {m: (t.mean(0, keepdim=True).expand_as(t) if m in ablated else t) for m, t in tables.items()}
+
+
+def fused_input(id_weight: Tensor, n_items: int, mods: dict[str, Tensor]) -> Tensor:
+    """The input table [n_items + 1, d]: ID embedding + the sum of the modality tables, padding row kept."""
+    fused = id_weight[:n_items] + sum(mods.values())
+    return torch.cat([fused, id_weight[n_items:]])
+
+
+def pad_columns(x: Tensor, d: int) -> Tensor:
+    """Zero columns up to width d (a modality narrower than the hidden size)."""
+    return F.pad(x, (0, d - x.shape[1])) if x.shape[1] < d else x
+
+
 class SequentialRecommender(Recommender):
     """Base of next-item backbones; subclasses implement `represent` and `encode`."""
 
@@ -127,9 +169,18 @@ class SequentialRecommender(Recommender):
         raise NotImplementedError
 
     def correlation_tables(self, rep: Representation) -> dict[str, Tensor]:
-        """Per modality, the item embeddings [n_items, d] that correlation distillation supervises."""
+        """Per modality, the item embeddings [n_items, d] that correlation distillation supervises: the
+        modality tables where the model has them (`rep.extras["modality"]`), otherwise the ID input table."""
+        if "modality" in rep.extras:
+            return rep.extras["modality"]
         table = rep.extras["input"][: self.n_items]
         return {m: table for m in self.modalities}
+
+    @property
+    def has_modality_tables(self) -> bool:
+        """Whether the model has trainable per-item modality embeddings (its `correlation_tables`);
+        False: `correlation_tables` stands its ID table in for every modality."""
+        return bool(self.modality_parameters())
 
     @property
     def correlation_dim(self) -> int:

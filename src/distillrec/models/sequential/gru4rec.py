@@ -1,6 +1,12 @@
 """GRU4Rec (Hidasi et al., ICLR 2016) as RecBole 1.2.1 builds it: item embedding → dropout → GRU →
 Linear back to the embedding width → the state at the last real position; scores = dot product with
 the item table; cross-entropy over all items. Xavier-normal embeddings, Xavier-uniform GRU weights.
+
+`modality_input: true` is KDSR's Figure 3 form: the item input is the ID embedding plus one trainable
+table per modality, initialised from the features' linear-autoencoder codes at the features' scale
+(`models.sequential.base.modality_tables`); scores stay dot products with the ID table. Those tables
+are the model's modality embeddings, their own lr group (the asynchronous warm-up) and what a
+correlation distiller supervises. Off by default: the plain model is RecBole's, unchanged.
 """
 
 from __future__ import annotations
@@ -9,16 +15,24 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from distillrec.data.next_item import truncate
+from distillrec.errors import ConfigError
 from distillrec.models.base import Features, Representation
 from distillrec.models.registry import register
-from distillrec.models.sequential.base import SeqParams, SequentialRecommender, empty_users
+from distillrec.models.sequential.base import (
+    ModalityInputParams,
+    SequentialRecommender,
+    ablate_tables,
+    empty_users,
+    fused_input,
+    modality_tables,
+)
 
 
 @register
 class GRU4Rec(SequentialRecommender):
     name = "gru4rec"
 
-    class Params(SeqParams):
+    class Params(ModalityInputParams):
         embedding_size: int = 64
         hidden_size: int = 128
         num_layers: int = 1
@@ -36,10 +50,20 @@ class GRU4Rec(SequentialRecommender):
             if name.startswith("weight"):
                 nn.init.xavier_uniform_(w)
         self.item_emb.weight.data[self.pad].zero_()
+        if params.modality_input and not self.modalities:
+            raise ConfigError(f"{self.name}: modality_input needs item features; dataset {dataset.name!r} has none")
+        self.modality = (
+            modality_tables(dataset, params.embedding_size, params.modality_init_scale)
+            if params.modality_input else None
+        )
 
     def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         table = self.item_emb.weight
-        return Representation(empty_users(table), table[: self.n_items], extras={"input": table})
+        if self.modality is None:
+            return Representation(empty_users(table), table[: self.n_items], extras={"input": table})
+        mods = ablate_tables(self.modality, ablated)
+        extras = {"input": fused_input(table, self.n_items, mods), "modality": mods}
+        return Representation(empty_users(table), table[: self.n_items], extras=extras)
 
     def encode(self, rep: Representation, items: Tensor, lengths: Tensor) -> Tensor:
         items, lengths = truncate(items, lengths, self.max_len, self.pad)
@@ -51,3 +75,9 @@ class GRU4Rec(SequentialRecommender):
 
     def id_table(self) -> Tensor:
         return self.item_emb.weight[: self.n_items]
+
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
+        return dict(self.modality) if self.modality is not None else {}
+
+    def modality_parameters(self) -> list[nn.Parameter]:
+        return list(self.modality.values()) if self.modality is not None else []

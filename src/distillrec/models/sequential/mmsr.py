@@ -7,8 +7,11 @@ softmax over j, output Σ_j α_ij W h_j. A softmax gate (MLP d → d → 1 per c
 the ID embedding, the attention output and one embedding per modality. The sequence vector is the sum
 of the gated states of the last `last_n` events; scores are dot products with the ID table.
 
-The modality tables are trainable and start from the features' linear-autoencoder codes (KDSR copies
-its pre-compressed features in); they are the model's modality embeddings and their own lr group.
+The modality tables are trainable and start from the features' linear-autoencoder codes at the codes'
+own scale (unit mean square; KDSR copies its pre-compressed features, values in (0, 1), in); they are
+the model's modality embeddings and their own lr group. `modality_init: init_std` is the earlier start
+at the ID embeddings' scale (rms `init_std` = 0.02, about 25x under the features): there a correlation
+distiller's score head sees only its own bias at first (every initial predicted cosine near 0.98).
 A repeated item is one node: each position reads the node of its first occurrence. Only the nodes
 the read-out uses are attended from and gated (the others' states are never read), and rows are
 processed in length buckets, so a batch costs about its real events, not B x longest.
@@ -17,6 +20,7 @@ processed in length buckets, so a batch costs about its real events, not B x lon
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +33,10 @@ from distillrec.models.registry import register
 from distillrec.models.sequential.base import (
     SequentialRecommender,
     WarmupParams,
+    ablate_tables,
     by_length_buckets,
-    compress_features,
     empty_users,
+    modality_tables,
 )
 
 N_RELATIONS = 4  # self, out, in, both
@@ -101,7 +106,12 @@ class MMSR(SequentialRecommender):
         leaky_alpha: float = 0.1
         last_n: int = Field(2, ge=1, description="sequence vector = sum of the last n gated states")
         init_std: float = 0.02
-        modality_init_scale: float = Field(1.0, gt=0, description="modality tables' rms relative to init_std")
+        modality_init: Literal["features", "init_std"] = Field(
+            "features",
+            description="modality tables start at the compressed features' own scale (rms 1) or, as before, at "
+            "init_std",
+        )
+        modality_init_scale: float = Field(1.0, gt=0, description="factor on the scale `modality_init` gives")
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__(dataset)
@@ -110,10 +120,8 @@ class MMSR(SequentialRecommender):
         self.item_emb = nn.Embedding(self.n_items + 1, d, padding_idx=self.pad)
         nn.init.normal_(self.item_emb.weight, 0.0, params.init_std)
         self.item_emb.weight.data[self.pad].zero_()
-        scale = params.init_std * params.modality_init_scale
-        self.modality = nn.ParameterDict(
-            {m: nn.Parameter(_pad_to(compress_features(f, d), d) * scale) for m, f in dataset.features.items()}
-        )
+        base = 1.0 if params.modality_init == "features" else params.init_std
+        self.modality = modality_tables(dataset, d, base * params.modality_init_scale)
         self.rgat = RelationalAttention(d, params.leaky_alpha, params.attn_dropout)
         self.gate = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1))
         for lin in (self.gate[0], self.gate[2]):
@@ -122,9 +130,7 @@ class MMSR(SequentialRecommender):
         self.drop = nn.Dropout(params.dropout)
 
     def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
-        mods = {
-            m: (t.mean(0, keepdim=True).expand_as(t) if m in ablated else t) for m, t in self.modality.items()
-        }
+        mods = ablate_tables(self.modality, ablated)
         table = self.item_emb.weight
         return Representation(empty_users(table), table[: self.n_items], extras={"input": table, "modality": mods})
 
@@ -161,7 +167,3 @@ class MMSR(SequentialRecommender):
     def modality_parameters(self) -> list[nn.Parameter]:
         return list(self.modality.values())
 
-
-def _pad_to(x: Tensor, d: int) -> Tensor:
-    """Zero columns up to width d (a modality narrower than the hidden size)."""
-    return F.pad(x, (0, d - x.shape[1])) if x.shape[1] < d else x

@@ -4,6 +4,12 @@ item + learned position embedding → LayerNorm → dropout → causal post-LN T
 feed-forward) → the hidden state at the last real position; scores = dot product with the same item
 embedding table; cross-entropy over all items. Initialisation N(0, 0.02), LayerNorm eps 1e-12, as
 RecBole. Prefixes are left-aligned, so causal attention alone keeps real positions off the padding.
+
+`modality_input: true` is KDSR's Figure 3 form: the item input is the ID embedding plus one trainable
+table per modality, initialised from the features' linear-autoencoder codes at the features' scale
+(`models.sequential.base.modality_tables`); scores stay dot products with the ID table. Those tables
+are the model's modality embeddings, their own lr group (the asynchronous warm-up) and what a
+correlation distiller supervises. Off by default: the plain model is RecBole's, unchanged.
 """
 
 from __future__ import annotations
@@ -13,9 +19,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillrec.data.next_item import truncate
+from distillrec.errors import ConfigError
 from distillrec.models.base import Features, Representation
 from distillrec.models.registry import register
-from distillrec.models.sequential.base import SeqParams, SequentialRecommender, empty_users, length_buckets
+from distillrec.models.sequential.base import (
+    ModalityInputParams,
+    SeqParams,
+    SequentialRecommender,
+    ablate_tables,
+    empty_users,
+    fused_input,
+    length_buckets,
+    modality_tables,
+)
 
 
 class Layout:
@@ -91,19 +107,25 @@ class TransformerBlock(nn.Module):
         return self.ln2(x + self.drop(self.ffn2(F.gelu(self.ffn1(x)))))
 
 
+class SASRecArchitecture(SeqParams):
+    """The Transformer's settings (shared with SASRM, which has its own modality input)."""
+
+    hidden_size: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    inner_size: int = 256
+    hidden_dropout: float = 0.5
+    attn_dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+
+
 @register
 class SASRec(SequentialRecommender):
     name = "sasrec"
 
-    class Params(SeqParams):
-        hidden_size: int = 64
-        n_layers: int = 2
-        n_heads: int = 2
-        inner_size: int = 256
-        hidden_dropout: float = 0.5
-        attn_dropout: float = 0.5
-        layer_norm_eps: float = 1e-12
-        init_std: float = 0.02
+    class Params(SASRecArchitecture, ModalityInputParams):
+        pass
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__(dataset)
@@ -121,6 +143,10 @@ class SASRec(SequentialRecommender):
             for _ in range(params.n_layers)
         )
         self._init(params.init_std)
+        with_modality = getattr(params, "modality_input", False)
+        if with_modality and not self.modalities:
+            raise ConfigError(f"{self.name}: modality_input needs item features; dataset {dataset.name!r} has none")
+        self.modality = modality_tables(dataset, d, params.modality_init_scale) if with_modality else None
 
     def _init(self, std: float) -> None:
         for mod in self.modules():
@@ -140,7 +166,11 @@ class SASRec(SequentialRecommender):
 
     def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         table = self.item_inputs(features, ablated)
-        return Representation(empty_users(table), table[: self.n_items], extras={"input": table})
+        if self.modality is None:
+            return Representation(empty_users(table), table[: self.n_items], extras={"input": table})
+        mods = ablate_tables(self.modality, ablated)
+        extras = {"input": fused_input(table, self.n_items, mods), "modality": mods}
+        return Representation(empty_users(table), table[: self.n_items], extras=extras)
 
     def encode(self, rep: Representation, items: Tensor, lengths: Tensor) -> Tensor:
         items, lengths = truncate(items, lengths, self.max_len, self.pad)
@@ -153,3 +183,9 @@ class SASRec(SequentialRecommender):
 
     def id_table(self) -> Tensor:
         return self.item_emb.weight[: self.n_items]
+
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
+        return dict(self.modality) if self.modality is not None else {}
+
+    def modality_parameters(self) -> list[nn.Parameter]:
+        return list(self.modality.values()) if self.modality is not None else []

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from distillrec.models.base import Features, Representation
 from distillrec.models.registry import register
 from distillrec.models.sequential.base import FeatureCompressor, empty_users
-from distillrec.models.sequential.sasrec import SASRec
+from distillrec.models.sequential.sasrec import SASRec, SASRecArchitecture
 
 
 @register
@@ -24,7 +24,7 @@ class SASRM(SASRec):
     name = "sasrm"
     uses_features = True
 
-    class Params(SASRec.Params):
+    class Params(SASRecArchitecture):
         modality_dim: int = Field(128, ge=1, description="code width of the linear autoencoder")
         warmup_gamma: float = Field(1.0, ge=1.0, description="asynchronous warm-up of the projections (1 = off)")
         warmup_epochs: int = Field(10, ge=0)
