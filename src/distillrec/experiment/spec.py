@@ -133,6 +133,8 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"{path}: a configuration file must be a mapping of options")
     flat: dict[str, Any] = {}
     for key, value in raw.items():
+        if key in GROUPS and not isinstance(value, dict):
+            raise ConfigError(f"{path}: {key!r} must be a mapping of options, got {value!r}")
         if isinstance(value, dict) and key not in DATA_KEYS:
             for sub, v in value.items():
                 flat[f"{key}.{sub}"] = v
