@@ -30,6 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _cdl(ds, model="sasrec", params=None, **options) -> CDL:
     options.setdefault("sample_pairs", 5000)
+    options.setdefault("id_only", model in ("sasrec", "gru4rec"))
     groups = route({f"cdl.{k}": v for k, v in options.items()}, "cdl")
     return build_distiller(["cdl"], ds, model, groups, torch.device("cpu"), None,
                            backbone_factory=lambda: build_model(model, ds, params))

@@ -78,7 +78,7 @@ def test_the_off_point_trains_the_plain_backbone(tmp_path, model, cls):
     """Bit for bit: same weights and metrics as the plain run (bm3 and the sequential backbones draw dropout
     from the global generator, so a distiller that consumed it while preparing would show here)."""
     ds = make_seq_dataset() if cls is CDL else make_dataset(n_users=40, n_items=30)
-    settings = {"epochs": 2}
+    settings = {"epochs": 2, **({"modality_input": True} if model == "sasrec" else {})}
     plain = train(model, ds, seeds=[3], set=settings, out=tmp_path)[0]
     off = {f"{cls.name}.{k}": v for k, v in cls.off_point.items()}
     distilled = train(model, ds, seeds=[3], set={**settings, **off}, out=tmp_path, distill=cls.name)[0]

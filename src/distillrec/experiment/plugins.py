@@ -132,16 +132,20 @@ def cdl_extract(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     best = max(int(metrics.get("best_epoch", 1)), 1)
     at_best = history[history["epoch"] == best]
     out: dict[str, Any] = {}
-    for col in history.columns:
-        if col.startswith("forget_corr_"):
-            last = at_best[col].iloc[0] if len(at_best) else history[col].iloc[-1]
-            out[col.removeprefix("forget_corr_")] = [float(history[col].iloc[0]), float(last)]
+    for prefix, view in (("forget_corr_", "features"), ("code_corr_", "codes"), ("cdl_corr_", "supervised")):
+        for col in history.columns:
+            if col.startswith(prefix):
+                last = at_best[col].iloc[0] if len(at_best) else history[col].iloc[-1]
+                out[f"{col.removeprefix(prefix)} ({view})"] = [float(history[col].iloc[0]), float(last)]
     return {"forgetting": out}
 
 
 def cdl_section(comparisons: list[Any]) -> list[str]:
     lines = [
-        "## Modality forgetting (distilled runs; Pearson r of supervised-embedding vs feature similarities)",
+        "## Modality forgetting (distilled runs; Pearson r between item-pair similarities)",
+        "",
+        "features: the modality tables against the raw features; codes: the tables against CDL's target (the "
+        "compressed codes); supervised: the projection CDL supervises against that target.",
         "",
         "| backbone | arm | modality | epoch 1 → best epoch |",
         "|---|---|---|---|",
