@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distillrec.errors import ConfigError, validation_message
@@ -71,15 +70,10 @@ class ExperimentDef(BaseModel):
 
 
 def load_definition(path: Path | str, overrides: dict[str, Any] | None = None) -> ExperimentDef:
+    from distillrec.experiment.spec import read_yaml_mapping
+
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the experiment file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: an experiment file must be a mapping")
+    raw = read_yaml_mapping(path, "experiment file")
     raw.setdefault("name", path.stem)
     return make_definition({**raw, **(overrides or {})}, where=str(path))
 

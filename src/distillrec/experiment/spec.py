@@ -120,17 +120,24 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def read_config_file(path: Path | str) -> dict[str, Any]:
-    """A configuration file as flat `group.key` assignments (see the module docstring)."""
+def read_yaml_mapping(path: Path | str, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; any problem is one line naming the file."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a configuration file must be a mapping of options")
+        raise ConfigError(f"{path}: a {what} must be a mapping of options")
+    return raw
+
+
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    """A configuration file as flat `group.key` assignments (see the module docstring)."""
+    path = Path(path)
+    raw = read_yaml_mapping(path, "configuration file")
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if key in GROUPS and not isinstance(value, dict):

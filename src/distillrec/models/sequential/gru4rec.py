@@ -2,11 +2,9 @@
 Linear back to the embedding width → the state at the last real position; scores = dot product with
 the item table; cross-entropy over all items. Xavier-normal embeddings, Xavier-uniform GRU weights.
 
-`modality_input: true` is KDSR's Figure 3 form: the item input is the ID embedding plus one trainable
-table per modality, initialised from the features' linear-autoencoder codes at the features' scale
-(`models.sequential.base.modality_tables`); scores stay dot products with the ID table. Those tables
-are the model's modality embeddings, their own lr group (the asynchronous warm-up) and what a
-correlation distiller supervises. Off by default: the plain model is RecBole's, unchanged.
+`modality_input: true` gives it KDSR's Figure 3 item input, exactly as for SASRec (see that module's
+docstring): ID embedding plus trainable modality tables, which a correlation distiller supervises. Off by
+default, so the plain model is RecBole's.
 """
 
 from __future__ import annotations
