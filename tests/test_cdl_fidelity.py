@@ -25,7 +25,7 @@ WITH_INPUT = {"modality_input": True}
 def _cdl(ds, model: str, params: dict | None = None, **options) -> CDL:
     options.setdefault("sample_pairs", 2000)
     options.setdefault("probe_pairs", 500)
-    groups = route({f"cdl.{k}": v for k, v in options.items()}, "cdl")
+    groups = route({**(params or {}), **{f"cdl.{k}": v for k, v in options.items()}}, "cdl")
     return build_distiller(["cdl"], ds, model, groups, torch.device("cpu"), None,
                            backbone_factory=lambda: build_model(model, ds, params))
 

@@ -14,16 +14,68 @@ Besides its hooks, a distiller class declares, for the experiment engine:
   this point in every search of the distilled arm.
 - `controls`: named control arms, each a dict of options held fixed while the engine searches the rest of
   `search_space` (e.g. SGFD's `shuffled_labels`: the same method with the item labels permuted).
+
+What a distiller needs of a backbone is a `Capability`: a `typing.Protocol` naming the members the distiller
+calls (declared in the distiller's module, e.g. SGFD's `HasModalityEmbeddings`, CDL's `HasCorrelationTables`,
+CKD's `HasCounterfactualView`), with a test against the model's class and its resolved hyperparameters,
+so that `registry.check_distill` refuses a backbone before any model is built or run folder made. A
+distiller names capabilities, never backbones: `backbone_needs(options)`.
+
+Every hook the trainer or the API calls is declared below with a no-op default (`prepare`, `loss`,
+`on_epoch_end`, `lr_multipliers`, `summary`), so callers call them plainly, never probe for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.models.base import OPTIONAL_FEATURE_INPUT, Batch, Recommender, Representation
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The public members a Protocol declares: its annotated attributes, then its methods and properties."""
+    names = list(getattr(protocol, "__annotations__", {}))
+    return names + [n for n in vars(protocol) if not n.startswith("_") and n not in names]
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What a distiller needs of a backbone, testable on the model's class before any model is built.
+
+    `protocol`: a runtime-checkable Protocol of the members the distiller calls (isinstance works on a built
+    model); `words`: the capability as a refusal names it ("a feature extractor (…)"); `own`: members the
+    model must define itself, because `Recommender`'s default of them means "none" (`modality_embeddings`
+    returns {}); `features`: the members feed on item features, so the model must take them as input with its
+    resolved hyperparameters (`Recommender.reads_features`); `otherwise`: the distiller's own way around a
+    refusal, appended to it (e.g. CDL's `id_only`).
+    """
+
+    words: str
+    protocol: type
+    own: tuple[str, ...] = ()
+    features: bool = False
+    otherwise: str = ""
+
+    def lacking(self, model_cls: type[Recommender], params: Any = None) -> str | None:  # noqa: ANN401 - the model's Params
+        """What a model of class `model_cls` built with `params` (None: with some configuration) lacks of this
+        capability, in words naming the model; None when it has it."""
+        name = model_cls.name
+        if self.features and not model_cls.reads_features(params):
+            if params is not None and model_cls.reads_features(None):  # a model option gives it the input
+                return (f"{name!r} takes no item features with these options: set {OPTIONAL_FEATURE_INPUT}=true "
+                        "(a model option: for the plain run compared with it too)")
+            return f"{name!r} takes no item features"
+        absent = [m for m in protocol_members(self.protocol) if not hasattr(model_cls, m)]
+        if absent:
+            return f"{name!r} has no {', '.join(absent)}"
+        inherited = [m for m in self.own if getattr(model_cls, m) is getattr(Recommender, m, None)]
+        if inherited:
+            return f"{name!r} has no {', '.join(inherited)} of its own"
+        return None
 
 
 class Distiller(nn.Module):
@@ -38,11 +90,28 @@ class Distiller(nn.Module):
     # controls that are evaluated, not trained: name -> "module:function" taking (dataset, model, params,
     # train_cfg, seed, device, out) and returning {"valid", "test", "per_user_test", "users"}
     reference_controls: ClassVar[dict[str, str]] = {}
+    # the capabilities every backbone of this method must have (`backbone_needs` may depend on the options)
+    needs: ClassVar[tuple[Capability, ...]] = ()
 
     @classmethod
     def at_off_point(cls, options: Any) -> bool:  # noqa: ANN401 - the class's pydantic Options
         """Whether `options` hold every value of `off_point` (False when the class declares none)."""
         return bool(cls.off_point) and all(getattr(options, k) == v for k, v in cls.off_point.items())
+
+    @classmethod
+    def backbone_needs(cls, options: Any) -> tuple[Capability, ...]:  # noqa: ANN401 - the class's pydantic Options
+        """The capabilities a backbone must have for this method with `options` (default: `needs`)."""
+        return cls.needs
+
+    @classmethod
+    def check_backbone(cls, model_cls: type[Recommender], params: Any, options: Any) -> str | None:  # noqa: ANN401
+        """Why a backbone of class `model_cls` with resolved `params` (None: with some configuration) cannot
+        take this method with `options`, in one line; None when it can. Called by `registry.check_distill`."""
+        for need in cls.backbone_needs(options):
+            lacks = need.lacking(model_cls, params)
+            if lacks is not None:
+                return f"{cls.name} needs a backbone with {need.words}; {lacks}{need.otherwise}"
+        return None
 
     def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
         """Train or load teachers (cached by content hash). `context` holds model name, option groups,

@@ -11,12 +11,15 @@ Student, on the backbone's `correlation_tables` (its trainable modality embeddin
   logits_ij = W_2 ReLU(W_1 (e_i − e_j));  L_code = CE(logits_ij, Q_ij)
 Loss added to the backbone's: Σ_m (α L_hol^m + β L_code^m), α = `holistic_weight`, β = `code_weight`.
 
-Backbones: CDL supervises modality tables, so a backbone must have them (`has_modality_tables`):
-MMSR and SASRM always do; GRU4Rec and SASRec do with `modality_input: true` (KDSR's Fig. 3: ID
-embedding + trainable modality tables initialised from the compressed features). On a backbone
-without them CDL is refused with a ConfigError, unless `id_only: true`, which supervises the ID table
-(the earlier behaviour: content added to an ID-only model, not the paper's method). The option lives
-on the model, not on CDL, so that a plain run and a CDL run of one configuration are the same model.
+Backbones: CDL supervises modality tables, so a backbone must have them (`MODALITY_TABLES`: the
+`HasCorrelationTables` protocol on a model that reads item features with its options): MMSR and SASRM
+always do; GRU4Rec and SASRec do with `modality_input: true` (KDSR's Fig. 3: ID embedding + trainable
+modality tables initialised from the compressed features). On a backbone without them CDL is refused
+by `registry.check_distill`, before any run folder is made, unless `id_only: true`, which supervises
+the ID table (`CORRELATION_TABLES`; the earlier behaviour: content added to an ID-only model, not the
+paper's method). The option lives on the model, not on CDL, so that a plain run and a CDL run of one
+configuration are the same model. The heads' width (`correlation_dim`) is read off one throwaway
+backbone, built only when a term is on, under CDL's own seed (each model names its width its own way).
 
 Pairs are the positions p < q of each input prefix holding different items, so one batch builds a
 [B, L, L] mask and per-pair tensors of length ≤ B·L(L−1)/2 — never an items × items table (the
@@ -63,7 +66,7 @@ The `forgetting` distiller logs the first three for a run without CDL (cosine, `
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -73,7 +76,7 @@ from torch import Tensor, nn
 
 from distillrec.data.dataset import Sequences
 from distillrec.data.next_item import event_users
-from distillrec.distill.base import Distiller
+from distillrec.distill.base import Capability, Distiller
 from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
 from distillrec.models.base import Recommender, Representation
@@ -81,6 +84,29 @@ from distillrec.models.sequential.base import MODALITY_GROUP, compress_features
 from distillrec.train.optim import AsyncWarmup, warmup_factors
 
 Similarity = Literal["cosine", "dot", "euclidean", "manhattan"]
+
+
+# --------------------------------------------------------------------------- what CDL needs of a backbone
+@runtime_checkable
+class HasCorrelationTables(Protocol):
+    """Item tables a correlation distiller reads: per modality the [n_items, correlation_dim] embeddings it
+    supervises (`correlation_tables(rep)`: the modality tables where the model has them, else its ID table),
+    and the ID table (`id_table()`, the forgetting diagnostic's reference)."""
+
+    correlation_dim: int
+
+    def correlation_tables(self, rep: Representation) -> dict[str, Tensor]: ...
+
+    def id_table(self) -> Tensor: ...
+
+
+CORRELATION_TABLES = Capability("correlation tables (correlation_tables, id_table, correlation_dim)", HasCorrelationTables)
+MODALITY_TABLES = Capability(
+    "modality tables (trainable item embeddings per modality, its correlation_tables, which it supervises)",
+    HasCorrelationTables,
+    features=True,
+    otherwise="; or set cdl.id_only=true (supervise its ID table instead)",
+)
 
 
 # --------------------------------------------------------------------------- pair geometry
@@ -240,6 +266,7 @@ class ForgettingProbe(Distiller):
     name = "forgetting"
     tasks = frozenset({"next-item"})
     Options = ProbeOptions
+    needs = (CORRELATION_TABLES,)
 
     def __init__(self, options: BaseModel) -> None:
         super().__init__()
@@ -265,12 +292,12 @@ class ForgettingProbe(Distiller):
     @property
     def similarity(self) -> Similarity:
         """The similarity of CDL's target (cosine for the plain probe)."""
-        return getattr(self.options, "similarity", "cosine")
+        return "cosine"
 
     def features(self) -> dict[str, Tensor]:
         return {m: getattr(self, f"_feat_{m}") for m in self.probe_modalities}
 
-    def supervised_tables(self, student: Recommender, rep: Representation) -> dict[str, Tensor]:
+    def supervised_tables(self, student: HasCorrelationTables, rep: Representation) -> dict[str, Tensor]:
         """Per modality, the item table [n_items, d] correlation distillation supervises."""
         return student.correlation_tables(rep)
 
@@ -279,7 +306,7 @@ class ForgettingProbe(Distiller):
         return None
 
     @torch.no_grad()
-    def diagnostic(self, student: Recommender) -> dict[str, float]:
+    def diagnostic(self, student: HasCorrelationTables) -> dict[str, float]:
         """The forgetting diagnostic's columns (module docstring) for the student as it is now."""
         rep = student.represent(self.features())
         tables = self.supervised_tables(student, rep)
@@ -346,6 +373,15 @@ class CDL(ForgettingProbe):
     off_point = {"holistic_weight": 0.0, "code_weight": 0.0, "async_warmup": False}
     controls = {"warmup_only": {"holistic_weight": 0.0, "code_weight": 0.0}}
 
+    @classmethod
+    def backbone_needs(cls, options: CDLOptions) -> tuple[Capability, ...]:
+        """Modality tables; with `id_only` the ID table stands in, so correlation tables suffice."""
+        return (CORRELATION_TABLES,) if options.id_only else (MODALITY_TABLES,)
+
+    @property
+    def similarity(self) -> Similarity:
+        return self.options.similarity
+
     @property
     def distils(self) -> bool:
         """Whether any correlation term has a weight (α = β = 0: none, whatever the wiring)."""
@@ -362,12 +398,6 @@ class CDL(ForgettingProbe):
         opt = self.options
         if backbone_factory is None:
             raise ConfigError("cdl needs the backbone to size its student heads")
-        probe = backbone_factory()
-        if not opt.id_only and not getattr(probe, "has_modality_tables", False):
-            raise ConfigError(
-                f"cdl supervises modality tables and {probe.name} has none: set modality_input=true (KDSR's "
-                "Fig. 3 input, for the plain arm too) or cdl.id_only=true (supervise its ID table)"
-            )
         super().prepare(dataset, None, **context)
         if dataset.sequences is None:
             raise ConfigError(f"cdl: dataset {dataset.name!r} has no ordered histories")
@@ -384,7 +414,9 @@ class CDL(ForgettingProbe):
         if not self.distils:  # no term to supervise: no pairs, codes, codebooks or heads
             self._pairs_sampled = 0
             return
+        probe: HasCorrelationTables = backbone_factory()  # the heads' width; the backbone is checked already
         d = probe.correlation_dim
+        del probe
         rng = np.random.default_rng(opt.seed)
         a_np, c_np = sample_training_pairs(dataset.sequences, opt.sample_pairs, rng)
         a, c = torch.from_numpy(a_np), torch.from_numpy(c_np)
@@ -478,7 +510,7 @@ class CDL(ForgettingProbe):
                 out[f"cdl_code_{m}"] = w_code * code
         return out
 
-    def supervised_tables(self, student: Recommender, rep: Representation) -> dict[str, Tensor]:
+    def supervised_tables(self, student: HasCorrelationTables, rep: Representation) -> dict[str, Tensor]:
         """The backbone's modality tables, or with `id_only` its ID table for every modality."""
         if self.options.id_only:
             ids = student.id_table()

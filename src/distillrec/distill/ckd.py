@@ -24,6 +24,11 @@ off at λ_kd = 0 (no teacher is prepared and no term computed: the student is th
   separates "modality balance" from "knowledge transfer from a second model".
 - `teacher_ensemble(...)`: the uni-modal teachers' score ensemble evaluated as a model of its own (no
   training), so a reader sees how much of the student's gain an ensemble of its teachers already has.
+
+Backbones (`COUNTERFACTUAL_VIEW`, checked by `registry.check_distill` before any run folder is made): a model
+that reads item features and scores under a uni-modal view (the `HasCounterfactualView` protocol); on a model
+that ignores the features every uni-modal teacher would be the plain model. The self-distillation control
+needs no more than any backbone has.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -42,15 +47,35 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
-from distillrec.distill.base import Distiller
+from distillrec.distill.base import Capability, Distiller
 from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
 from distillrec.eval.ranking import Evaluator
-from distillrec.models.base import Batch, Recommender, Representation, mean_ablate
+from distillrec.models.base import Batch, Features, Recommender, Representation, mean_ablate
 from distillrec.train.checkpoint import load_checkpoint, write_json
 from distillrec.train.config import TrainConfig
 
 log = logging.getLogger("distillrec.ckd")
+
+
+@runtime_checkable
+class HasCounterfactualView(Protocol):
+    """CKD's student and teachers: a representation of the item features with some modalities mean-ablated
+    (`represent(features, ablated)`), the view keeping one modality alone (`counterfactual(features, keep)`)
+    and the score of (user, item) pairs (`pair_score`), from which every margin is taken."""
+
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation: ...
+
+    def counterfactual(self, features: Features, keep: str) -> Representation: ...
+
+    def pair_score(self, rep: Representation, users: Tensor, items: Tensor) -> Tensor: ...
+
+
+COUNTERFACTUAL_VIEW = Capability(
+    "a counterfactual view of the item features (counterfactual, pair_score on a model that reads them)",
+    HasCounterfactualView,
+    features=True,
+)
 
 
 class UniModalView(Recommender):
@@ -79,6 +104,12 @@ class UniModalView(Recommender):
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return self.inner.param_groups(lr)
+
+    def lr_multipliers(self, epoch: int) -> dict[str, float]:
+        return self.inner.lr_multipliers(epoch)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.inner.on_epoch_start(epoch)
 
     def fit(self, dataset) -> None:  # noqa: ANN001
         self.inner.fit(dataset)
@@ -155,7 +186,7 @@ def load_or_train_teacher(
     return view, run_dir, trained
 
 
-def margins(model: Recommender, rep: Representation, users: Tensor, a: Tensor, b: Tensor) -> Tensor:
+def margins(model: HasCounterfactualView, rep: Representation, users: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """Δ(u, a, b) = s(u, a) − s(u, b)."""
     return model.pair_score(rep, users, a) - model.pair_score(rep, users, b)
 
@@ -213,6 +244,7 @@ class CKD(Distiller):
     off_point = {"lambda_kd": 0.0, "lambda_g": 0.0}
     controls = {"self_distillation": {"teacher": FULL}}
     reference_controls = {"teacher_ensemble": "distillrec.distill.ckd:teacher_ensemble"}
+    needs = (COUNTERFACTUAL_VIEW,)
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -239,6 +271,11 @@ class CKD(Distiller):
         self.teacher_dirs: dict[str, str | None] = {}
         self.trained_now: dict[str, bool] = {}
         self._weight_log: dict[str, list[float]] = {}
+
+    @classmethod
+    def backbone_needs(cls, options: CKD.Options) -> tuple[Capability, ...]:
+        """Uni-modal teachers need the counterfactual view; the self-distillation control only pair scores."""
+        return () if options.teacher == FULL else cls.needs
 
     @property
     def full(self) -> bool:

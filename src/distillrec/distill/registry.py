@@ -48,9 +48,13 @@ TASK_WORDS = {"topk": "top-K (general)", "next-item": "next-item"}
 def check_distill(names: list[str], model: str, groups: dict[str, dict[str, Any]]):  # noqa: ANN201
     """The distiller class and its typed options for `names` on `model`, or one ConfigError saying why not.
 
-    Runs before any run folder is made or teacher trained, so a refused method leaves nothing behind.
+    Runs before any run folder is made or teacher trained, so a refused method leaves nothing behind. Besides
+    the task and the options, the backbone's capabilities (`Distiller.check_backbone`) are checked against
+    the model's class and its hyperparameters: `groups["model"]` (overrides, or a specification's complete
+    params) resolved over the model's defaults; without a "model" group (an experiment definition, whose
+    runs set the model options later), against what some configuration of the model provides.
     """
-    from distillrec.models.registry import model_class
+    from distillrec.models.registry import model_class, resolve_params
 
     _discover()
     unknown = [n for n in names if n not in _DISTILLERS]
@@ -73,6 +77,10 @@ def check_distill(names: list[str], model: str, groups: dict[str, dict[str, Any]
         options = cls.Options(**groups.get(names[0], {}))
     except ValidationError as exc:
         raise ConfigError(f"{names[0]} options: {validation_message(exc)}") from None
+    params = resolve_params(model, groups["model"]) if "model" in groups else None
+    refusal = cls.check_backbone(model_class(model), params, options)
+    if refusal is not None:
+        raise ConfigError(refusal)
     return cls, options
 
 

@@ -22,12 +22,17 @@ modules without drawing from the global random generators. Control `shuffled_lab
 the item label vector under one fixed permutation (`label_shuffle_seed`, independent of the run's seed), so
 the label histogram is kept, unknown labels (−1) included, while the labels say nothing about the items; if
 SGFD's gain survives it, the gain comes from regularisation, not from the labels' semantics.
+
+Backbones (`FEATURE_EXTRACTOR`, checked by `registry.check_distill` before any run folder is made): a model
+that reads item features and defines its own `modality_embeddings` (the `HasModalityEmbeddings` protocol);
+an ID model whose feature input is a model option (`modality_input`) has one when it is on. The student's
+widths are read off one throwaway backbone in `prepare`: each model names its widths its own way.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -35,15 +40,34 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from distillrec.distill.base import Distiller
+from distillrec.data.next_item import SeqBatch
+from distillrec.distill.base import Capability, Distiller
 from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.models.base import Batch, Features, Recommender, Representation
 
 log = logging.getLogger("distillrec.sgfd")
 
 
 MIN_TEACHER_HIDDEN = 2
+
+
+@runtime_checkable
+class HasModalityEmbeddings(Protocol):
+    """SGFD's student: a feature extractor, per modality what the model makes of the item features
+    ({modality: [n_items, d]}), also before the extractor's final activation (the default student slot)."""
+
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]: ...
+
+    def pre_activation_embeddings(self, features: Features) -> dict[str, Tensor]: ...
+
+
+FEATURE_EXTRACTOR = Capability(
+    "a feature extractor (modality_embeddings, which it distils into)",
+    HasModalityEmbeddings,
+    own=("modality_embeddings",),
+    features=True,
+)
 
 
 def shrinking_widths(d_in: int, d: int, factor: int = 4) -> list[int]:
@@ -126,16 +150,18 @@ def labelled_ce(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits[known], labels[known])
 
 
-def batch_items(batch, positives_only: bool = False) -> Tensor:  # noqa: ANN001 - Batch or SeqBatch
+def batch_items(batch: Batch | SeqBatch, positives_only: bool = False) -> Tensor:
     """The distinct items a training batch touches, which SGFD distils on.
 
-    Top-K batches: positives and sampled negatives (or positives only). Next-item batches: every item of
-    the input prefixes and the targets (or the targets only).
+    Top-K batches (`Batch`): positives and sampled negatives (or positives only). Next-item batches
+    (`SeqBatch`): every item of the input prefixes and the targets (or the targets only).
     """
-    if hasattr(batch, "pos"):
+    if isinstance(batch, Batch):
         parts = [batch.pos] if positives_only else [batch.pos, batch.neg.reshape(-1)]
-    else:
+    elif isinstance(batch, SeqBatch):
         parts = [batch.target] if positives_only else [batch.items[batch.mask], batch.target]
+    else:
+        raise TypeError(f"SGFD reads top-K (Batch) or next-item (SeqBatch) batches, not {type(batch).__name__}")
     return torch.unique(torch.cat(parts))
 
 
@@ -150,6 +176,7 @@ class SGFD(Distiller):
     }
     off_point = {"ce_weight": 0.0, "kd_weight": 0.0, "t_decay": 10.0}
     controls = {"shuffled_labels": {"labels": "shuffled"}}
+    needs = (FEATURE_EXTRACTOR,)
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -198,6 +225,7 @@ class SGFD(Distiller):
         super().__init__()
         self.options = options
         self.label_permutation: Tensor | None = None
+        self.teacher_layer_widths: dict[str, list[int]] = {}
 
     @property
     def off(self) -> bool:
@@ -227,6 +255,8 @@ class SGFD(Distiller):
         if o.labels == "shuffled" and (o.label_free or dataset.labels is None):
             raise ConfigError("sgfd.labels=shuffled permutes the item labels; it needs them (and label_free off)")
         device = torch.device(context.get("device", "cpu"))
+        # The student's widths, read off one throwaway backbone (each model names its widths its own way);
+        # built here, it is part of the run's random stream, as it always was (forked at the off point).
         probe = backbone_factory()
         with torch.no_grad():
             student = self._student_slot(probe)(dataset.features)
@@ -268,7 +298,7 @@ class SGFD(Distiller):
         if o.teacher == "pretrained" and not self.off:
             self._pretrain(device)
 
-    def _student_slot(self, student: Recommender):  # noqa: ANN202 - a bound method of the student
+    def _student_slot(self, student: HasModalityEmbeddings):  # noqa: ANN202 - a bound method of the student
         """Where the student is read: before the extractor's final activation, or its output."""
         if self.options.student_slot == "pre_activation":
             return student.pre_activation_embeddings
@@ -282,7 +312,7 @@ class SGFD(Distiller):
     def summary(self) -> dict[str, Any]:
         """The labels the teachers learnt from (given, or shuffled: the share of items whose label moved)
         and each teacher's layer widths."""
-        widths = {"teacher_widths": dict(getattr(self, "teacher_layer_widths", {}))}
+        widths = {"teacher_widths": dict(self.teacher_layer_widths)}
         if self.label_permutation is None:
             return {"labels": "given", **widths}
         return {"labels": "shuffled", "label_shuffle_seed": self.options.label_shuffle_seed,
@@ -316,7 +346,7 @@ class SGFD(Distiller):
         self.requires_grad_(False)
         log.info("SGFD teachers pre-trained for %d epochs and frozen", self.options.pretrain_epochs)
 
-    def loss(self, student: Recommender, rep: Representation, batch: Batch, epoch: int) -> dict[str, Tensor]:
+    def loss(self, student: Recommender, rep: Representation, batch: Batch | SeqBatch, epoch: int) -> dict[str, Tensor]:
         o = self.options
         if self.off:  # nothing to add (the off point): no term, no work
             return {}

@@ -106,7 +106,7 @@ def train_one(
     distill = [spec.distill] if spec.distill else []
     metrics = run_metrics(spec.model, distill, ds, spec.seed, cfg, result)
     metrics["spec_key"] = spec.key()
-    if distiller is not None and hasattr(distiller, "summary"):
+    if distiller is not None:
         metrics["distill_info"] = distiller.summary()
     if run_dir is not None:
         if result.per_user_test is not None:

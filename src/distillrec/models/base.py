@@ -15,6 +15,10 @@ from torch import Tensor, nn
 
 Features = dict[str, Tensor]
 
+# the boolean hyperparameter by which a model declares that it may take item features as input (see
+# `Recommender.reads_features`)
+OPTIONAL_FEATURE_INPUT = "modality_input"
+
 
 @dataclass
 class Batch:
@@ -123,6 +127,27 @@ class Recommender(nn.Module):
     def lr_multipliers(self, epoch: int) -> dict[str, float]:
         """Per-group factors of the group's base lr for `epoch` (1-based); {} keeps every lr constant."""
         return {}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer once per training epoch (1-based), before its first batch, in training mode;
+        also for the epoch a resumed run continues with, so a per-epoch draw (FREEDOM's edge pruning) is the
+        same as in an uninterrupted run. A draw here must come from a generator of the model's own, seeded
+        from the run's seed and `epoch` (never the global generators: the other draws of the run would move).
+        Default: nothing."""
+
+    @classmethod
+    def reads_features(cls, params: Any = None) -> bool:
+        """Whether a model of this class built with `params` (its resolved Params; None: with some
+        configuration) takes the item features as input: always for a feature model (`uses_features`); a model
+        whose feature input is optional declares it by a boolean hyperparameter `modality_input` (KDSR's
+        Fig. 3 input of an ID model) and reads them when it is on. A distiller's capability checks
+        (`distill.base`) read this before any model is built."""
+        if cls.uses_features:
+            return True
+        fields = getattr(getattr(cls, "Params", None), "model_fields", {})
+        if OPTIONAL_FEATURE_INPUT not in fields:
+            return False
+        return params is None or bool(getattr(params, OPTIONAL_FEATURE_INPUT))
 
     def fit(self, dataset) -> None:  # noqa: ANN001 - non-learned baselines build their state here
         """Called once before training; learned models need nothing here."""

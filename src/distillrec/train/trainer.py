@@ -1,7 +1,8 @@
 """The training loop shared by every backbone and distiller.
 
-Per epoch: shuffle the training pairs, draw negatives, one optimiser step per batch on the backbone's
-loss plus the distiller's terms; every `eval_every` epochs rank all items for the validation users.
+Per epoch: the backbone's epoch hook (`Recommender.on_epoch_start`, e.g. FREEDOM's edge pruning), shuffle
+the training pairs, draw negatives, one optimiser step per batch on the backbone's loss plus the distiller's
+terms; every `eval_every` epochs rank all items for the validation users.
 Early stopping keeps the best-validation weights (`best.pt`); `last.pt` holds everything needed to
 resume (weights, optimiser, RNG states, history), so an interrupted run ends exactly as an
 uninterrupted one with the same seed. Test metrics are computed once, for the best-validation weights.
@@ -139,11 +140,13 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         factors = self.model.lr_multipliers(epoch)
-        if self.distiller is not None and hasattr(self.distiller, "lr_multipliers"):
-            # hook: a distiller may schedule the backbone's named groups (KDSR's asynchronous warm-up)
+        if self.distiller is not None:
+            # a distiller may schedule the backbone's named groups (KDSR's asynchronous warm-up)
             factors = {**factors, **self.distiller.lr_multipliers(epoch)}
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factors.get(group.get("name", ""), 1.0)
+        # once per epoch, before its batches; a resumed run calls it for the epoch it continues with
+        self.model.on_epoch_start(epoch)
         sums: dict[str, float] = {}
         n_batches = 0
         for batch in self.task.batches(self.generator):

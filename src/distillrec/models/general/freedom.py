@@ -5,7 +5,8 @@ itself among its k, D^-1/2 A D^-1/2), mixed with fixed modality weights: S = Σ_
 the features, never learned (frozen). Items get h = S^L e_id (L = n_mm_layers). Users and items are
 propagated by LightGCN over the interaction graph; the item's final vector is its LightGCN output + h.
 Degree-sensitive edge pruning: during training, the interaction graph keeps a fraction (1 − dropout) of its
-edges, drawn without replacement with probability ∝ 1/sqrt(d_u d_i), then re-normalised; evaluation uses
+edges, drawn without replacement with probability ∝ 1/sqrt(d_u d_i), then re-normalised, once per epoch as
+in the paper and its code (`pre_epoch_processing`; `prune_every: batch` for every batch); evaluation uses
 the full graph. Loss: BPR on the final vectors + reg · Σ_m BPR(user, W_m f_m) (each modality's projected
 features scored against the final user vectors, the paper's λ-weighted modality BPR).
 
@@ -19,16 +20,23 @@ Reference: enoche/FREEDOM and MMRec `src/models/freedom.py`. Departures, each on
   that would also carry a modality past its ablation. The projections W_m stay trainable.
 - The graph follows the features argument (`FeatureCache`): built once for the training features, again for
   a mean-ablated view, where the constant modality's graph is the uniform average (all similarities tie).
-- Pruning is redrawn at every training `represent` call (each batch), not once per epoch: the contract has
-  no epoch hook, and per-step redraws are the usual DropEdge form.
+- The per-epoch pruning is drawn in the epoch hook (`on_epoch_start`) from a generator of its own, seeded by
+  the run's seed (the torch seed when the model is built, which the trainer sets) and the epoch number: a
+  resumed run draws the same graphs as an uninterrupted one, and the pruning takes nothing from the global
+  generators. A training pass before any epoch hook (a model used outside the trainer) draws epoch 0's.
+  `prune_every: batch` redraws at every training `represent` call (each batch) from the global generator,
+  the per-step DropEdge form earlier versions used.
 FREEDOM has no user-side modality parameters, so `ablated` changes nothing beyond the features themselves.
 `parts[m] = (user, W_m f_m)`: the per-modality score its loss trains.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
@@ -66,6 +74,11 @@ class FREEDOM(Recommender):
         dropout: float = 0.8
         reg_weight: float = 1e-4
         modality_weights: dict[str, float] = {}
+        prune_every: Literal["epoch", "batch"] = Field(
+            "epoch",
+            description="redraw the degree-sensitive edge pruning once per epoch (the paper) or at every batch "
+            "(earlier versions)",
+        )
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
@@ -90,14 +103,17 @@ class FREEDOM(Recommender):
         prob = (deg_u[coo.row] * deg_i[coo.col]) ** -0.5
         self.register_buffer("edge_prob", torch.from_numpy(prob.astype(np.float32)), persistent=False)
         self._graphs = FeatureCache()
+        self.prune_seed = torch.initial_seed()  # the run's seed: the trainer seeds torch before building a model
+        self._epoch_graph: tuple[int, Tensor] | None = None  # (epoch, its pruned adjacency)
 
     def _item_graph(self, m: str, features: Tensor) -> ItemKnnGraph:
         return self._graphs.get(m, features, lambda f: ItemKnnGraph(f, self.params.knn_k, weighted=False))
 
-    def pruned_adjacency(self) -> Tensor:
-        """A degree-sensitively pruned, re-normalised interaction graph (symmetric CSR, users then items)."""
+    def pruned_adjacency(self, generator: torch.Generator | None = None) -> Tensor:
+        """A degree-sensitively pruned, re-normalised interaction graph (symmetric CSR, users then items), drawn
+        from `generator` (None: the global generator)."""
         n_keep = max(1, int(len(self.edge_prob) * (1.0 - self.params.dropout)))
-        keep = torch.multinomial(self.edge_prob, n_keep, replacement=False)
+        keep = torch.multinomial(self.edge_prob, n_keep, replacement=False, generator=generator)
         users, items = self.edge_users[keep], self.edge_items[keep]
         du = torch.bincount(users, minlength=self.n_users).float()
         di = torch.bincount(items, minlength=self.n_items).float()
@@ -108,6 +124,24 @@ class FREEDOM(Recommender):
             torch.stack([torch.cat([users, items]), torch.cat([items, users])]), torch.cat([values, values]), (n, n)
         )
         return adj.coalesce().to_sparse_csr()
+
+    def pruning_generator(self, epoch: int) -> torch.Generator:
+        """The generator of epoch `epoch`'s pruning: seeded by the run's seed and the epoch alone."""
+        seed = np.random.SeedSequence([self.prune_seed, epoch]).generate_state(1, np.uint64)[0]
+        return torch.Generator(device=self.edge_prob.device).manual_seed(int(seed))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Draws this epoch's pruned interaction graph (`prune_every: epoch`)."""
+        if self.params.prune_every == "epoch" and self.params.dropout > 0:
+            self._epoch_graph = (epoch, self.pruned_adjacency(self.pruning_generator(epoch)))
+
+    def training_adjacency(self) -> Tensor:
+        """The pruned interaction graph a training pass propagates over."""
+        if self.params.prune_every == "batch":
+            return self.pruned_adjacency()
+        if self._epoch_graph is None or self._epoch_graph[1].device != self.edge_prob.device:
+            self.on_epoch_start(self._epoch_graph[0] if self._epoch_graph is not None else 0)
+        return self._epoch_graph[1]
 
     def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
         """The Linear projection W_m f_m + b_m of each modality (scored by the modality BPR terms)."""
@@ -120,7 +154,7 @@ class FREEDOM(Recommender):
             h = sum(self.mix[m] * graphs[m](h) for m in self.modalities)
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         if self.training and self.params.dropout > 0:
-            adj = self.pruned_adjacency()
+            adj = self.training_adjacency()
             final = propagate(lambda x: symmetric_spmm(adj, x), ego, self.params.n_ui_layers)
         else:
             final = propagate(self.graph, ego, self.params.n_ui_layers)
