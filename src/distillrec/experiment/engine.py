@@ -353,7 +353,8 @@ class Engine:
 
         results: list[BackboneResult] = []
         pending: list[str] = []
-        with Pool(self.d.executor, self.d.jobs, self.d.ray_address) as pool:
+        executor = "serial" if self.partial else self.d.executor  # nothing to run: no workers to start
+        with Pool(executor, self.d.jobs, self.d.ray_address) as pool:
             self.pool = pool
             for dataset in self.d.datasets:
                 data_opts = self._common_groups()["data"]
