@@ -184,6 +184,7 @@ def test_ckd_plugin_reports_each_modality_and_the_reweighting(tmp_path):
     assert len(extras) == 2 and set(extras[0]["inside"]) == {"image", "text"}
     text = markdown(result, comps, "test")
     assert "| vbpr | ckd | image |" in text and "λ_m" in text
+    assert "Controls (relative changes" in text and "self_distillation" in text.split("Controls (")[1]
     # a run with distillation on: its teachers are found and λ_m is read from its history
     from distillrec.experiment.plugins import ckd_extract
 

@@ -230,7 +230,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             if method in PLUGINS:
                 lines += ["", *PLUGINS[method].section([c for c in comps if c.method == method])]
         lines += ["## Reading", "", *[f"- **{c.backbone} + {c.arm}** ({c.dataset}): {c.stats['verdict']}."
-                                      for c in comps], ""]
+                                      for c in comps], "", *mechanism_lines(comps)]
     if result.failures:
         lines += ["## Jobs that failed twice", "", *[f"- {f}" for f in result.failures], ""]
     lines += ["## Search spaces", ""]
@@ -248,6 +248,29 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
                         or "none"))
     lines.append("")
     return "\n".join(lines)
+
+
+def mechanism_lines(comps: list[Comparison]) -> list[str]:
+    """Where a method has controls: how much of the method's change each control reaches on its own, so a
+    reader can tell the mechanism the paper claims from what a simpler arm already does."""
+    lines = []
+    for c in comps:
+        if ":" in c.arm:
+            continue
+        controls = [o for o in comps if o.method == c.arm and ":" in o.arm
+                    and (o.dataset, o.backbone) == (c.dataset, c.backbone)]
+        if not controls:
+            continue
+        parts = [f"{o.arm.split(':', 1)[1]} {o.stats['relative_change']:+.1%}" for o in controls]
+        rel = c.stats["relative_change"]
+        share = "; ".join(
+            f"{o.arm.split(':', 1)[1]} reaches {o.stats['relative_change'] / rel:.0%} of it" for o in controls
+        ) if rel > 0 else "the method itself shows no gain to attribute"
+        lines.append(f"- **{c.backbone}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
+                     f"{', '.join(parts)} ({share}).")
+    if lines:
+        lines = ["Controls (relative changes against the same tuned plain arm):", "", *lines, ""]
+    return lines
 
 
 def backbone_rows(b: BackboneResult) -> list[ArmResult]:
