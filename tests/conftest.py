@@ -70,3 +70,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def train_killed_at_epoch(monkeypatch, epoch: int, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+    """`experiment.api.train(*args, **kwargs)`, killed (KeyboardInterrupt) as epoch `epoch` starts."""
+    from distillrec.experiment.api import train
+    from distillrec.train.trainer import Trainer
+
+    original = Trainer._train_epoch
+
+    def dies(self, e):  # noqa: ANN001, ANN202
+        if e == epoch:
+            raise KeyboardInterrupt
+        return original(self, e)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train(*args, **kwargs)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)

@@ -26,8 +26,7 @@ from distillrec.experiment.spec import groups_of, resolve_spec
 from distillrec.models.base import Batch, Recommender
 from distillrec.models.registry import build_model, model_names, resolve_params, search_space
 from distillrec.train.checkpoint import load_checkpoint
-from distillrec.train.trainer import Trainer
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, train_killed_at_epoch
 from tests.test_next_item import make_seq_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -154,17 +153,7 @@ def test_the_trainer_calls_the_epoch_hook_once_per_epoch_before_its_batches(tmp_
     assert [events[i] for i in starts] == [("start", 1), ("start", 2), ("start", 3)] and starts[0] == 0
     assert all(events[i + 1] == "batch" for i in starts)  # each epoch's batches follow its hook
     # resumed after epoch 2: the hook is called for the epoch the run continues with
-    original = Trainer._train_epoch
-
-    def dies_at_3(self, epoch):  # noqa: ANN001, ANN202
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", dies_at_3)
-    with pytest.raises(KeyboardInterrupt):
-        train("bprmf", ds, seeds=[1], set=settings, out=tmp_path / "b")
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    train_killed_at_epoch(monkeypatch, 3, "bprmf", ds, seeds=[1], set=settings, out=tmp_path / "b")
     events.clear()
     train("bprmf", ds, seeds=[1], set=settings, out=tmp_path / "b", resume=True)
     assert [e for e in events if e != "batch"] == [("start", 3)]
@@ -232,17 +221,7 @@ def test_freedom_resume_equals_uninterrupted(tmp_path, monkeypatch, prune_every)
     settings = {"epochs": 6, "patience": 50, "batch_size": 32, "prune_every": prune_every}
     full = train("freedom", ds, seeds=[5], set=settings, out=tmp_path / "a")[0]
 
-    original = Trainer._train_epoch
-
-    def dies_at_4(self, epoch):  # noqa: ANN001, ANN202
-        if epoch == 4:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", dies_at_4)
-    with pytest.raises(KeyboardInterrupt):
-        train("freedom", ds, seeds=[5], set=settings, out=tmp_path / "b")
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    train_killed_at_epoch(monkeypatch, 4, "freedom", ds, seeds=[5], set=settings, out=tmp_path / "b")
     resumed = train("freedom", ds, seeds=[5], set=settings, out=tmp_path / "b", resume=True)[0]
     assert load_checkpoint(resumed.run_dir / "last.pt")["epoch"] == 6
     assert resumed.metrics["valid"] == full.metrics["valid"] and resumed.metrics["test"] == full.metrics["test"]

@@ -12,7 +12,7 @@ import yaml
 from distillrec.errors import ConfigError
 from distillrec.experiment.api import load_run, train
 from distillrec.train.checkpoint import load_checkpoint
-from tests.conftest import make_dataset, write_mmrec
+from tests.conftest import make_dataset, train_killed_at_epoch, write_mmrec
 
 
 def test_run_folder_holds_everything(tmp_path, tiny):
@@ -42,23 +42,12 @@ def test_early_stopping_keeps_the_best_validation_epoch(tmp_path, tiny):
 
 
 def test_resume_equals_uninterrupted(tmp_path, tiny, monkeypatch):
-    from distillrec.train.trainer import Trainer
 
     settings = {"epochs": 8, "patience": 50}
     full = train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "a")[0]
 
     # the same run, killed during epoch 4
-    original = Trainer._train_epoch
-
-    def dies_at_4(self, epoch):
-        if epoch == 4:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", dies_at_4)
-    with pytest.raises(KeyboardInterrupt):
-        train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "b")
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    train_killed_at_epoch(monkeypatch, 4, "lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "b")
     run_dir = full.run_dir.parent.parent.parent.parent / "b" / full.run_dir.relative_to(tmp_path / "a")
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
     assert not (run_dir / "metrics.json").exists()
