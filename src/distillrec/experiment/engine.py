@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -443,7 +442,3 @@ def planned_jobs(d: ExperimentDef) -> int:
         arms += len(arms_for(m, d.controls))
     per_backbone += arms * (d.budget * len(d.selection_seeds) + len(d.seeds))
     return per_backbone * len(d.backbones) * len(d.datasets)
-
-
-def grid_points(space: Space) -> Iterator[dict[str, Any]]:
-    yield from grid(space)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from distillrec.experiment.engine import ArmResult, BackboneResult, ExperimentResult
+from distillrec.experiment.engine import ArmResult, ExperimentResult
 from distillrec.experiment.plugins import PLUGINS
 from distillrec.experiment.results import format_p, mean_std
 from distillrec.experiment.space import describe
@@ -271,7 +271,3 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
     if lines:
         lines = ["Controls (relative changes against the same tuned plain arm):", "", *lines, ""]
     return lines
-
-
-def backbone_rows(b: BackboneResult) -> list[ArmResult]:
-    return [b.plain, *b.arms]
