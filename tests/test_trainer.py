@@ -110,6 +110,14 @@ def test_another_config_in_the_same_folder_is_refused(tmp_path, tiny):
         train("bprmf", ds2, seeds=[1], set={"epochs": 1}, out=tmp_path)
 
 
+def test_the_same_dataset_moved_elsewhere_continues_its_run(tmp_path, tiny):
+    # a run does not depend on where its dataset lies: a copy in another folder finds the finished run
+    (first,) = train("bprmf", write_mmrec(tiny, tmp_path / "a" / "tiny"), seeds=[1], set={"epochs": 2}, out=tmp_path)
+    (again,) = train("bprmf", write_mmrec(tiny, tmp_path / "b" / "tiny"), seeds=[1], set={"epochs": 2}, out=tmp_path)
+    assert again.run_dir == first.run_dir
+    assert again.metrics["test"] == first.metrics["test"]
+
+
 def test_recommend_reproduces_test_masking(tmp_path, tiny):
     folder = write_mmrec(tiny, tmp_path / "tinydata")
     (r,) = train("bprmf", folder, seeds=[1], set={"epochs": 3}, out=tmp_path / "runs")

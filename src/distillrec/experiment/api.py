@@ -135,8 +135,15 @@ def refuse_other_configuration(run_dir: Path, config: dict[str, Any]) -> None:
     """A folder that already holds a run of another configuration is never continued, reused or overwritten."""
     if (run_dir / "config.yaml").exists():
         old = yaml.safe_load((run_dir / "config.yaml").read_text())
-        if old != config:
+        if without_location(old) != without_location(config):
             raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
+
+
+def without_location(config: Any) -> Any:
+    """The configuration less where the dataset lies on disk, which (like the folder's name) a run does not depend on."""
+    if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict):
+        return config
+    return {**config, "dataset": {k: v for k, v in config["dataset"].items() if k != "source"}}
 
 
 def start_run_dir(run_dir: Path, config: dict[str, Any], ds: Dataset, device: torch.device) -> None:
