@@ -75,7 +75,7 @@ def one_thread():
 def train_killed_at_epoch(monkeypatch, epoch: int, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
     """`experiment.api.train(*args, **kwargs)`, killed (KeyboardInterrupt) as epoch `epoch` starts."""
     from distillrec.experiment.api import train
-    from distillrec.train.trainer import Trainer
+    from distillrec.training.trainer import Trainer
 
     original = Trainer._train_epoch
 

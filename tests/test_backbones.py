@@ -15,8 +15,8 @@ import torch
 from distillrec.data.dataset import Dataset
 from distillrec.models.base import Batch, mean_ablate
 from distillrec.models.registry import build_model, model_class, model_names
-from distillrec.train.config import TrainConfig
-from distillrec.train.tasks import make_task
+from distillrec.training.config import TrainConfig
+from distillrec.training.tasks import make_task
 from tests.conftest import make_dataset
 
 GENERAL = model_names("topk")

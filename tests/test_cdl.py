@@ -22,7 +22,7 @@ from distillrec.distill.registry import build_distiller
 from distillrec.experiment.spec import route
 from distillrec.models.registry import build_model
 from distillrec.models.sequential.base import compress_features
-from distillrec.train.optim import AsyncWarmup
+from distillrec.training.optim import AsyncWarmup
 from tests.test_next_item import make_seq_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,8 +158,8 @@ def test_async_warmup_schedule():
 
 
 def test_trainer_applies_the_warmup_to_the_modality_group():
-    from distillrec.train.config import TrainConfig
-    from distillrec.train.trainer import Trainer
+    from distillrec.training.config import TrainConfig
+    from distillrec.training.trainer import Trainer
 
     ds = make_seq_dataset()
     model = build_model("mmsr", ds)

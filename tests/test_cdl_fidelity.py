@@ -139,8 +139,8 @@ def test_id_only_supervises_the_id_table():
 
 
 def test_warmup_applies_to_the_modality_input_tables():
-    from distillrec.train.config import TrainConfig
-    from distillrec.train.trainer import Trainer
+    from distillrec.training.config import TrainConfig
+    from distillrec.training.trainer import Trainer
 
     ds = make_seq_dataset()
     model = build_model("gru4rec", ds, WITH_INPUT)
@@ -158,7 +158,7 @@ def test_warmup_applies_to_the_modality_input_tables():
 def test_cdl_off_point_is_the_plain_modality_input_model(tmp_path):
     """The fair comparison's two arms are one model: at CDL's off point, bit for bit the plain run."""
     from distillrec.experiment.api import train
-    from distillrec.train.checkpoint import load_checkpoint
+    from distillrec.training.checkpoint import load_checkpoint
 
     ds = make_seq_dataset()
     settings = {"epochs": 2, **WITH_INPUT}

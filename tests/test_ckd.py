@@ -111,7 +111,7 @@ def test_teachers_are_frozen_and_the_cache_skips_training(tmp_path, monkeypatch)
             before[m] = {k: v.clone() for k, v in t.state_dict().items()}
 
     monkeypatch.setattr(CKD, "prepare", keep)
-    from distillrec.train.trainer import Trainer
+    from distillrec.training.trainer import Trainer
 
     fits = []
     original_fit = Trainer.fit

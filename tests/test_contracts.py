@@ -25,7 +25,7 @@ from distillrec.experiment.api import train
 from distillrec.experiment.spec import groups_of, resolve_spec
 from distillrec.models.base import Batch, Recommender
 from distillrec.models.registry import build_model, model_names, resolve_params, search_space
-from distillrec.train.checkpoint import load_checkpoint
+from distillrec.training.checkpoint import load_checkpoint
 from tests.conftest import make_dataset, train_killed_at_epoch
 from tests.test_next_item import make_seq_dataset
 
@@ -241,3 +241,12 @@ def test_every_registered_distiller_declares_its_needs():
     for name in distiller_names():
         cls = distiller_class(name)
         assert cls.backbone_needs(cls.Options()), name  # each method needs something of its backbone
+
+
+def test_the_package_level_train_is_the_function_even_after_the_trainer_is_imported():
+    # a subpackage named like a lazy attribute shadows it once imported; the trainer lives in `training`
+    import distillrec
+    import distillrec.experiment.api  # noqa: F401  (imports the trainer)
+
+    assert callable(distillrec.train)
+    assert distillrec.train is distillrec.experiment.api.train

@@ -18,7 +18,7 @@ from distillrec.experiment.space import grid, is_finite, parse_space
 from distillrec.experiment.spec import route
 from distillrec.models.base import Batch
 from distillrec.models.registry import build_model
-from distillrec.train.checkpoint import load_checkpoint
+from distillrec.training.checkpoint import load_checkpoint
 from tests.conftest import make_dataset
 from tests.test_next_item import make_seq_dataset
 

@@ -24,8 +24,8 @@ from distillrec.errors import DataError
 from distillrec.eval.next_item import NextItemEvaluator, metrics_from_ranks, target_ranks
 from distillrec.models.registry import build_model, model_names
 from distillrec.models.sequential.mmsr import sequence_graph
-from distillrec.train.config import TrainConfig
-from distillrec.train.next_item import NextItemTask
+from distillrec.training.config import TrainConfig
+from distillrec.training.next_item import NextItemTask
 
 SEQUENTIAL = model_names("next-item")
 
@@ -293,7 +293,7 @@ def test_modality_models_warm_up_their_tables():
 
 
 def test_recommend_next_continues_the_whole_history():
-    from distillrec.train.next_item import recommend_next
+    from distillrec.training.next_item import recommend_next
 
     ds = make_seq_dataset()
     torch.manual_seed(0)
@@ -330,7 +330,7 @@ def test_cdl_experiment_compares_hit_at_20_with_the_forgetting_section(tmp_path)
 
 
 def test_evaluate_next_matches_the_trainer():
-    from distillrec.train.next_item import evaluate_next
+    from distillrec.training.next_item import evaluate_next
 
     ds = make_seq_dataset()
     torch.manual_seed(0)

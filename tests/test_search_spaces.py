@@ -15,7 +15,7 @@ from distillrec.models.registry import (
     search_space,
     train_defaults,
 )
-from distillrec.train.config import TrainConfig
+from distillrec.training.config import TrainConfig
 
 
 @pytest.mark.parametrize("name", model_names())

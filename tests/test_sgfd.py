@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from distillrec.distill.sgfd import SGFD, Teacher, labelled_ce, response_kd, shrinking_widths
 from distillrec.errors import ConfigError
 from distillrec.experiment.api import load_run, train
-from distillrec.train.checkpoint import load_checkpoint
+from distillrec.training.checkpoint import load_checkpoint
 from tests.conftest import make_dataset, write_mmrec
 
 

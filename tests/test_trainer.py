@@ -11,7 +11,7 @@ import yaml
 
 from distillrec.errors import ConfigError
 from distillrec.experiment.api import load_run, train
-from distillrec.train.checkpoint import load_checkpoint
+from distillrec.training.checkpoint import load_checkpoint
 from tests.conftest import make_dataset, train_killed_at_epoch, write_mmrec
 
 
@@ -64,7 +64,7 @@ def test_resume_equals_uninterrupted(tmp_path, tiny, monkeypatch):
 
 
 def test_resuming_a_finished_run_reuses_it_untouched(tmp_path, tiny, monkeypatch):
-    from distillrec.train.trainer import Trainer
+    from distillrec.training.trainer import Trainer
 
     (first,) = train("bprmf", tiny, seeds=[3], set={"epochs": 4}, out=tmp_path)
     stored = (first.run_dir / "metrics.json").read_text()

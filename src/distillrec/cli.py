@@ -343,7 +343,7 @@ def experiment(
     from distillrec.experiment.report import comparisons, markdown, to_json
     from distillrec.experiment.results import format_p
     from distillrec.experiment.spec import parse_assignments
-    from distillrec.train.checkpoint import atomic_write_text
+    from distillrec.training.checkpoint import atomic_write_text
 
     _setup_logging(True)
     given = {

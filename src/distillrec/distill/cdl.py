@@ -81,7 +81,7 @@ from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
 from distillrec.models.base import Recommender, Representation
 from distillrec.models.sequential.base import MODALITY_GROUP, compress_features
-from distillrec.train.optim import AsyncWarmup, warmup_factors
+from distillrec.training.optim import AsyncWarmup, warmup_factors
 
 Similarity = Literal["cosine", "dot", "euclidean", "manhattan"]
 

@@ -52,8 +52,8 @@ from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
 from distillrec.eval.ranking import Evaluator
 from distillrec.models.base import Batch, Features, Recommender, Representation, mean_ablate
-from distillrec.train.checkpoint import load_checkpoint, write_json
-from distillrec.train.config import TrainConfig
+from distillrec.training.checkpoint import load_checkpoint, write_json
+from distillrec.training.config import TrainConfig
 
 log = logging.getLogger("distillrec.ckd")
 
@@ -150,7 +150,7 @@ def load_or_train_teacher(
 
     Returns (teacher in eval mode with frozen parameters, its run folder, whether it was trained now)."""
     from distillrec.experiment.api import run_metrics, start_run_dir
-    from distillrec.train.trainer import Trainer, seed_everything
+    from distillrec.training.trainer import Trainer, seed_everything
 
     cfg = train_cfg.model_copy(update={"seed": seed})
     key = teacher_key(dataset, model, params, cfg.model_dump(), keep, seed)

@@ -27,9 +27,9 @@ from distillrec.eval.ranking import Evaluator, model_score_fn
 from distillrec.experiment.env import environment
 from distillrec.experiment.spec import RunSpec, groups_of, read_config_file, resolve_spec, route
 from distillrec.models.registry import build_model, train_defaults
-from distillrec.train.checkpoint import load_checkpoint, write_json, write_yaml
-from distillrec.train.config import TrainConfig
-from distillrec.train.trainer import Trainer, resolve_device, seed_everything
+from distillrec.training.checkpoint import load_checkpoint, write_json, write_yaml
+from distillrec.training.config import TrainConfig
+from distillrec.training.trainer import Trainer, resolve_device, seed_everything
 
 log = logging.getLogger("distillrec")
 
@@ -255,7 +255,7 @@ class Run:
         self, split: str = "test", preset: str | None = None, ks: list[int] | None = None
     ) -> dict[str, float]:
         if self.model.task == "next-item":
-            from distillrec.train.next_item import evaluate_next
+            from distillrec.training.next_item import evaluate_next
 
             return evaluate_next(self.model, self.dataset, self.features, split, ks or self.train_config.ks)
         ev = Evaluator(
@@ -273,7 +273,7 @@ class Run:
             users = np.arange(ds.n_users)
         users = np.asarray(users, dtype=np.int64)
         if self.model.task == "next-item":  # next items after each user's whole known history
-            from distillrec.train.next_item import recommend_next
+            from distillrec.training.next_item import recommend_next
 
             with torch.no_grad():
                 return recommend_next(self.model, ds, self.features, users, k, exclude_seen).numpy()
@@ -306,7 +306,7 @@ def _with_saved_split(ds: Dataset, path: Path) -> Dataset:
 
 def per_user_test(run: Run) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per-user test metrics of a finished run's best weights, evaluated as the trainer evaluates."""
-    from distillrec.train.tasks import make_task
+    from distillrec.training.tasks import make_task
 
     task = make_task(run.model.task, run.dataset, run.train_config, run.device, run.model.trainable)
     with torch.no_grad():

@@ -10,7 +10,7 @@ from typing import Any
 
 from distillrec.distill.ckd import teacher_dir, teacher_key
 from distillrec.eval.ranking import Evaluator, model_score_fn
-from distillrec.train.config import TrainConfig
+from distillrec.training.config import TrainConfig
 
 
 def find_teacher(run, modality: str) -> Path | None:  # noqa: ANN001 - an experiment.api.Run

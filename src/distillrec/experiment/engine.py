@@ -339,7 +339,7 @@ class Engine:
 
     def _valid_metric(self, backbone: str) -> str:
         from distillrec.models.registry import train_defaults
-        from distillrec.train.config import TrainConfig
+        from distillrec.training.config import TrainConfig
 
         return self._common_groups()["train"].get(
             "valid_metric", train_defaults(backbone).get("valid_metric", TrainConfig().valid_metric)
@@ -428,7 +428,7 @@ class Engine:
 
     def _train_defaults(self, backbone: str, space: Space) -> dict[str, Any]:
         from distillrec.models.registry import train_defaults
-        from distillrec.train.config import TrainConfig
+        from distillrec.training.config import TrainConfig
 
         values = {**TrainConfig().model_dump(), **train_defaults(backbone)}
         return {k: values[k.removeprefix("train.")] for k in space if k.startswith("train.")}

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from distillrec.errors import ConfigError, validation_message
-from distillrec.train.config import TrainConfig
+from distillrec.training.config import TrainConfig
 
 DATA_KEYS = {"split", "split_seed"}
 GROUPS = ("train", "model", "data")

@@ -74,7 +74,7 @@ def search_grid(name: str) -> dict[str, list[Any]]:
 
 def search_space(name: str) -> Space:
     """What the experiment engine may tune for the model (its YAML's `search:` block), keys checked."""
-    from distillrec.train.config import TrainConfig  # here: the train package imports the models
+    from distillrec.training.config import TrainConfig  # here: the train package imports the models
 
     where = str(Path(importlib.import_module(model_class(name).__module__).__file__).with_suffix(".yaml"))
     space = parse_space(_yaml_defaults(name).get("search"), where=where)

@@ -30,7 +30,7 @@ from distillrec.data.next_item import SeqBatch
 from distillrec.errors import ConfigError
 from distillrec.models.base import Recommender, Representation
 from distillrec.models.registry import ModelParams
-from distillrec.train.optim import AsyncWarmup, warmup_factors
+from distillrec.training.optim import AsyncWarmup, warmup_factors
 
 MODALITY_GROUP = "modality"
 

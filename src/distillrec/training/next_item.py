@@ -17,7 +17,7 @@ from distillrec.data.dataset import Dataset
 from distillrec.data.next_item import PrefixSampler, SeqBatch, check_chronological
 from distillrec.errors import ConfigError
 from distillrec.eval.next_item import NextItemEvaluator
-from distillrec.train.config import TrainConfig
+from distillrec.training.config import TrainConfig
 
 
 def sequence_score_fn(model, rep):  # noqa: ANN001, ANN201 - a SequentialRecommender and its Representation

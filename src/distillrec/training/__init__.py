@@ -1,6 +1,6 @@
 """Training: the epoch loop, early stopping, checkpoints and resume."""
 
-from distillrec.train.config import TrainConfig
-from distillrec.train.trainer import Trainer
+from distillrec.training.config import TrainConfig
+from distillrec.training.trainer import Trainer
 
 __all__ = ["TrainConfig", "Trainer"]

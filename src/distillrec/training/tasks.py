@@ -16,8 +16,8 @@ from distillrec.data.sampling import NegativeSampler, epoch_batches
 from distillrec.errors import ConfigError
 from distillrec.eval.ranking import Evaluator, model_score_fn
 from distillrec.models.base import Batch, Recommender
-from distillrec.train.config import TrainConfig
-from distillrec.train.next_item import NextItemTask
+from distillrec.training.config import TrainConfig
+from distillrec.training.next_item import NextItemTask
 
 
 class Task(Protocol):

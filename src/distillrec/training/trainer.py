@@ -27,11 +27,11 @@ import torch
 from distillrec.data.dataset import Dataset
 from distillrec.errors import ConfigError, DistillrecError
 from distillrec.models.base import Recommender
-from distillrec.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from distillrec.train.config import TrainConfig
-from distillrec.train.tasks import make_task
+from distillrec.training.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from distillrec.training.config import TrainConfig
+from distillrec.training.tasks import make_task
 
-log = logging.getLogger("distillrec.train")
+log = logging.getLogger("distillrec.training")
 
 
 def seed_everything(seed: int) -> None:
