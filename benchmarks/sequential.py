@@ -23,7 +23,7 @@ from speed import median_time, timing_parser  # this folder is on sys.path when 
 from distillrec.data.registry import load_dataset
 from distillrec.experiment.api import resolve_train_config
 from distillrec.models.registry import build_model
-from distillrec.train.trainer import Trainer
+from distillrec.training.trainer import Trainer
 
 
 def padded_loss(model, features, batch, width: int = 50) -> torch.Tensor:  # noqa: ANN001

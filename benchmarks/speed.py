@@ -25,8 +25,8 @@ from distillrec.data.sampling import NegativeSampler, epoch_batches
 from distillrec.eval.ranking import Evaluator, model_score_fn
 from distillrec.models.layers import sym_norm_adjacency, symmetric_spmm, to_torch_csr
 from distillrec.models.registry import build_model
-from distillrec.train.config import TrainConfig
-from distillrec.train.trainer import Trainer
+from distillrec.training.config import TrainConfig
+from distillrec.training.trainer import Trainer
 
 
 def median_time(fn, reps: int) -> float:  # noqa: ANN001

@@ -39,7 +39,7 @@ def test_every_hook_is_declared_with_a_no_op_default_and_called_plainly():
     assert d.lr_multipliers(1) == {} and d.summary() == {} and d.prepare(None, None) is None
     assert Distiller.backbone_needs(None) == () and Distiller.check_backbone(Recommender, None, None) is None
     src = Path(distill_pkg.__file__).parents[1]
-    assert "hasattr" not in (src / "train" / "trainer.py").read_text()
+    assert "hasattr" not in (src / "training" / "trainer.py").read_text()
     assert "hasattr(distiller" not in (src / "experiment" / "api.py").read_text()
     distillers = "".join(p.read_text() for p in Path(distill_pkg.__file__).parent.glob("*.py"))
     assert "hasattr(batch" not in distillers and "getattr(probe" not in distillers  # types and protocols instead
