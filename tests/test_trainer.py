@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from distillrec.errors import ConfigError
+from distillrec.errors import ConfigError, DistillrecError
 from distillrec.experiment.api import load_run, train
 from distillrec.training.checkpoint import load_checkpoint
 from tests.conftest import make_dataset, train_killed_at_epoch, write_mmrec
@@ -78,10 +78,10 @@ def test_resuming_a_finished_run_reuses_it_untouched(tmp_path, tiny, monkeypatch
     assert again.metrics == first.metrics
     assert (first.run_dir / "metrics.json").read_text() == stored
     assert (first.run_dir / "env.json").read_text() == env  # the environment it ran in is kept
-    # a folder holding another configuration is never resumed (nor reused) as if it were this one
+    # a folder whose configuration was changed by hand is never resumed (nor reused) as if it were this one
     cfg = first.run_dir / "config.yaml"
     cfg.write_text(cfg.read_text().replace("patience: 20", "patience: 21"))
-    with pytest.raises(ConfigError, match="another configuration"):
+    with pytest.raises(DistillrecError, match="config.yaml: damaged"):
         train("bprmf", tiny, seeds=[3], set={"epochs": 4}, out=tmp_path, resume=True)
 
 

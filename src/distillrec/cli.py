@@ -16,6 +16,22 @@ from distillrec.errors import DistillrecError
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Multimodal recommenders with knowledge distillation."
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from distillrec import __version__
+
+        typer.echo(f"distillrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Multimodal recommenders with knowledge distillation."""
 console = Console(width=None if sys.stdout.isatty() else 200)  # no wrapping when piped
 # The demo stops a little sooner than a full run (patience 10 instead of 20) to stay within minutes.
 DEMO_SETTINGS = {"patience": 10, "epochs": 300}
@@ -105,6 +121,7 @@ def train_cmd(
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
     resume: bool = typer.Option(False, help="continue interrupted runs from last.pt"),
     quiet: bool = typer.Option(False, help="no progress display"),
+    log: str = typer.Option(None, "--log", help="tensorboard: per-epoch scalars into <run folder>/tensorboard/"),
 ) -> None:
     """Train MODEL on DATASET once per seed and report test metrics at the best-validation epoch."""
     from distillrec.experiment.api import train
@@ -113,7 +130,8 @@ def train_cmd(
     _setup_logging(quiet)
     names = [d for d in distill.split(",") if d]
     results = train(
-        model, dataset, _seeds(seeds), parse_assignments(set_), out, device, resume, quiet, names or None, config
+        model, dataset, _seeds(seeds), parse_assignments(set_), out, device, resume, quiet, names or None, config,
+        log=log,
     )
     rows = [
         (f"{model}{'+' + '+'.join(names) if names else ''} seed {r.metrics['seed']}", r.metrics["test"])
@@ -200,6 +218,9 @@ def recommend(
 
     from distillrec.experiment.api import load_run
 
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):
+        raise DistillrecError(f"--out {out}: " + ("is a folder; name a file" if out.is_dir()
+                                                   else f"its folder {out.parent} does not exist"))
     run = load_run(run_dir)
     if users == "all":
         ids = np.arange(run.dataset.n_users)
@@ -452,10 +473,97 @@ def models() -> None:
     console.print(table)
 
 
+@app.command()
+def report(
+    path: Path = typer.Argument(..., help="a run folder, a folder of seed runs or an experiment folder"),
+    out: Path = typer.Option(None, help="HTML file to write (default <path>/report.html; Markdown beside it)"),
+    definition: list[Path] = typer.Option(None, "--definition", help="experiment definition(s) for a ledger"),
+    per_modality: bool = typer.Option(False, "--per-modality", help="a run: evaluate each modality alone too"),
+) -> None:
+    """One self-contained HTML page (and Markdown beside it): curves, metrics, comparisons."""
+    from distillrec.experiment.html_report import write_report
+
+    page, md = write_report(path, out, definition or [], per_modality)
+    console.print(f"wrote {page} and {md}")
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+) -> None:
+    """Serve a run's top-K lists over HTTP (GET/POST /recommend, /items/ID/similar, /health)."""
+    from distillrec.serve import serve as run_service
+
+    run_service(run_dir, host, port, device)
+
+
+@app.command()
+def features(
+    dataset: Path = typer.Option(..., "--dataset", "-d", help="dataset folder, where the file is written"),
+    text: Path = typer.Option(None, "--text", help="item text: TSV, CSV or JSON lines (id and text columns)"),
+    images: Path = typer.Option(None, "--images", help="folder of item images named <item id>.jpg/.png/…"),
+    text_column: list[str] = typer.Option(
+        None, "--text-column", help="text column(s) to join, repeated or comma-separated (default text)"
+    ),
+    id_column: str = typer.Option(
+        "itemID", "--id-column", help="itemID: 0-based item indices; another name (e.g. asin): original ids, "
+        "mapped through i_id_mapping.csv (with --images: what the file names are)"
+    ),
+    modality: str = typer.Option(None, help="writes <modality>_feat.npy (default text or image)"),
+    model: str = typer.Option(
+        None, help="local model folder (text: default the bundled all-MiniLM-L6-v2; images: required)"
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="items per batch"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    missing: str = typer.Option(
+        "error", help="items without text/image: error, or zero (zero rows and <modality>_mask.npy)"
+    ),
+    normalize: bool = typer.Option(True, help="L2-normalise each row"),
+    force: bool = typer.Option(False, "--force", help="replace an existing feature file"),
+    quiet: bool = typer.Option(False, help="no progress display"),
+) -> None:
+    """Build <modality>_feat.npy for a dataset folder from raw item text or images (row i = item i)."""
+    from distillrec.features import build_image_features, build_text_features
+
+    if (text is None) == (images is None):
+        raise DistillrecError("give one of --text FILE or --images FOLDER")
+    if images is not None and text_column:
+        raise DistillrecError("--text-column goes with --text, not with --images")
+    _setup_logging(True)
+    common = {"id_column": id_column, "model": model, "batch_size": batch_size, "device": device,
+              "missing": missing, "normalize": normalize, "force": force, "quiet": quiet}
+    if text is not None:
+        result = build_text_features(
+            dataset, text, text_columns=text_column or None, modality=modality or "text", **common
+        )
+    else:
+        result = build_image_features(dataset, images, modality=modality or "image", **common)
+    console.print(f"wrote {result.path}: {result.n_items} items × {result.dim} "
+                  f"({result.model}, {result.device}, {result.seconds:.1f} s)")
+    if result.mask_path is not None:
+        console.print(f"{result.n_items - result.n_with_data} items without data have zero rows; "
+                      f"{result.mask_path} marks the items with data")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except DistillrecError as exc:
         sys.stderr.write(f"error: {exc}\n")  # one unwrapped line, whatever the terminal width
         raise SystemExit(2) from None
+    except typer.TyperException as exc:  # a bad option or value: one line too, not a framed box
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            raise SystemExit(0) from None
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}{where}\n")
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

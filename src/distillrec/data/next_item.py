@@ -60,8 +60,8 @@ def check_chronological(seq: Sequences, source: str = "sequences") -> None:
     if len(bad):
         u = int(users[bad[0]])
         raise DataError(
-            f"{source}: user {u} has a {('train', 'valid', 'test')[lab[bad[0] + 1]]} event before a "
-            f"{('train', 'valid', 'test')[lab[bad[0]]]} one; next-item splits must be chronological"
+            f"{source}: user {u} has a {('train', 'valid', 'test')[lab[bad[0]]]} event before a "
+            f"{('train', 'valid', 'test')[lab[bad[0] + 1]]} one; next-item splits must be chronological"
         )
 
 

@@ -33,6 +33,7 @@ needs no more than any backbone has.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,6 +55,7 @@ from distillrec.eval.ranking import Evaluator
 from distillrec.models.base import Batch, Features, Recommender, Representation, mean_ablate
 from distillrec.training.checkpoint import load_checkpoint, write_json
 from distillrec.training.config import TrainConfig
+from distillrec.training.ownership import own_run_folder
 
 log = logging.getLogger("distillrec.ckd")
 
@@ -128,6 +130,9 @@ def teacher_key(dataset: Dataset, model: str, params: dict, train: dict, keep: s
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+RETRAIN_TEACHER = "delete the teacher's folder to train it again"
+
+
 def teacher_dir(root: Path, dataset: Dataset, model: str, keep: str | None, key: str, seed: int) -> Path:
     view = f"only-{keep}" if keep is not None else FULL
     return Path(root) / dataset.name / "_teachers" / f"{model}-{view}-{key}" / f"seed{seed}"
@@ -149,8 +154,7 @@ def load_or_train_teacher(
     self-distillation control), the same run a plain training of this model, settings and seed makes.
 
     Returns (teacher in eval mode with frozen parameters, its run folder, whether it was trained now)."""
-    from distillrec.experiment.api import run_metrics, start_run_dir
-    from distillrec.training.trainer import Trainer, seed_everything
+    from distillrec.training.trainer import seed_everything
 
     cfg = train_cfg.model_copy(update={"seed": seed})
     key = teacher_key(dataset, model, params, cfg.model_dump(), keep, seed)
@@ -158,32 +162,42 @@ def load_or_train_teacher(
     name = keep if keep is not None else "all modalities"
     seed_everything(seed)
     view = (UniModalView(factory(), keep) if keep is not None else factory()).to(device)
-    trained = False
-    if run_dir is not None and (run_dir / "metrics.json").exists():
-        view.load_state_dict(load_checkpoint(run_dir / "best.pt", device)["model"])
-        log.info("CKD teacher for %s: reusing %s", name, run_dir)
-    else:
-        log.info("CKD teacher for %s: training%s", name, f" into {run_dir}" if run_dir else "")
-        config = {
-            "model": model,
-            "params": params,
-            "train": cfg.model_dump(),
-            "view": {"keep": keep, "ablated": "mean"} if keep is not None else FULL,
-            "dataset": {"name": dataset.name, "source": dataset.source, "content_hash": dataset.content_hash,
-                        "split_hash": dataset.split_hash},
-            "seed": seed,
-        }
-        if run_dir is not None:
-            start_run_dir(run_dir, config, dataset, device)
-        result = Trainer(view, dataset, cfg, run_dir, device=device, quiet=True).fit(resume=run_dir is not None)
-        if run_dir is not None:
-            metrics = run_metrics(model, [], dataset, seed, cfg, result)
-            metrics["view"] = f"only {keep}" if keep is not None else FULL
-            write_json(run_dir / "metrics.json", metrics)
-        trained = True
+    # teachers are shared by every distilled run with this seed: parallel jobs wait for one to train it
+    with own_run_folder(run_dir) if run_dir is not None else contextlib.nullcontext():
+        trained = _load_or_train(view, dataset, model, params, cfg, keep, seed, device, run_dir, name)
     view.eval()
     view.requires_grad_(False)
     return view, run_dir, trained
+
+
+def _load_or_train(view: Recommender, dataset: Dataset, model: str, params: dict, cfg: TrainConfig,
+                   keep: str | None, seed: int, device: torch.device, run_dir: Path | None, name: str) -> bool:
+    """Load a finished teacher into `view`, or train it (into `run_dir` when given); True if trained now."""
+    from distillrec.experiment.api import run_metrics, start_run_dir
+    from distillrec.training.trainer import Trainer
+
+    if run_dir is not None and (run_dir / "metrics.json").exists():
+        view.load_state_dict(load_checkpoint(run_dir / "best.pt", device, RETRAIN_TEACHER)["model"])
+        log.info("CKD teacher for %s: reusing %s", name, run_dir)
+        return False
+    log.info("CKD teacher for %s: training%s", name, f" into {run_dir}" if run_dir else "")
+    config = {
+        "model": model,
+        "params": params,
+        "train": cfg.model_dump(),
+        "view": {"keep": keep, "ablated": "mean"} if keep is not None else FULL,
+        "dataset": {"name": dataset.name, "source": dataset.source, "content_hash": dataset.content_hash,
+                    "split_hash": dataset.split_hash},
+        "seed": seed,
+    }
+    if run_dir is not None:
+        start_run_dir(run_dir, config, dataset, device)
+    result = Trainer(view, dataset, cfg, run_dir, device=device, quiet=True).fit(resume=run_dir is not None)
+    if run_dir is not None:
+        metrics = run_metrics(model, [], dataset, seed, cfg, result)
+        metrics["view"] = f"only {keep}" if keep is not None else FULL
+        write_json(run_dir / "metrics.json", metrics)
+    return True
 
 
 def margins(model: HasCounterfactualView, rep: Representation, users: Tensor, a: Tensor, b: Tensor) -> Tensor:

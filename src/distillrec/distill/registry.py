@@ -81,6 +81,11 @@ def check_distill(names: list[str], model: str, groups: dict[str, dict[str, Any]
     refusal = cls.check_backbone(model_class(model), params, options)
     if refusal is not None:
         raise ConfigError(refusal)
+    if not model_class(model).trainable:
+        raise ConfigError(
+            f"{names[0]} cannot act on {model!r}: it learns nothing (its scores are computed from the data), so "
+            "there is no student to distil into"
+        )
     return cls, options
 
 

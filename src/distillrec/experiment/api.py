@@ -8,7 +8,7 @@ run.recommend([0, 1, 2], k=10)
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-import yaml
 from pydantic import ValidationError
 
 from distillrec.data.dataset import Dataset, interactions_to_csr
@@ -27,8 +26,19 @@ from distillrec.eval.ranking import Evaluator, model_score_fn
 from distillrec.experiment.env import environment
 from distillrec.experiment.spec import RunSpec, groups_of, read_config_file, resolve_spec, route
 from distillrec.models.registry import build_model, train_defaults
-from distillrec.training.checkpoint import load_checkpoint, write_json, write_yaml
+from distillrec.training.checkpoint import (
+    RunFileError,
+    load_checkpoint,
+    read_json,
+    read_npz,
+    read_yaml,
+    write_json,
+    write_npz,
+    write_yaml,
+)
 from distillrec.training.config import TrainConfig
+from distillrec.training.ownership import own_run_folder
+from distillrec.training.tracking import make_tracker
 from distillrec.training.trainer import Trainer, resolve_device, seed_everything
 
 log = logging.getLogger("distillrec")
@@ -72,18 +82,30 @@ def train_one(
     device: str = "auto",
     resume: bool = False,
     quiet: bool = True,
+    log: str | None = None,
 ) -> RunResult:
     """Train and evaluate one run; write its folder under `out` (None: no files). `dataset`, when given,
-    must be the one the specification names (it saves reading it again)."""
+    must be the one the specification names (it saves reading it again). `log="tensorboard"` also writes
+    each epoch's history row into `<run_dir>/tensorboard/` (not part of the specification)."""
     ds = dataset if dataset is not None else dataset_for(spec)
     dev = resolve_device(device)
     cfg = spec.train_config()
     run_dir = spec.run_dir(out) if out is not None else None
     config = spec.as_config(ds.split_hash)
+    with own_run_folder(run_dir) if run_dir is not None else contextlib.nullcontext():
+        return _train_owned(spec, ds, dev, cfg, run_dir, config, out, resume, quiet, log)
+
+
+def _train_owned(spec: RunSpec, ds: Dataset, dev: torch.device, cfg: TrainConfig, run_dir: Path | None,
+                 config: dict[str, Any], out: Path | str | None, resume: bool, quiet: bool,
+                 log: str | None = None) -> RunResult:
+    """train_one's work, done while this process owns the run folder."""
     if run_dir is not None:
         if resume and (run_dir / "metrics.json").exists():  # finished: reuse it as stored, files untouched
             refuse_other_configuration(run_dir, config)
-            return RunResult(run_dir, json.loads((run_dir / "metrics.json").read_text()))
+            return RunResult(run_dir, read_json(run_dir / "metrics.json", RETRAIN))
+    tracker = make_tracker(log, run_dir)  # refused (no tensorboard, no folder) before the folder is started
+    if run_dir is not None:
         start_run_dir(run_dir, config, ds, dev)
     seed_everything(spec.seed)
     net = build_model(spec.model, ds, spec.params)
@@ -101,8 +123,11 @@ def train_one(
             backbone_factory=lambda: build_model(spec.model, ds, spec.params),
             seed=spec.seed,
         )
-    trainer = Trainer(net, ds, cfg, run_dir, distiller=distiller, device=dev, quiet=quiet)
-    result = trainer.fit(resume=resume)
+    trainer = Trainer(net, ds, cfg, run_dir, distiller=distiller, device=dev, quiet=quiet, tracker=tracker)
+    try:
+        result = trainer.fit(resume=resume)
+    finally:
+        tracker.close()
     distill = [spec.distill] if spec.distill else []
     metrics = run_metrics(spec.model, distill, ds, spec.seed, cfg, result)
     metrics["spec_key"] = spec.key()
@@ -116,25 +141,23 @@ def train_one(
 
 
 PER_USER_FILE = "per_user_test.npz"
+RETRAIN = "resume the run with --resume after deleting metrics.json, or retrain it"
 
 
 def write_per_user(path: Path, users: np.ndarray, values: dict[str, np.ndarray]) -> None:
     """Per-user test metrics (the test set's own sampling error is estimated from them), atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        np.savez_compressed(fh, users=users, **{k: np.asarray(v, dtype=np.float32) for k, v in values.items()})
-    tmp.replace(path)
+    write_npz(path, users=users, **{k: np.asarray(v, dtype=np.float32) for k, v in values.items()})
 
 
 def read_per_user(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    with np.load(path) as arr:
-        return arr["users"], {k: arr[k] for k in arr.files if k != "users"}
+    arr = read_npz(path, "retrain the run (or resume it after deleting metrics.json)")
+    return arr["users"], {k: v for k, v in arr.items() if k != "users"}
 
 
 def refuse_other_configuration(run_dir: Path, config: dict[str, Any]) -> None:
     """A folder that already holds a run of another configuration is never continued, reused or overwritten."""
     if (run_dir / "config.yaml").exists():
-        old = yaml.safe_load((run_dir / "config.yaml").read_text())
+        old = read_yaml(run_dir / "config.yaml", "the folder's configuration is unreadable: train into another --out")
         if without_location(old) != without_location(config):
             raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
 
@@ -152,7 +175,7 @@ def start_run_dir(run_dir: Path, config: dict[str, Any], ds: Dataset, device: to
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", config)
     write_json(run_dir / "env.json", {**environment(device), "split_hash": ds.split_hash})
-    np.savez_compressed(run_dir / "split.npz", **ds.split_arrays())
+    write_npz(run_dir / "split.npz", **ds.split_arrays())
 
 
 def run_metrics(model: str, distill: list[str], ds: Dataset, seed: int, cfg: TrainConfig, result) -> dict[str, Any]:  # noqa: ANN001
@@ -196,9 +219,11 @@ def train(
     quiet: bool = True,
     distill: list[str] | str | None = None,
     config: Path | str | None = None,
+    log: str | None = None,
 ) -> list[RunResult]:
     """Train `model` once per seed. Options: a configuration file (`config`) and flat `key: value`
-    assignments over it (see `distillrec train --help`)."""
+    assignments over it (see `distillrec train --help`); `log="tensorboard"`: per-epoch scalars into each
+    run folder's `tensorboard/`."""
     names = [distill] if isinstance(distill, str) else list(distill or [])
     if len(names) > 1:
         from distillrec.distill.registry import check_distill
@@ -208,7 +233,7 @@ def train(
     assignments = {**(read_config_file(config) if config else {}), **(set or {})}
     ds = _as_dataset(dataset, route(assignments, method)["data"])
     specs = specs_for(model, ds, seeds, assignments, method)
-    return [train_one(spec, ds, out, device, resume, quiet) for spec in specs]
+    return [train_one(spec, ds, out, device, resume, quiet, log) for spec in specs]
 
 
 class Run:
@@ -223,8 +248,10 @@ class Run:
             raise DistillrecError(
                 f"{self.run_dir} has not finished (no metrics.json); resume it with --resume"
             )
-        self.config = yaml.safe_load(cfg_path.read_text())
-        self.metrics = json.loads((self.run_dir / "metrics.json").read_text())
+        self.config = read_yaml(cfg_path, "the run cannot be loaded: retrain it")
+        if not isinstance(self.config, dict) or not {"model", "params", "train", "dataset"} <= set(self.config):
+            raise RunFileError(f"{cfg_path}: not a distillrec run configuration; retrain the run")
+        self.metrics = read_json(self.run_dir / "metrics.json", RETRAIN)
         self.device = resolve_device(device)
         d = self.config["dataset"]
         source = d["source"] if d.get("source") and Path(d["source"]).exists() else d["name"]
@@ -237,13 +264,13 @@ class Run:
         self.train_config = TrainConfig(**self.config["train"])
         self.model = build_model(self.config["model"], self.dataset, self.config["params"]).to(self.device)
         self.model.fit(self.dataset)
-        state = (
-            load_checkpoint(self.run_dir / "best.pt", self.device)
-            if (self.run_dir / "best.pt").exists()
-            else None
-        )
-        if state is not None:
-            self.model.load_state_dict(state["model"])
+        if self.model.trainable:  # never score untrained weights in place of the run's
+            state = load_checkpoint(self.run_dir / "best.pt", self.device, RETRAIN)
+            try:
+                self.model.load_state_dict(state["model"])
+            except (KeyError, RuntimeError):
+                raise RunFileError(f"{self.run_dir / 'best.pt'}: holds no weights of this run's model; "
+                                   "retrain the run") from None
         self.model.eval()
         self.features = {m: f.to(self.device) for m, f in self.dataset.features.items()}
 
@@ -272,16 +299,16 @@ class Run:
         if users is None:
             users = np.arange(ds.n_users)
         users = np.asarray(users, dtype=np.int64)
+        bad = users[(users < 0) | (users >= ds.n_users)]
+        if len(bad):
+            raise DistillrecError(f"unknown user id {int(bad[0])}: the dataset has users 0..{ds.n_users - 1}")
+        if k < 1 or k > ds.n_items:
+            raise DistillrecError(f"k must be between 1 and {ds.n_items} (the number of items), got {k}")
         if self.model.task == "next-item":  # next items after each user's whole known history
             from distillrec.training.next_item import recommend_next
 
             with torch.no_grad():
                 return recommend_next(self.model, ds, self.features, users, k, exclude_seen).numpy()
-        bad = users[(users < 0) | (users >= ds.n_users)]
-        if len(bad):
-            raise DistillrecError(f"unknown user id {int(bad[0])}: the dataset has users 0..{ds.n_users - 1}")
-        if k < 1 or k > ds.n_items:
-            raise DistillrecError(f"k must be between 1 and {ds.n_items}, got {k}")
         preset = "strict" if exclude_seen else self.train_config.preset
         ev = Evaluator(ds, preset, (k,), self.device)
         if exclude_seen:  # every known interaction, test included
@@ -295,7 +322,7 @@ class Run:
 def _with_saved_split(ds: Dataset, path: Path) -> Dataset:
     if not path.exists():
         return ds
-    arr = np.load(path)
+    arr = read_npz(path, "the run's split is unreadable: retrain the run")
     mats = []
     for label in range(3):
         sel = arr["x_label"] == label

@@ -1,7 +1,15 @@
-"""Atomic checkpoint and file writes: a crash never leaves a half-written file behind."""
+"""Run files that are written atomically and read back verified: a crash never leaves a half-written
+file, and a damaged one is named in one line with what to do, never loaded as if it were whole.
+
+Every file written into a run folder has its SHA-256 recorded in the folder's `checksums.json` before the
+file is replaced; the record keeps the previous digest beside the new one, so a kill at any moment (before,
+during or after the replacement) leaves a file that verifies.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import os
@@ -9,19 +17,40 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
+from distillrec.errors import DistillrecError
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+CHECKSUMS = "checksums.json"
+TEMP_SUFFIX = ".tmp"
+
+
+class RunFileError(DistillrecError):
+    """A run file is missing, damaged or unreadable: the message names it and says what to do."""
+
+
+def _file_mode() -> int:
+    """What a plain `open()` would give a new file under the current umask (mkstemp's 0600 ignores it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, replaced in one step (`durable`:
+    flushed to disk first, so that it survives a power cut as well as a killed process)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -33,19 +62,114 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_checksums(folder: Path) -> dict[str, list[str]]:
+    path = folder / CHECKSUMS
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise RunFileError(f"{path}: damaged (not readable JSON); the run's files cannot be verified — "
+                           "retrain the run in a new folder") from None
+    if not isinstance(raw, dict):
+        raise RunFileError(f"{path}: damaged (not a mapping of file names to digests)")
+    return {str(k): [str(d) for d in (v if isinstance(v, list) else [v])] for k, v in raw.items()}
+
+
+def write_run_file(path: Path, data: bytes) -> None:
+    """Write a run folder's file atomically, its digest recorded first (see the module docstring)."""
+    path = Path(path)
+    record = _read_checksums(path.parent)
+    new = _digest(data)
+    before = record.get(path.name, [])[-1:]
+    record[path.name] = [d for d in before if d != new] + [new]
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    atomic_write_bytes(path.parent / CHECKSUMS, text.encode(), durable=False)
+    atomic_write_bytes(path, data)
+
+
+def read_run_file(path: Path, remedy: str) -> bytes:
+    """The bytes of a run file, verified against the digest recorded when it was written (files of runs
+    made before digests were recorded are read as they are)."""
+    path = Path(path)
+    if not path.exists():
+        raise RunFileError(f"{path}: missing; {remedy}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunFileError(f"{path}: cannot be read ({exc.strerror}); {remedy}") from None
+    expected = _read_checksums(path.parent).get(path.name)
+    if expected is not None and _digest(data) not in expected:
+        raise RunFileError(f"{path}: damaged (its checksum differs from the one recorded when it was written); "
+                           f"{remedy}")
+    return data
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete what interrupted atomic writes left in `folder` (`.NAME.XXXX.tmp`); return what was removed."""
+    gone = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            gone.append(tmp)
+    return gone
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_run_file(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def write_yaml(path: Path, obj: Any) -> None:
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+    write_run_file(path, yaml.safe_dump(obj, sort_keys=False).encode())
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_run_file(path, buf.getvalue())
+
+
+def read_json(path: Path, remedy: str) -> Any:
+    try:
+        return json.loads(read_run_file(path, remedy))
+    except ValueError:
+        raise RunFileError(f"{path}: damaged (not valid JSON); {remedy}") from None
+
+
+def read_yaml(path: Path, remedy: str) -> Any:
+    try:
+        return yaml.safe_load(read_run_file(path, remedy))
+    except yaml.YAMLError:
+        raise RunFileError(f"{path}: damaged (not valid YAML); {remedy}") from None
+
+
+def read_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(read_run_file(path, remedy)), allow_pickle=False) as arr:
+            return {k: arr[k] for k in arr.files}
+    except (ValueError, OSError, EOFError, KeyError) as exc:
+        raise RunFileError(f"{path}: damaged ({type(exc).__name__}); {remedy}") from None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_run_file(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", remedy: str = "retrain the run"
+) -> dict[str, Any]:
+    data = read_run_file(path, remedy)
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged archive
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise RunFileError(f"{path}: damaged, not a readable checkpoint ({reason}); {remedy}") from None
+    if not isinstance(state, dict):
+        raise RunFileError(f"{path}: not a distillrec checkpoint; {remedy}")
+    return state

@@ -12,7 +12,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    epochs: int = Field(1000, ge=0, description="maximum number of epochs")
+    epochs: int = Field(1000, ge=1, description="maximum number of epochs (test metrics of an untrained model are no result)")
     batch_size: int = Field(2048, ge=1)
     n_negatives: int = Field(1, ge=1, description="negatives per positive (Batch.neg is [B, n] when > 1)")
     lr: float = Field(1e-3, gt=0)

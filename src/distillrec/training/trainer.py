@@ -27,11 +27,13 @@ import torch
 from distillrec.data.dataset import Dataset
 from distillrec.errors import ConfigError, DistillrecError
 from distillrec.models.base import Recommender
-from distillrec.training.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from distillrec.training.checkpoint import load_checkpoint, save_checkpoint, write_run_file
 from distillrec.training.config import TrainConfig
 from distillrec.training.tasks import make_task
+from distillrec.training.tracking import Tracker
 
 log = logging.getLogger("distillrec.training")
+RESTART = "run again without --resume to start the run over"
 
 
 def seed_everything(seed: int) -> None:
@@ -41,11 +43,21 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """`auto` (a GPU when there is one), `cpu`, `cuda` or `cuda:N`; anything else is one ConfigError."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but no CUDA device is available")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA devices")
+    return dev
 
 
 @dataclass
@@ -71,6 +83,7 @@ class Trainer:
         distiller=None,  # noqa: ANN001 - a distill.base.Distiller
         device: torch.device | str = "cpu",
         quiet: bool = False,
+        tracker: Tracker | None = None,  # each history row goes to it too (training.tracking)
     ) -> None:
         self.model = model.to(device)
         self.dataset = dataset
@@ -79,6 +92,7 @@ class Trainer:
         self.distiller = distiller.to(device) if distiller is not None else None
         self.device = torch.device(device)
         self.quiet = quiet
+        self.tracker = tracker or Tracker()
         self.features = {m: f.to(self.device) for m, f in dataset.features.items()}
         metric_k = config.valid_metric.split("@")
         if len(metric_k) != 2 or int(metric_k[1]) not in config.ks:
@@ -184,7 +198,7 @@ class Trainer:
         epoch, best, history, bad = 0, {"epoch": 0, "score": -math.inf, "valid": {}}, [], 0
         last = self.run_dir / "last.pt" if self.run_dir else None
         if resume and last is not None and last.exists():
-            epoch, best, history, bad = self._restore(load_checkpoint(last, self.device))
+            epoch, best, history, bad = self._restore(load_checkpoint(last, self.device, RESTART))
             log.info("resumed from %s at epoch %d", last, epoch)
             # the time already spent counts: reported seconds cover the whole run, not this call
             start -= sum(row.get("train_s", 0.0) + row.get("eval_s", 0.0) for row in history)
@@ -218,6 +232,7 @@ class Trainer:
                         else:
                             bad += 1
                     history.append(row)
+                    self.tracker.log(row)
                     progress.update(epoch, row, best)
                     if self.run_dir:
                         save_checkpoint(last, self._state(epoch, best, history, bad))
@@ -244,7 +259,7 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-        atomic_write_text(self.run_dir / "history.csv", buf.getvalue())
+        write_run_file(self.run_dir / "history.csv", buf.getvalue().encode())
 
 
 class _progress:

@@ -49,6 +49,8 @@ def load_feature(path: Path) -> np.ndarray:
         raise DataError(f"{path}: feature array must be 2-D [items, dim], got shape {tuple(arr.shape)}")
     if arr.dtype.kind not in "fiub":
         raise DataError(f"{path}: feature array must be numeric, got dtype {arr.dtype}")
+    if arr.shape[1] == 0 or arr.shape[0] == 0:
+        raise DataError(f"{path}: feature array is empty (shape {tuple(arr.shape)}); give at least one row and column")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():

@@ -27,6 +27,17 @@ def check_folder(folder: Path | str) -> Path:
     return folder
 
 
+def warn_cold_users(source: str, parts: list) -> None:  # noqa: ANN001 - [train, valid, test] CSR
+    """Users evaluated with no training interaction are scored from their initial embedding: legal, but
+    rarely intended, so it is said once (MMRec's splits never produce them)."""
+    has_train = np.diff(parts[0].indptr) > 0
+    for part, mat in zip(("valid", "test"), parts[1:], strict=True):
+        cold = np.flatnonzero((np.diff(mat.indptr) > 0) & ~has_train)
+        if len(cold):
+            log.warning("%s: %d users have %s interactions but none in train (first: user %d); they are "
+                        "evaluated from untrained embeddings", source, len(cold), part, int(cold[0]))
+
+
 def assemble(
     *,
     name: str,
@@ -50,6 +61,7 @@ def assemble(
         if not mask.any():
             raise DataError(f"{source}: no {PART_NAMES[part]} interactions{empty_hint}")
         parts.append(interactions_to_csr(users[mask], items[mask], n_users, n_items))
+    warn_cold_users(source, parts)
     return Dataset(
         name=name,
         n_users=int(n_users),

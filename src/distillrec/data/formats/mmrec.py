@@ -72,7 +72,9 @@ def read_ids(table: Table) -> tuple[np.ndarray, np.ndarray]:
     table.require(USER, ITEM)
     if len(table) == 0:
         raise DataError(f"{table.path}: no interactions (the file has only a header)")
-    return table.int_column(USER), table.int_column(ITEM)
+    users, items = table.int_column(USER), table.int_column(ITEM)
+    table.check_dense(USER, users, ID_MAPS["user"][0])  # items are bounded by the feature rows, if any
+    return users, items
 
 
 def read_tokens(folder: Path, kind: str, n: int) -> np.ndarray | None:
@@ -117,7 +119,26 @@ def _read_sequences(path: Path, n_items_fixed: int | None, feature_file: Path | 
                 f"position {order[a]}"
             )
     x_label = split_labels(table) if X_LABEL in table else None
+    if x_label is not None:
+        check_chronological_rows(table, users, order, x_label, order_name)
     return table, {"users": users, "items": items, "order": order, "x_label": x_label}
+
+
+def check_chronological_rows(table: Table, users: np.ndarray, order: np.ndarray, x_label: np.ndarray,
+                             order_name: str) -> None:
+    """Each user's events must be train, then valid, then test in `order`; the first event out of place is
+    named with both lines of the file."""
+    perm = np.lexsort((order, users))
+    u, lab = users[perm], x_label[perm]
+    bad = np.flatnonzero((u[1:] == u[:-1]) & (lab[1:] < lab[:-1]))
+    if len(bad):
+        early, late = int(perm[bad[0]]), int(perm[bad[0] + 1])
+        names = ("train", "valid", "test")
+        raise DataError(
+            f"{table.path}, lines {table.lines[early]} and {table.lines[late]}: user {users[early]} has a "
+            f"{names[x_label[early]]} event ({order_name} {order[early]}) before a {names[x_label[late]]} one "
+            f"({order_name} {order[late]}); next-item splits must be chronological"
+        )
 
 
 def pair_order_from_sequences(
@@ -168,6 +189,7 @@ def read_mmrec(folder: Path | str, name: str | None = None, split: str = "auto",
         if seq_path.is_file():
             _, seq = _read_sequences(seq_path, n_items, first_file)
     else:
+        table.check_dense(ITEM, items, ID_MAPS["item"][0])
         if seq_path.is_file():
             _, seq = _read_sequences(seq_path, None, None)
         n_items = int(max(items.max(), seq["items"].max() if seq else -1)) + 1

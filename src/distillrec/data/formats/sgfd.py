@@ -22,7 +22,7 @@ from distillrec.data.formats.arrays import (
     to_tensors,
 )
 from distillrec.data.formats.common import assemble, check_folder
-from distillrec.data.formats.table import Table, first_duplicate, read_table
+from distillrec.data.formats.table import Table, first_duplicate, read_table, sparse_id_problem, sparse_id_row
 from distillrec.data.split import TEST, TRAIN, VALID, check_split, holdout_one, random_split
 from distillrec.errors import DataError
 
@@ -93,6 +93,10 @@ def read_sgfd(folder: Path | str, split: str = "auto", seed: int = 0) -> Dataset
         a, b = (tables[row_table[r]].where(row_in_table[r]) for r in dup)
         raise DataError(f"{a} and {b}: duplicate pair userID {users[dup[0]]}, itemID {items[dup[0]]}")
 
+    for column, values in (("userID", users), ("itemID", items)):
+        row = sparse_id_row(values)
+        if row is not None:
+            raise DataError(f"{tables[row_table[row]].where(row_in_table[row])}: {sparse_id_problem(column, values)}")
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
     feature_files = _feature_files(folder)
     features = load_features(feature_files)

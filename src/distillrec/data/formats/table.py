@@ -104,6 +104,31 @@ class Table:
             raise self.fail(row, f"{column} {values[row]} is out of range: {why}")
 
 
+    def check_dense(self, column: str, values: np.ndarray, index_file: str | None = None) -> None:
+        """Ids that index arrays must be the dense indices 0..N-1 (see `sparse_id_row`)."""
+        row = sparse_id_row(values)
+        if row is not None:
+            raise self.fail(row, sparse_id_problem(column, values, index_file))
+
+
+def sparse_id_row(values: np.ndarray) -> int | None:
+    """The row of the largest id when ids are far from dense (a few unused ids are fine). A sparse original id
+    (say 10**12) would make every per-user or per-item array that large, so it is refused before anything is
+    allocated."""
+    if len(values) == 0:
+        return None
+    if int(values.max()) + 1 > 2 * len(np.unique(values)) + 10_000:
+        return int(np.argmax(values))
+    return None
+
+
+def sparse_id_problem(column: str, values: np.ndarray, index_file: str | None = None) -> str:
+    hint = f" ({index_file} maps them to original ids)" if index_file else ""
+    return (f"{column} {int(values.max())} is far beyond the {len(np.unique(values))} distinct ids: ids must be "
+            f"dense indices 0..N-1{hint}; a file of original ids reads in the RecBole format (`.inter` with "
+            "`user_id:token`), which maps them")
+
+
 def _line_scan(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per physical line: start offset, length without the line break, and number of separators."""
     buf = np.frombuffer(data, dtype=np.uint8)
