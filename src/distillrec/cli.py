@@ -73,10 +73,26 @@ def _metrics_table(title: str, rows: list[tuple[str, dict]], metrics=REPORT_METR
     return table
 
 
+def _grid_table(title: str, result: dict[str, float]) -> Table:
+    """Metrics as rows and cut-offs K as columns: every metric of a run in 80 columns."""
+    ks = sorted({int(k.split("@")[1]) for k in result})
+    names = list(dict.fromkeys(k.split("@")[0] for k in result))
+    table = Table(title=title)
+    table.add_column("metric")
+    for k in ks:
+        table.add_column(f"@{k}", justify="right")
+    for name in names:
+        table.add_row(name, *[f"{result[f'{name}@{k}']:.4f}" if f"{name}@{k}" in result else "" for k in ks])
+    return table
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="where the demo's runs are written"),
     quiet: bool = typer.Option(True, help="no per-epoch log lines"),
+    epochs: int = typer.Option(
+        DEMO_SETTINGS["epochs"], min=1, help="most epochs per model (each stops sooner on validation)"
+    ),
 ) -> None:
     """Train a few models on the bundled `scientific` data and print a comparison table."""
     from distillrec.data.registry import load_dataset
@@ -88,7 +104,7 @@ def demo(
     rows = []
     for model in ("mostpop", "itemknn_cbf", "bprmf", "lightgcn", "vbpr"):
         with console.status(f"training {model} …"):
-            result = train(model, ds, seeds=[999], set=DEMO_SETTINGS, out=out, quiet=True)[0]
+            result = train(model, ds, seeds=[999], set={**DEMO_SETTINGS, "epochs": epochs}, out=out, quiet=True)[0]
         m = result.metrics
         console.print(
             f"  {model:<12} best epoch {m['best_epoch']:>4}  {m['seconds']:6.1f} s  test recall@20 {m['test']['recall@20']:.4f}"
@@ -113,9 +129,11 @@ def train_cmd(
     dataset: str = typer.Option("scientific", "--dataset", "-d", help="dataset name or folder"),
     seeds: str = typer.Option("999", help="comma-separated seeds, one run each"),
     set_: list[str] = typer.Option(
-        None, "--set", help="key=value option (training, model or <distiller>.key)"
+        None, "--set", metavar="KEY=VALUE",
+        help="an option, repeatable: training (epochs, lr, …), model (see `distillrec models`) or "
+             "<method>.key (see `distillrec options`)",
     ),
-    distill: str = typer.Option("", help="distillation method (one per run)"),
+    distill: str = typer.Option("", help="one distillation method: ckd, sgfd or cdl (see `distillrec options`)"),
     config: Path = typer.Option(None, "--config", help="YAML file of options, under --set"),
     out: Path = typer.Option(Path("runs"), help="root folder of run folders"),
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
@@ -134,10 +152,12 @@ def train_cmd(
         log=log,
     )
     rows = [
-        (f"{model}{'+' + '+'.join(names) if names else ''} seed {r.metrics['seed']}", r.metrics["test"])
+        (f"{model}{'+' + '+'.join(names) if names else ''} seed {r.metrics['seed']}",
+         {**r.metrics["test"], "best epoch": str(r.metrics["best_epoch"]), "seconds": f"{r.metrics['seconds']:.1f}"})
         for r in results
     ]
-    console.print(_metrics_table(f"test metrics ({_protocol(model, results[0].metrics)})", rows))
+    metrics = (*REPORT_METRICS, "best epoch", "seconds")
+    console.print(_metrics_table(f"test metrics ({_protocol(model, results[0].metrics)})", rows, metrics))
     for r in results:
         console.print(f"run folder: {r.run_dir}")
 
@@ -146,7 +166,7 @@ def train_cmd(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a run folder"),
     split: str = typer.Option("test", help="valid or test"),
-    preset: str = typer.Option("", help="evaluation preset (default: the run's)"),
+    preset: str = typer.Option("", help="evaluation preset: mmrec or strict (default: the run's)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     per_modality: bool = typer.Option(
         False, "--per-modality", help="each modality alone inside the model, beside its uni-modal teacher"
@@ -157,6 +177,8 @@ def evaluate(
 
     from distillrec.experiment.api import load_run
 
+    if split not in ("valid", "test"):
+        raise DistillrecError(f"--split must be valid or test, got {split!r}")
     run = load_run(run_dir)
     if per_modality:
         from distillrec.experiment.diagnostics import per_modality as table_rows
@@ -194,15 +216,8 @@ def evaluate(
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        ks = sorted({int(k.split("@")[1]) for k in result})
-        metrics = [f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map", "hit", "mrr") for k in ks]
-        console.print(
-            _metrics_table(
-                f"{run_dir} ({split}, {preset or run.train_config.preset})",
-                [(run.config["model"], result)],
-                metrics,
-            )
-        )
+        console.print(_grid_table(f"{run.config['model']}, {split} ({preset or run.train_config.preset})", result))
+        console.print(f"run folder: {run_dir}")
 
 
 @app.command()
@@ -436,9 +451,12 @@ def datasets() -> None:
     from distillrec.data.registry import list_datasets
 
     table = Table(title="datasets")
-    for col in ("name", "users", "items", "train", "valid", "test", "modalities", "labels", "source"):
+    for col in ("name", "users", "items", "train", "valid", "test", "modalities", "labels", "format", "path"):
         table.add_column(col)
     for s in list_datasets():
+        if "error" in s:
+            table.add_row(str(s["name"]), *["-"] * 7, str(s.get("format", "?")), f"{s['path']}: {s['error']}")
+            continue
         mods = ", ".join(f"{m} {d}" for m, d in s.get("modalities", {}).items()) or "-"
         table.add_row(
             str(s["name"]),
@@ -449,7 +467,8 @@ def datasets() -> None:
             str(s["test"]),
             mods,
             str(s.get("labels", 0)),
-            str(s.get("source", "")),
+            str(s.get("format", "")),
+            str(s.get("path", "")),
         )
     console.print(table)
 
@@ -471,6 +490,45 @@ def models() -> None:
             ", ".join(f"{k}={v}" for k, v in default_params(name).items()) or "-",
         )
     console.print(table)
+
+
+def _field_rows(model_cls) -> list[tuple[str, str, str]]:  # noqa: ANN001 - a pydantic model class
+    """(name, default, description) of each field of a typed option group."""
+    rows = []
+    for name, field in model_cls.model_fields.items():
+        default = field.default_factory() if field.default_factory is not None else field.default
+        rows.append((name, "required" if field.is_required() else repr(default), field.description or ""))
+    return rows
+
+
+@app.command()
+def options(
+    method: str = typer.Argument(None, help="only this distillation method's options (ckd, sgfd, cdl)"),
+) -> None:
+    """Every option `--set` and `--config` accept besides model hyperparameters (`distillrec models`):
+    training, data, and each distillation method's, with defaults."""
+    from distillrec.distill.registry import distiller_class, distiller_names
+    from distillrec.experiment.spec import DataSpec
+    from distillrec.training.config import TrainConfig
+
+    groups = [] if method else [
+        ("training (--set lr=1e-3; a model's YAML may change its defaults)", TrainConfig, ""),
+        ("data (--set split=random)", DataSpec, ""),
+    ]
+    for name in [method] if method else distiller_names():
+        cls = distiller_class(name)
+        groups.append((f"{name} (--distill {name} --set {name}.KEY=VALUE)", cls.Options, name))
+    for title, model_cls, _ in groups:
+        table = Table(title=title, title_justify="left")
+        for col in ("option", "default", "meaning"):
+            table.add_column(col)
+        for row in _field_rows(model_cls):
+            if model_cls.__name__ == "DataSpec" and row[0] in ("name", "source"):
+                continue
+            if model_cls.__name__ == "TrainConfig" and row[0] == "seed":
+                row = (row[0], row[1], "the run's seed (--seeds sets it per run)")
+            table.add_row(*row)
+        console.print(table)
 
 
 @app.command()

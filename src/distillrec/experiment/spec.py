@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distillrec.errors import ConfigError, validation_message
 from distillrec.training.config import TrainConfig
@@ -38,8 +38,8 @@ class DataSpec(BaseModel):
 
     name: str
     source: str = ""
-    split: str = "auto"
-    split_seed: int = 0
+    split: str = Field("auto", description="auto (x_label if present, else random 8:1:1), x_label, random or loo")
+    split_seed: int = Field(0, description="seed of a random or leave-one-out split")
 
 
 class RunSpec(BaseModel):
@@ -183,9 +183,9 @@ def resolve_spec(
     source: str = "",
 ) -> RunSpec:
     """The one place options are resolved and validated; errors name the group and the key."""
-    from distillrec.models.registry import model_class, resolve_params, train_defaults
+    from distillrec.models.registry import canonical_name, resolve_params, train_defaults
 
-    model_class(model)  # an unknown model is reported before anything else
+    model = canonical_name(model)  # an unknown model is reported before anything else
     groups = route(assignments or {}, distill)
     if "seed" in groups["train"]:
         seed = int(groups["train"].pop("seed"))

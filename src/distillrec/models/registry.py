@@ -46,11 +46,19 @@ def model_names(task: str | None = None) -> list[str]:
     return sorted(n for n, c in _REGISTRY.items() if task is None or c.task == task)
 
 
-def model_class(name: str) -> type:
+def canonical_name(name: str) -> str:
+    """The registered name of a model, whatever its case (`LightGCN` is `lightgcn`)."""
     _discover()
-    if name not in _REGISTRY:
+    if name in _REGISTRY:
+        return name
+    folded = {n.lower(): n for n in _REGISTRY}
+    if name.lower() not in folded:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return folded[name.lower()]
+
+
+def model_class(name: str) -> type:
+    return _REGISTRY[canonical_name(name)]
 
 
 def _yaml_defaults(name: str) -> dict[str, Any]:

@@ -110,6 +110,8 @@ def _read_sequences(path: Path, n_items_fixed: int | None, feature_file: Path | 
         table.check_below(
             ITEM, items, n_items_fixed, f"{feature_file} has only {n_items_fixed} rows (one per item)"
         )
+    else:  # without features, n_items is max itemID + 1 over both files: a sparse id would size it
+        table.check_dense(ITEM, items, ID_MAPS["item"][0])
     if order_name == "position":
         dup = first_duplicate(users, order)
         if dup is not None:
