@@ -177,6 +177,13 @@ CASES = [
     Case("recommend --out in no folder", lambda d, r, t: ["recommend", str(r), "--out", str(t / "x" / "y.tsv")],
          "does not exist"),
     Case("compare nothing", lambda d, r, t: ["compare", str(t / "nothing")], "nothing"),
+    Case("compare a damaged run", damaged("metrics.json", "edited", "compare"), "metrics.json: damaged"),
+    Case("train --out a file", lambda d, r, t: ["train", "-m", "bprmf", "-d", str(d), "--set", "epochs=1",
+                                                "--out", str(_write(t / "afile", "")), "--quiet"],
+         "cannot create the run folder"),
+    Case("experiment --write a folder", lambda d, r, t: ["experiment", "-d", str(d), "--backbones", "mostpop",
+                                                         "--seeds", "2", "--out", str(t / "x"), "--write", str(t)],
+         "is a folder"),
     # -- experiment definitions
     Case("experiment file missing", lambda d, r, t: ["experiment", str(t / "none.yaml")], "none.yaml"),
     Case("experiment file unknown key", lambda d, r, t: ["experiment", str(_write(t / "e.yaml", "nonsense: 1\n"))],

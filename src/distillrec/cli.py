@@ -399,6 +399,8 @@ def experiment(
         if "backbones" not in given:
             raise DistillrecError("give an experiment file or --backbones")
         definition = make_definition(given)
+    if definition.results and Path(definition.results).is_dir():  # refused now, not after hours of training
+        raise DistillrecError(f"results document {definition.results}: is a folder; name a .md file")
     command = "distillrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     engine = Engine(definition, partial=partial)
     with _JobProgress(planned_jobs(definition), max(1, definition.jobs), quiet or as_json) as progress:

@@ -39,7 +39,7 @@ from distillrec.training.checkpoint import (
 from distillrec.training.config import TrainConfig
 from distillrec.training.ownership import own_run_folder
 from distillrec.training.tracking import make_tracker
-from distillrec.training.trainer import Trainer, resolve_device, seed_everything
+from distillrec.training.trainer import Trainer, resolve_device, seed_everything, show_progress_lines
 
 log = logging.getLogger("distillrec")
 
@@ -216,14 +216,17 @@ def train(
     out: Path | str | None = "runs",
     device: str = "auto",
     resume: bool = False,
-    quiet: bool = True,
+    quiet: bool = False,
     distill: list[str] | str | None = None,
     config: Path | str | None = None,
     log: str | None = None,
 ) -> list[RunResult]:
     """Train `model` once per seed. Options: a configuration file (`config`) and flat `key: value`
     assignments over it (see `distillrec train --help`); `log="tensorboard"`: per-epoch scalars into each
-    run folder's `tensorboard/`."""
+    run folder's `tensorboard/`. Progress shows as a bar in a terminal or notebook, else as log lines
+    (`quiet=True`: none)."""
+    if not quiet:
+        show_progress_lines()
     names = [distill] if isinstance(distill, str) else list(distill or [])
     if len(names) > 1:
         from distillrec.distill.registry import check_distill

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 from distillrec.errors import DistillrecError
+from distillrec.training.checkpoint import read_json
 
 
 @dataclass
@@ -33,7 +33,7 @@ def collect(paths: list[Path | str]) -> list[ConfigRuns]:
         if not found:
             raise DistillrecError(f"{path}: no finished run (metrics.json) found there")
         for run in found:
-            m = json.loads((run / "metrics.json").read_text())
+            m = read_json(run / "metrics.json", "leave this run out, or retrain it")
             label = str(run.parent) if run.name.startswith("seed") else str(run)
             groups.setdefault(label, {})[int(m.get("seed", 0))] = m
     return [ConfigRuns(label, runs) for label, runs in groups.items()]

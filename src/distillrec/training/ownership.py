@@ -36,8 +36,11 @@ def _holder(fd: int) -> str:
 def own_run_folder(run_dir: Path, wait: bool = True) -> Iterator[None]:
     """Hold `run_dir` for the duration of the block (created if missing)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o666)
+    except OSError as exc:
+        raise RunFileError(f"{run_dir}: cannot create the run folder ({exc.strerror}); choose another --out") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -246,6 +246,10 @@ class Trainer:
             else:
                 self.model.load_state_dict(self._best_state)
         test = self.evaluate("test", per_user=True)
+        if not self.quiet:
+            log.info("best epoch %d of %d: valid %s %.4f, test %s %.4f", best["epoch"], epoch, cfg.valid_metric,
+                     best["valid"].get(cfg.valid_metric, float("nan")), cfg.valid_metric,
+                     test.get(cfg.valid_metric, float("nan")))
         return TrainResult(
             best["epoch"], epoch, best["valid"], test, history, time.perf_counter() - start,
             getattr(self.task, "last_per_user", None),
@@ -262,13 +266,35 @@ class Trainer:
         write_run_file(self.run_dir / "history.csv", buf.getvalue().encode())
 
 
+def _live_display() -> bool:
+    """A terminal or a notebook: where a progress bar redraws in place."""
+    if sys.stderr.isatty():
+        return True
+    from rich.console import Console
+
+    return Console().is_jupyter
+
+
+def show_progress_lines() -> None:
+    """Where no progress bar can redraw and nobody configured logging (a script run by the Python API),
+    progress lines would be dropped: send this package's INFO lines to stderr."""
+    import logging
+
+    pkg = logging.getLogger("distillrec")
+    if not pkg.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        pkg.addHandler(handler)
+        pkg.setLevel(logging.INFO)
+
+
 class _progress:
     """A rich progress bar on a terminal; a log line per evaluation otherwise."""
 
     def __init__(self, total: int, done: int, quiet: bool) -> None:
         self.total, self.done, self.quiet = total, done, quiet
         self.bar = None
-        if not quiet and sys.stderr.isatty():
+        if not quiet and _live_display():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
@@ -277,7 +303,7 @@ class _progress:
                 BarColumn(),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[info]}"),
-                transient=True,
+                transient=False,  # the finished bar stays: epochs run, time, best epoch
             )
             self.task = self.bar.add_task("train", total=total, completed=done, info="")
 
