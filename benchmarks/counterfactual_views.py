@@ -18,7 +18,7 @@ import torch
 from speed import median_time, timing_parser  # this folder is on sys.path when run
 
 from distillrec.data.registry import load_dataset
-from distillrec.models.layers import FeatureCache
+from distillrec.models.feature_cache import FeatureCache
 from distillrec.models.registry import build_model
 
 

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 
 from distillrec.data.registry import load_dataset
 from distillrec.data.sampling import NegativeSampler, epoch_batches
-from distillrec.eval.ranking import Evaluator, model_score_fn
-from distillrec.models.layers import sym_norm_adjacency, symmetric_spmm, to_torch_csr
+from distillrec.eval.ranking import Evaluator
+from distillrec.models.graph import sym_norm_adjacency, symmetric_spmm, to_torch_csr
 from distillrec.models.registry import build_model
 from distillrec.training.config import TrainConfig
+from distillrec.training.scoring import model_score_fn
 from distillrec.training.trainer import Trainer
 
 

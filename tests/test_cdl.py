@@ -10,19 +10,14 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from distillrec.data.next_item import PrefixSampler, SeqBatch
-from distillrec.distill.cdl import (
-    CDL,
-    assign_codes,
-    cooccurring_pairs,
-    kmeans_codebook,
-    pair_similarity,
-    vq_codebook,
-)
+from distillrec.distill.cdl import CDL
+from distillrec.distill.pairs import cooccurring_pairs, pair_similarity
+from distillrec.distill.quantize import assign_codes, kmeans_codebook, vq_codebook
 from distillrec.distill.registry import build_distiller
 from distillrec.experiment.spec import route
 from distillrec.models.registry import build_model
+from distillrec.models.schedules import AsyncWarmup
 from distillrec.models.sequential.base import compress_features
-from distillrec.training.optim import AsyncWarmup
 from tests.test_next_item import make_seq_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillrec.distill.cdl import CDL, CDLOptions, cooccurring_pairs, pair_similarity, pearson
+from distillrec.distill.cdl import CDL, CDLOptions
+from distillrec.distill.pairs import cooccurring_pairs, pair_similarity, pearson
 from distillrec.distill.registry import build_distiller
 from distillrec.errors import ConfigError
 from distillrec.experiment.spec import route
@@ -242,7 +243,7 @@ def test_diagnostic_measures_the_supervised_projection_against_cdls_target():
     diag = cdl.on_epoch_end(model, 1)
     assert set(diag) == {f"{k}_{m}" for k in ("forget_corr", "code_corr", "cdl_corr", "id_corr")
                          for m in ("image", "text")}
-    a, c = cdl.probe_a, cdl.probe_c
+    a, c = cdl.probe.probe_a, cdl.probe.probe_c
     for m, f in ds.features.items():
         e, z, head = model.modality[m].detach(), compress_features(f, 12), cdl.score_head[m]
         target = F.cosine_similarity(z[a], z[c], dim=-1)

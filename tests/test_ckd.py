@@ -92,6 +92,7 @@ def test_legacy_weights_by_hand_and_sum_to_m():
     assert (w["t"] + w["v"]).item() == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_teachers_are_frozen_and_the_cache_skips_training(tmp_path, monkeypatch):
     ds = make_dataset(n_users=40, n_items=30)
     settings = {"epochs": 3, "patience": 5, "ckd.n_generic": 64}
@@ -145,6 +146,7 @@ def test_ckd_logs_weights_and_needs_two_modalities(tmp_path):
         train("vbpr", one, seeds=[1], set={"epochs": 1}, out=None, distill=["ckd"])
 
 
+@pytest.mark.slow
 def test_per_modality_diagnostics_find_the_teachers(tmp_path):
     from distillrec.experiment.api import load_run
     from distillrec.experiment.diagnostics import per_modality
@@ -163,6 +165,7 @@ def test_per_modality_diagnostics_find_the_teachers(tmp_path):
     assert rows[1]["model"] != rows[2]["model"]
 
 
+@pytest.mark.slow
 def test_ckd_plugin_reports_each_modality_and_the_reweighting(tmp_path):
     """The CKD section of an experiment report: per-modality recall inside both arms, teachers, λ_m."""
     from distillrec.experiment.definition import make_definition
@@ -178,7 +181,9 @@ def test_ckd_plugin_reports_each_modality_and_the_reweighting(tmp_path):
     comps = comparisons(result)
     assert [c.arm for c in comps] == ["ckd", "ckd:self_distillation", "ckd:teacher_ensemble"]
     ensemble = comps[2]
-    assert len(ensemble.values("distilled")) == 2 and ensemble.stats["ci95"] is not None
+    assert len(ensemble.values("distilled")) == 2 and ensemble.stats["n_users"] > 0
+    low, high = ensemble.stats["ci95"]  # a bootstrap interval over the test users, not a placeholder
+    assert math.isfinite(low) and math.isfinite(high) and low <= high
     assert ensemble.values("distilled") != comps[0].values("plain")
     extras = comps[0].distilled_extras("ckd")
     assert len(extras) == 2 and set(extras[0]["inside"]) == {"image", "text"}

@@ -16,8 +16,8 @@ import torch
 import distillrec.distill as distill_pkg
 from distillrec.data.next_item import PrefixSampler
 from distillrec.distill.base import Distiller
-from distillrec.distill.cdl import HasCorrelationTables
 from distillrec.distill.ckd import HasCounterfactualView
+from distillrec.distill.forgetting import HasCorrelationTables
 from distillrec.distill.registry import check_distill, distiller_class, distiller_names
 from distillrec.distill.sgfd import HasModalityEmbeddings, batch_items
 from distillrec.errors import ConfigError

@@ -9,6 +9,8 @@ import pytest
 
 from distillrec.experiment.api import train
 
+pytestmark = pytest.mark.slow  # real data, 50 epochs, the CLI in subprocesses
+
 
 @pytest.fixture(scope="module")
 def real_results(scientific):

@@ -72,6 +72,7 @@ def test_selection_seeds_must_differ_from_report_seeds(tiny_folder, tmp_path) ->
         definition(tiny_folder, tmp_path, selection_seeds=[1], seeds=[1, 2])
 
 
+@pytest.mark.slow
 def test_local_and_ray_give_the_serial_metrics(serial_run, tiny_folder, tmp_path) -> None:  # noqa: ANN001
     pytest.importorskip("ray")
     _, serial = serial_run

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from distillrec.data.dataset import Dataset
 from distillrec.models.base import Batch, mean_ablate
-from distillrec.models.general.grcn import ConfidenceEdges, UserItemEdges, graph_attention, refine
-from distillrec.models.layers import edge_softmax
+from distillrec.models.edge_graph import edge_softmax
+from distillrec.models.refined_graph import ConfidenceEdges, UserItemEdges, graph_attention, refine
 from distillrec.models.registry import build_model
 from tests.conftest import make_dataset
 

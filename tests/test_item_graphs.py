@@ -1,4 +1,4 @@
-"""The item-item graph helpers shared by MGCN, LATTICE and FREEDOM (models/layers.py)."""
+"""The item-item graph helpers shared by MGCN, LATTICE and FREEDOM (models/knn.py and feature_cache.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from distillrec.models.base import mean_ablate
-from distillrec.models.layers import FeatureCache, ItemKnnGraph, dot_bpr_loss, is_constant, knn_adjacency
+from distillrec.models.feature_cache import FeatureCache
+from distillrec.models.knn import ItemKnnGraph, is_constant, knn_adjacency
+from distillrec.models.losses import dot_bpr_loss
 
 
 def _features() -> torch.Tensor:

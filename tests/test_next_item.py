@@ -339,3 +339,33 @@ def test_evaluate_next_matches_the_trainer():
     task = NextItemTask(ds, cfg, torch.device("cpu"), True)
     model.eval()
     assert evaluate_next(model, ds, ds.features, "valid") == task.evaluate(model, ds.features, "valid")
+
+
+def test_the_samplers_keep_the_models_own_window():
+    """A model's max_len above 50 reaches the samplers: with users of 80 events and max_len 100, training
+    prefixes of up to 77 events and test prefixes of 79 reach the model (max_len 50: cut to 50)."""
+    from distillrec.training.next_item import evaluate_next
+    from distillrec.training.trainer import Trainer
+
+    ds = make_seq_dataset(n_users=6, n_items=30, min_len=80, max_len=80)  # loo: 78 train, 1 valid, 1 test each
+    cfg = TrainConfig(epochs=1, batch_size=64, valid_metric="mrr@10", ks=[5, 10, 20])
+    for window in (100, 50):
+        torch.manual_seed(0)
+        model = build_model("sasrec", ds, {"max_len": window})
+        assert model.input_window == window
+        trainer = Trainer(model, ds, cfg, quiet=True)
+        train_widths = [b.items.shape[1] for b in trainer.task.batches(torch.Generator().manual_seed(0))]
+        assert max(train_widths) == min(window, 77)
+        seen: list[tuple[int, int]] = []
+        encode = model.encode
+
+        def recording(rep, items, lengths, encode=encode, seen=seen):  # noqa: ANN001, ANN202
+            seen.append((items.shape[1], int(lengths.max())))
+            return encode(rep, items, lengths)
+
+        model.encode = recording
+        result = trainer.evaluate("test")
+        assert seen == [(min(window, 79), min(window, 79))]  # the model reads the whole 79-event history
+        seen.clear()
+        assert evaluate_next(model, ds, ds.features, "test", ks=cfg.ks) == result  # the same window by default
+        assert seen == [(min(window, 79), min(window, 79))]

@@ -93,6 +93,7 @@ def _hold(run_dir, ready) -> None:  # noqa: ANN001
         time.sleep(60)
 
 
+@pytest.mark.slow
 def test_a_folder_held_by_a_live_process_is_refused_and_freed_when_it_dies(tmp_path):
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
@@ -122,6 +123,7 @@ def _train_into(out, queue) -> None:  # noqa: ANN001
     queue.put(r.metrics)
 
 
+@pytest.mark.slow
 def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

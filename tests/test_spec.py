@@ -44,3 +44,25 @@ def test_unknown_keys_name_their_group() -> None:
         resolve_spec("vbpr", "d", {"ckd.nope": 1.0}, "ckd")
     with pytest.raises(ConfigError, match="training options"):
         resolve_spec("vbpr", "d", {"train.lr": -1.0})
+
+
+def test_print_config_is_what_the_run_writes(tmp_path, capsys, monkeypatch):
+    import sys
+
+    import yaml
+
+    from distillrec.cli import main
+    from distillrec.experiment.api import train
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("train: {lr: 0.002}\nreg_weight: 0.001\n")
+    args = ["train", "-m", "BPRMF", "--config", str(cfg), "--set", "epochs=1", "--out", str(tmp_path / "runs")]
+    monkeypatch.setattr(sys, "argv", ["distillrec", *args, "--print-config"])
+    main()
+    header, _, body = capsys.readouterr().out.partition("\n")
+    printed = yaml.safe_load(body)
+    assert not (tmp_path / "runs").exists()  # nothing trained
+    (r,) = train("bprmf", "scientific", set={"epochs": 1}, config=cfg, out=tmp_path / "runs", quiet=True)
+    assert header == f"# {r.run_dir}"
+    assert yaml.safe_load((r.run_dir / "config.yaml").read_text()) == printed
+    assert printed["train"]["lr"] == 0.002 and printed["params"]["reg_weight"] == 0.001

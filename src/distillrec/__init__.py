@@ -1,8 +1,7 @@
 """distillrec: multimodal recommenders with plug-and-play knowledge distillation."""
 
+from distillrec._version import __version__
 from distillrec.errors import DistillrecError
-
-__version__ = "0.1.0"
 
 __all__ = ["DistillrecError", "__version__", "load_dataset", "train", "load_run"]
 

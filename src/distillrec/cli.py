@@ -140,13 +140,22 @@ def train_cmd(
     resume: bool = typer.Option(False, help="continue interrupted runs from last.pt"),
     quiet: bool = typer.Option(False, help="no progress display"),
     log: str = typer.Option(None, "--log", help="tensorboard: per-epoch scalars into <run folder>/tensorboard/"),
+    print_config: bool = typer.Option(False, "--print-config", help="print each run's resolved configuration "
+                                      "(its config.yaml) and folder, and train nothing"),
 ) -> None:
     """Train MODEL on DATASET once per seed and report test metrics at the best-validation epoch."""
-    from distillrec.experiment.api import train
+    from distillrec.experiment.api import resolved_configs, train
     from distillrec.experiment.spec import parse_assignments
 
     _setup_logging(quiet)
     names = [d for d in distill.split(",") if d]
+    if print_config:
+        import yaml
+
+        for run_dir, resolved in resolved_configs(model, dataset, _seeds(seeds), parse_assignments(set_),
+                                                  names or None, config, out):
+            sys.stdout.write(f"# {run_dir}\n{yaml.safe_dump(resolved, sort_keys=False)}")
+        return
     results = train(
         model, dataset, _seeds(seeds), parse_assignments(set_), out, device, resume, quiet, names or None, config,
         log=log,

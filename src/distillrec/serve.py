@@ -37,7 +37,6 @@ log = logging.getLogger("distillrec")
 
 MAX_BATCH_USERS = 10_000  # users in one POST /recommend
 SCORE_CHUNK = 1024  # users scored per product, bounding a request's memory to SCORE_CHUNK x n_items floats
-SEQUENCE_WINDOW = 50  # newest events a next-item model reads, as `recommend_next` (and training) use
 BATCH_EXAMPLE = '{"users": ["ID", ...], "k": 10, "exclude_seen": false}'
 INSTALL_HINT = 'the service needs FastAPI and uvicorn: pip install -e ".[serve]"'
 
@@ -82,8 +81,9 @@ class Scorer:
         import torch
         import torch.nn.functional as F
 
-        from distillrec.eval.ranking import masked_splits, model_score_fn
+        from distillrec.eval.ranking import masked_splits
         from distillrec.experiment.api import load_run
+        from distillrec.training.scoring import model_score_fn
 
         self.run = run = load_run(run_dir, device)
         self.run_dir = Path(run_dir).resolve()
@@ -184,7 +184,7 @@ class Scorer:
 
             seq = self.sequences
             ends = seq.offsets[users + 1]
-            starts = np.maximum(seq.offsets[users], ends - SEQUENCE_WINDOW)
+            starts = np.maximum(seq.offsets[users], ends - self.model.input_window)  # as training reads
             items, lengths = gather_prefixes(seq.items, starts, ends, self.n_items)
             scores = self.sequence_fn(torch.from_numpy(items).to(dev), torch.from_numpy(lengths).to(dev))
         else:  # into a buffer of its own, as the evaluator's product: the same kernel, the same scores

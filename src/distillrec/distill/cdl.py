@@ -50,283 +50,54 @@ schedule: the student trains as the plain backbone). Control `warmup_only`: α =
 so that a gain can be attributed to the distillation or to the warm-up. A term whose weight is 0 is not
 computed; with both weights 0 the teacher (codes, codebooks) is not fitted.
 
-Modality forgetting: every epoch, Pearson correlations over a fixed sample of random item pairs (a, c)
-go to the run's history, per modality m:
-  forget_corr_<m>  cos(e_a, e_c) of the supervised tables e vs cos(f_a, f_c) of the raw features
-                   (the raw-feature view; e is the ID table on a backbone without modality tables)
-  id_corr_<m>      cos of the ID table vs cos of the raw features (the ID-only reference)
-  code_corr_<m>    sim(e_a, e_c) vs C_ac = sim(z_a, z_c), CDL's own target (the compressed codes)
-  cdl_corr_<m>     (CDL, where its holistic term is on) P_ac = sim(W e_a, W e_c), the score head's
-                   output the holistic term supervises, vs C_ac: what CDL supervises against its target
-The raw features and their codes are not the same geometry (on `scientific` their pair cosines agree
-at r ≈ 0.56 for image and 0.83 for text), so forget_corr and cdl_corr answer different questions.
-The `forgetting` distiller logs the first three for a run without CDL (cosine, `compress_dim` codes).
+Modality forgetting: every epoch CDL logs the diagnostic of `distill.forgetting` (forget_corr, id_corr,
+code_corr under CDL's similarity, and cdl_corr where its holistic term is on), through a
+`ForgettingDiagnostic` it holds.
+
+Layout: pair geometry and sampling in `distill.pairs`, the codebook algorithms in `distill.quantize`, the
+forgetting diagnostic and the `HasCorrelationTables` protocol in `distill.forgetting`; this module holds
+the method (options, teacher, student heads, loss terms, warm-up).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from distillrec.data.dataset import Sequences
-from distillrec.data.next_item import event_users
 from distillrec.distill.base import Capability, Distiller
+from distillrec.distill.forgetting import (
+    CORRELATION_TABLES,
+    ForgettingDiagnostic,
+    HasCorrelationTables,
+    ProbeOptions,
+)
+from distillrec.distill.pairs import (
+    Similarity,
+    cooccurring_pairs,
+    dissected_vectors,
+    pair_similarity,
+    part_bounds,
+    sample_training_pairs,
+)
+from distillrec.distill.quantize import QUANTIZERS, assign_codes
 from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
 from distillrec.models.base import Recommender, Representation
+from distillrec.models.schedules import AsyncWarmup, warmup_factors
 from distillrec.models.sequential.base import MODALITY_GROUP, compress_features
-from distillrec.training.optim import AsyncWarmup, warmup_factors
 
-Similarity = Literal["cosine", "dot", "euclidean", "manhattan"]
-
-
-# --------------------------------------------------------------------------- what CDL needs of a backbone
-@runtime_checkable
-class HasCorrelationTables(Protocol):
-    """Item tables a correlation distiller reads: per modality the [n_items, correlation_dim] embeddings it
-    supervises (`correlation_tables(rep)`: the modality tables where the model has them, else its ID table),
-    and the ID table (`id_table()`, the forgetting diagnostic's reference)."""
-
-    correlation_dim: int
-
-    def correlation_tables(self, rep: Representation) -> dict[str, Tensor]: ...
-
-    def id_table(self) -> Tensor: ...
-
-
-CORRELATION_TABLES = Capability("correlation tables (correlation_tables, id_table, correlation_dim)", HasCorrelationTables)
 MODALITY_TABLES = Capability(
     "modality tables (trainable item embeddings per modality, its correlation_tables, which it supervises)",
     HasCorrelationTables,
     features=True,
     otherwise="; or set cdl.id_only=true (supervise its ID table instead)",
 )
-
-
-# --------------------------------------------------------------------------- pair geometry
-def cooccurring_pairs(items: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(sequence, earlier position, later position) of every pair p < q of real positions of a row
-    whose items differ. Builds one [B, L, L] mask; the outputs have one entry per pair."""
-    width = items.shape[1]
-    pos = torch.arange(width, device=items.device)
-    valid = pos[None, :] < lengths[:, None]
-    mask = valid[:, :, None] & valid[:, None, :] & (pos[:, None] < pos[None, :])
-    mask &= items[:, :, None] != items[:, None, :]
-    return mask.nonzero(as_tuple=True)
-
-
-def pair_similarity(x: Tensor, y: Tensor, kind: Similarity) -> Tensor:
-    """Row-wise similarity (cosine, dot) or distance (Euclidean, Manhattan) of x[k] and y[k]."""
-    if kind == "cosine":
-        return F.cosine_similarity(x, y, dim=-1, eps=1e-8)
-    if kind == "dot":
-        return (x * y).sum(-1)
-    if kind == "euclidean":
-        return (x - y).pow(2).sum(-1).clamp_min(1e-12).sqrt()
-    if kind == "manhattan":
-        return (x - y).abs().sum(-1)
-    raise ConfigError(f"unknown similarity {kind!r}")
-
-
-def part_bounds(width: int, parts: int) -> list[tuple[int, int]]:
-    """Contiguous [start, stop) slices cutting `width` into `parts` near-equal pieces."""
-    if not 1 <= parts <= width:
-        raise ConfigError(f"cannot cut a {width}-wide code into {parts} parts")
-    edges = np.linspace(0, width, parts + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-
-
-def dissected_vectors(x: Tensor, y: Tensor, bounds: list[tuple[int, int]], kind: Similarity) -> Tensor:
-    """[P, D]: the similarity of each pair within each part."""
-    return torch.stack([pair_similarity(x[:, a:b], y[:, a:b], kind) for a, b in bounds], dim=1)
-
-
-def assign_codes(vectors: Tensor, codebook: Tensor, chunk: int = 65536) -> Tensor:
-    """Index of the nearest codeword (squared Euclidean; ties → lowest index) for each row."""
-    out = []
-    for s in range(0, len(vectors), chunk):
-        out.append(torch.cdist(vectors[s : s + chunk], codebook).argmin(1))
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=vectors.device)
-
-
-# --------------------------------------------------------------------------- codebooks
-def seed_codebook(vectors: Tensor, k: int, generator: torch.Generator, sample: int = 20000) -> Tensor:
-    """k-means++ seeding (each next codeword drawn with probability ∝ squared distance to the nearest
-    chosen one), on at most `sample` vectors."""
-    if len(vectors) > sample:
-        vectors = vectors[torch.randperm(len(vectors), generator=generator)[:sample]]
-    n = len(vectors)
-    idx = int(torch.randint(n, (1,), generator=generator))
-    centers = [vectors[idx]]
-    dist = (vectors - vectors[idx]).pow(2).sum(1)
-    for _ in range(1, k):
-        total = float(dist.sum())
-        idx = int(torch.randint(n, (1,), generator=generator)) if total <= 0 else int(
-            torch.multinomial(dist / total, 1, generator=generator)
-        )
-        centers.append(vectors[idx])
-        dist = torch.minimum(dist, (vectors - vectors[idx]).pow(2).sum(1))
-    return torch.stack(centers).clone()
-
-
-def kmeans_codebook(vectors: Tensor, k: int, generator: torch.Generator, iters: int = 50) -> Tensor:
-    """Lloyd's k-means from k-means++ seeds; an emptied cluster is re-seeded from the farthest point."""
-    codebook = seed_codebook(vectors, k, generator)
-    for _ in range(iters):
-        d = torch.cdist(vectors, codebook)
-        assign = d.argmin(1)
-        counts = torch.bincount(assign, minlength=k)
-        sums = torch.zeros_like(codebook).index_add_(0, assign, vectors)
-        new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], codebook)
-        empty = (counts == 0).nonzero(as_tuple=True)[0]
-        if len(empty):
-            far = d.gather(1, assign[:, None]).squeeze(1).topk(len(empty)).indices
-            new[empty] = vectors[far]
-        if torch.allclose(new, codebook):
-            break
-        codebook = new
-    return codebook
-
-
-def vq_codebook(
-    vectors: Tensor, k: int, generator: torch.Generator, epochs: int = 12, batch: int = 4096, decay: float = 0.9
-) -> Tensor:
-    """Online vector quantisation from k-means++ seeds: each step assigns a random mini-batch to the nearest codewords and
-    moves each codeword to an exponential moving average of its assigned vectors (VQ-VAE's codebook
-    update). A codeword whose average usage falls under a tenth of its share is dead: it is re-seeded
-    with the worst-quantised vectors of the batch. About `epochs` passes over the vectors, at least 50
-    and at most 300 steps."""
-    n = len(vectors)
-    steps = min(300, max(50, epochs * -(-n // batch)))
-    codebook = seed_codebook(vectors, k, generator)
-    share = min(batch, n) / k
-    ema_count = torch.full((k,), share)
-    ema_sum = codebook * share
-    for _ in range(steps):
-        v = vectors[torch.randint(n, (min(batch, n),), generator=generator)]
-        d = torch.cdist(v, codebook)
-        assign = d.argmin(1)
-        counts = torch.bincount(assign, minlength=k).float()
-        sums = torch.zeros_like(codebook).index_add_(0, assign, v)
-        ema_count = decay * ema_count + (1 - decay) * counts
-        ema_sum = decay * ema_sum + (1 - decay) * sums
-        codebook = ema_sum / ema_count.clamp_min(1e-6)[:, None]
-        dead = (ema_count < 0.1 * share).nonzero(as_tuple=True)[0]
-        if len(dead):
-            worst = d.gather(1, assign[:, None]).squeeze(1).topk(min(len(dead), len(v))).indices
-            dead = dead[: len(worst)]
-            codebook[dead] = v[worst]
-            ema_sum[dead], ema_count[dead] = v[worst] * share, share
-    return codebook
-
-
-def sample_training_pairs(seq: Sequences, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """About `n` (item, item) pairs drawn uniformly among the pairs of distinct positions of each
-    user's training events, pairs of equal items dropped."""
-    users = event_users(seq)
-    train_counts = np.bincount(users[seq.label == 0], minlength=len(seq.offsets) - 1)
-    weights = train_counts * (train_counts - 1) / 2.0
-    if weights.sum() == 0:
-        raise ConfigError("no user has two training events: CDL has no co-occurring pair to learn from")
-    u = rng.choice(len(weights), size=n, p=weights / weights.sum())
-    m = train_counts[u]
-    i = (rng.random(n) * m).astype(np.int64)
-    j = (rng.random(n) * (m - 1)).astype(np.int64)
-    j = j + (j >= i)
-    a, c = seq.items[seq.offsets[u] + i], seq.items[seq.offsets[u] + j]
-    keep = a != c
-    return a[keep], c[keep]
-
-
-def pearson(x: Tensor, y: Tensor) -> float:
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    den = float(x.norm() * y.norm())
-    return float((x * y).sum()) / den if den > 0 else float("nan")
-
-
-# --------------------------------------------------------------------------- distillers
-class ProbeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    probe_pairs: int = Field(20000, ge=10, description="fixed random item pairs of the forgetting diagnostic")
-    compress_dim: int = Field(128, ge=1, description="teacher code width (linear autoencoder)")
-    seed: int = 0
-
-
-@register_distiller
-class ForgettingProbe(Distiller):
-    """No loss: logs the modality-forgetting diagnostic each epoch (for runs without CDL)."""
-
-    name = "forgetting"
-    tasks = frozenset({"next-item"})
-    Options = ProbeOptions
-    needs = (CORRELATION_TABLES,)
-
-    def __init__(self, options: BaseModel) -> None:
-        super().__init__()
-        self.options = options
-
-    def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
-        if not dataset.features:
-            raise ConfigError(f"{self.name}: dataset {dataset.name!r} has no item features")
-        g = torch.Generator().manual_seed(int(self.options.seed) + 7919)
-        n, k = dataset.n_items, self.options.probe_pairs
-        a = torch.randint(n, (k,), generator=g)
-        c = (a + 1 + torch.randint(n - 1, (k,), generator=g)) % n  # c != a
-        self.register_buffer("probe_a", a, persistent=False)
-        self.register_buffer("probe_c", c, persistent=False)
-        self.probe_modalities = list(dataset.features)
-        kind = self.similarity
-        for m, f in dataset.features.items():
-            z = compress_features(f, self.options.compress_dim)
-            self.register_buffer(f"_feat_{m}", f.float(), persistent=False)
-            self.register_buffer(f"_featsim_{m}", pair_similarity(f[a], f[c], "cosine").float(), persistent=False)
-            self.register_buffer(f"_codesim_{m}", pair_similarity(z[a], z[c], kind).float(), persistent=False)
-
-    @property
-    def similarity(self) -> Similarity:
-        """The similarity of CDL's target (cosine for the plain probe)."""
-        return "cosine"
-
-    def features(self) -> dict[str, Tensor]:
-        return {m: getattr(self, f"_feat_{m}") for m in self.probe_modalities}
-
-    def supervised_tables(self, student: HasCorrelationTables, rep: Representation) -> dict[str, Tensor]:
-        """Per modality, the item table [n_items, d] correlation distillation supervises."""
-        return student.correlation_tables(rep)
-
-    def head_view(self, m: str, ea: Tensor, ec: Tensor) -> Tensor | None:
-        """P of pairs (ea[k], ec[k]) through CDL's score head (None: no supervised head)."""
-        return None
-
-    @torch.no_grad()
-    def diagnostic(self, student: HasCorrelationTables) -> dict[str, float]:
-        """The forgetting diagnostic's columns (module docstring) for the student as it is now."""
-        rep = student.represent(self.features())
-        tables = self.supervised_tables(student, rep)
-        ids = student.id_table()
-        a, c = self.probe_a, self.probe_c
-        out: dict[str, float] = {}
-        for m in self.probe_modalities:
-            raw, target = getattr(self, f"_featsim_{m}"), getattr(self, f"_codesim_{m}")
-            if m in tables:
-                ea, ec = tables[m][a], tables[m][c]
-                out[f"forget_corr_{m}"] = pearson(pair_similarity(ea, ec, "cosine"), raw)
-                out[f"code_corr_{m}"] = pearson(pair_similarity(ea, ec, self.similarity), target)
-                p = self.head_view(m, ea, ec)
-                if p is not None:
-                    out[f"cdl_corr_{m}"] = pearson(p, target)
-            out[f"id_corr_{m}"] = pearson(pair_similarity(ids[a], ids[c], "cosine"), raw)
-        return out
-
-    def on_epoch_end(self, student: Recommender, epoch: int) -> dict[str, float]:
-        return self.diagnostic(student)
 
 
 class CDLOptions(ProbeOptions):
@@ -361,11 +132,14 @@ class CDLOptions(ProbeOptions):
 
 
 @register_distiller
-class CDL(ForgettingProbe):
-    """Holistic and dissected correlation distillation on co-occurring pairs (module docstring)."""
+class CDL(Distiller):
+    """Holistic and dissected correlation distillation on co-occurring pairs (module docstring); holds the
+    forgetting diagnostic (`probe`) it logs each epoch."""
 
     name = "cdl"
+    tasks = frozenset({"next-item"})
     Options = CDLOptions
+    needs = (CORRELATION_TABLES,)
     search_space = {
         "holistic_weight": [0.0, 0.1, 0.5, 1.0, 5.0, 10.0],
         "code_weight": [0.0, 0.1, 0.5, 1.0, 5.0, 10.0],
@@ -373,14 +147,14 @@ class CDL(ForgettingProbe):
     off_point = {"holistic_weight": 0.0, "code_weight": 0.0, "async_warmup": False}
     controls = {"warmup_only": {"holistic_weight": 0.0, "code_weight": 0.0}}
 
+    def __init__(self, options: CDLOptions) -> None:
+        super().__init__()
+        self.options = options
+
     @classmethod
     def backbone_needs(cls, options: CDLOptions) -> tuple[Capability, ...]:
         """Modality tables; with `id_only` the ID table stands in, so correlation tables suffice."""
         return (CORRELATION_TABLES,) if options.id_only else (MODALITY_TABLES,)
-
-    @property
-    def similarity(self) -> Similarity:
-        return self.options.similarity
 
     @property
     def distils(self) -> bool:
@@ -392,13 +166,13 @@ class CDL(ForgettingProbe):
         # the plain run with the same seed, so that with/without-CDL runs are paired as closely as possible.
         with torch.random.fork_rng():
             torch.manual_seed(self.options.seed)
-            self._prepare(dataset, backbone_factory, **context)
+            self._prepare(dataset, backbone_factory)
 
-    def _prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
+    def _prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None) -> None:  # noqa: ANN001
         opt = self.options
         if backbone_factory is None:
             raise ConfigError("cdl needs the backbone to size its student heads")
-        super().prepare(dataset, None, **context)
+        self.probe = ForgettingDiagnostic(dataset, opt, opt.similarity, owner=self.name)
         if dataset.sequences is None:
             raise ConfigError(f"cdl: dataset {dataset.name!r} has no ordered histories")
         mods = list(dataset.features) if opt.modalities is None else list(opt.modalities)
@@ -414,20 +188,30 @@ class CDL(ForgettingProbe):
         if not self.distils:  # no term to supervise: no pairs, codes, codebooks or heads
             self._pairs_sampled = 0
             return
-        probe: HasCorrelationTables = backbone_factory()  # the heads' width; the backbone is checked already
-        d = probe.correlation_dim
-        del probe
+        backbone: HasCorrelationTables = backbone_factory()  # the heads' width; the backbone is checked already
+        d = backbone.correlation_dim
+        del backbone
+        self._fit_teacher(dataset, mods)
+        self.score_head = nn.ModuleDict({m: nn.Linear(d, d) for m in mods})
+        self.code_head = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, opt.codes)) for m in mods}
+        )
+
+    def _fit_teacher(self, dataset, mods: list[str]) -> None:  # noqa: ANN001
+        """Per modality the codes z and the codebook fitted on pairs sampled from the training sequences
+        (buffers `_z_<m>`, `_codebook_<m>`), the parts' bounds and the teacher's summary statistics."""
+        opt = self.options
         rng = np.random.default_rng(opt.seed)
         a_np, c_np = sample_training_pairs(dataset.sequences, opt.sample_pairs, rng)
         a, c = torch.from_numpy(a_np), torch.from_numpy(c_np)
         self._pairs_sampled = len(a)
         g = torch.Generator().manual_seed(opt.seed)
+        fit = QUANTIZERS[opt.quantizer]
         self.bounds: dict[str, list[tuple[int, int]]] = {}
         for m in mods:
             z = compress_features(dataset.features[m], opt.compress_dim)
             self.bounds[m] = part_bounds(z.shape[1], opt.parts)
             vecs = dissected_vectors(z[a], z[c], self.bounds[m], opt.similarity)
-            fit = vq_codebook if opt.quantizer == "vq" else kmeans_codebook
             book = fit(vecs, opt.codes, g)
             self.register_buffer(f"_z_{m}", z, persistent=False)
             self.register_buffer(f"_codebook_{m}", book, persistent=False)
@@ -440,10 +224,6 @@ class CDL(ForgettingProbe):
                 "codes_used": int((usage > 0).sum()),
                 "code_entropy_nats": round(float(-(usage[usage > 0] * usage[usage > 0].log()).sum()), 3),
             }
-        self.score_head = nn.ModuleDict({m: nn.Linear(d, d) for m in mods})
-        self.code_head = nn.ModuleDict(
-            {m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, opt.codes)) for m in mods}
-        )
 
     def _weights(self) -> dict[tuple[str, str], float]:
         """(term, modality) -> weight; the legacy wiring swaps as the official loss does."""
@@ -514,7 +294,7 @@ class CDL(ForgettingProbe):
         """The backbone's modality tables, or with `id_only` its ID table for every modality."""
         if self.options.id_only:
             ids = student.id_table()
-            return {m: ids for m in self.probe_modalities}
+            return {m: ids for m in self.probe.modalities}
         return student.correlation_tables(rep)
 
     def head_view(self, m: str, ea: Tensor, ec: Tensor) -> Tensor | None:
@@ -523,6 +303,10 @@ class CDL(ForgettingProbe):
             return None
         head = self.score_head[m]
         return pair_similarity(head(ea), head(ec), self.options.similarity)
+
+    def on_epoch_end(self, student: Recommender, epoch: int) -> dict[str, float]:
+        """The forgetting diagnostic of CDL's supervised tables, with its score head's view."""
+        return self.probe.measure(student, self.supervised_tables, self.head_view)
 
     def lr_multipliers(self, epoch: int) -> dict[str, float]:
         """The asynchronous warm-up of the backbone's modality group (applied by the trainer)."""

@@ -53,9 +53,13 @@ from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
 from distillrec.eval.ranking import Evaluator
 from distillrec.models.base import Batch, Features, Recommender, Representation, mean_ablate
+from distillrec.models.registry import build_model, model_class, resolve_params
 from distillrec.training.checkpoint import load_checkpoint, write_json
 from distillrec.training.config import TrainConfig
+from distillrec.training.defaults import resolve_train_config
 from distillrec.training.ownership import own_run_folder
+from distillrec.training.rundir import run_metrics, start_run_dir
+from distillrec.training.trainer import Trainer, seed_everything
 
 log = logging.getLogger("distillrec.ckd")
 
@@ -154,8 +158,6 @@ def load_or_train_teacher(
     self-distillation control), the same run a plain training of this model, settings and seed makes.
 
     Returns (teacher in eval mode with frozen parameters, its run folder, whether it was trained now)."""
-    from distillrec.training.trainer import seed_everything
-
     cfg = train_cfg.model_copy(update={"seed": seed})
     key = teacher_key(dataset, model, params, cfg.model_dump(), keep, seed)
     run_dir = teacher_dir(root, dataset, model, keep, key, seed) if root is not None else None
@@ -173,9 +175,6 @@ def load_or_train_teacher(
 def _load_or_train(view: Recommender, dataset: Dataset, model: str, params: dict, cfg: TrainConfig,
                    keep: str | None, seed: int, device: torch.device, run_dir: Path | None, name: str) -> bool:
     """Load a finished teacher into `view`, or train it (into `run_dir` when given); True if trained now."""
-    from distillrec.experiment.api import run_metrics, start_run_dir
-    from distillrec.training.trainer import Trainer
-
     if run_dir is not None and (run_dir / "metrics.json").exists():
         view.load_state_dict(load_checkpoint(run_dir / "best.pt", device, RETRAIN_TEACHER)["model"])
         log.info("CKD teacher for %s: reusing %s", name, run_dir)
@@ -296,9 +295,6 @@ class CKD(Distiller):
         return self.options.teacher == FULL
 
     def prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
-        from distillrec.experiment.api import resolve_train_config
-        from distillrec.models.registry import resolve_params
-
         if not self.full and len(dataset.features) < 2:
             raise ConfigError(
                 f"CKD balances modalities and needs at least two; dataset {dataset.name!r} has {dataset.modalities}"
@@ -448,9 +444,6 @@ def teacher_ensemble(
     "per_user_test": {metric: np.ndarray over the test users}, "users": np.ndarray of those user ids (the
     evaluator's `plan("test").users`), "teachers": {modality: run folder or None}}.
     """
-    from distillrec.experiment.api import resolve_train_config
-    from distillrec.models.registry import build_model, model_class, resolve_params
-
     if model_class(model).task != "topk":
         raise ConfigError(f"the teacher ensemble ranks items for users; {model!r} is a {model_class(model).task} model")
     if len(dataset.features) < 2:

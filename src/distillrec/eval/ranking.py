@@ -188,44 +188,16 @@ def dot_score_fn(user: Tensor, item: Tensor) -> ScoreFn:
     return fn
 
 
-def model_score_fn(model, rep) -> ScoreFn:  # noqa: ANN001 - avoid importing models from eval
-    """Score function for any model: the fast buffered product when it scores by dot product."""
-    from distillrec.models.base import Recommender
-
-    if type(model).score is Recommender.score and rep.user.dtype == torch.float32:
-        return dot_score_fn(rep.user, rep.item)
+def buffered_score_fn(score: Callable[[Tensor], Tensor]) -> ScoreFn:
+    """Score function from a plain scorer (users -> [len(users), n_items]), copied into the evaluator's
+    reused buffer when the shapes agree. Which scorer a model needs is its caller's choice
+    (`distillrec.training.scoring.model_score_fn`); this module knows nothing of models."""
 
     def fn(users: Tensor, out: Tensor | None) -> Tensor:
-        s = model.score(rep, users).float()
+        s = score(users).float()
         if out is not None and out.shape == s.shape:
             out.copy_(s)
             return out
         return s
 
     return fn
-
-
-def evaluate(
-    model,
-    rep,
-    dataset: Dataset,
-    split: str = "test",
-    preset: str = "mmrec",  # noqa: ANN001
-    ks: tuple[int, ...] = (10, 20, 50),
-) -> dict[str, float]:
-    """One-off evaluation; a trainer keeps an `Evaluator` to reuse its prepared masks."""
-    return Evaluator(dataset, preset, ks, device=rep.user.device).evaluate(model_score_fn(model, rep), split)
-
-
-def rank_topk(
-    model,
-    rep,
-    dataset: Dataset,
-    users: Tensor,
-    k: int,
-    split: str = "test",  # noqa: ANN001
-    preset: str = "mmrec",
-) -> Tensor:
-    """Top-k items for `users`, masking exactly what the `split` evaluation masks under `preset`."""
-    ev = Evaluator(dataset, preset, (k,), device=rep.user.device)
-    return ev.topk(model_score_fn(model, rep), split, k, users=users)[1]

@@ -17,15 +17,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import ValidationError
 
 from distillrec.data.dataset import Dataset, interactions_to_csr
 from distillrec.data.registry import load_dataset
-from distillrec.errors import ConfigError, DistillrecError, validation_message
-from distillrec.eval.ranking import Evaluator, model_score_fn
-from distillrec.experiment.env import environment
+from distillrec.errors import DistillrecError
+from distillrec.eval.ranking import Evaluator
 from distillrec.experiment.spec import RunSpec, groups_of, read_config_file, resolve_spec, route
-from distillrec.models.registry import build_model, train_defaults
+from distillrec.models.registry import build_model
 from distillrec.training.checkpoint import (
     RunFileError,
     load_checkpoint,
@@ -34,10 +32,12 @@ from distillrec.training.checkpoint import (
     read_yaml,
     write_json,
     write_npz,
-    write_yaml,
 )
 from distillrec.training.config import TrainConfig
+from distillrec.training.defaults import resolve_train_config  # noqa: F401 - importers still find it here
 from distillrec.training.ownership import own_run_folder
+from distillrec.training.rundir import refuse_other_configuration, run_metrics, start_run_dir
+from distillrec.training.scoring import model_score_fn
 from distillrec.training.tracking import make_tracker
 from distillrec.training.trainer import Trainer, resolve_device, seed_everything, show_progress_lines
 
@@ -48,17 +48,6 @@ log = logging.getLogger("distillrec")
 class RunResult:
     run_dir: Path | None
     metrics: dict[str, Any]
-
-
-def resolve_train_config(model: str, overrides: dict[str, Any], seed: int | None = None) -> TrainConfig:
-    """The model's training defaults under `overrides` (idempotent on an already resolved dict)."""
-    values = {**train_defaults(model), **overrides}
-    if seed is not None:
-        values["seed"] = seed
-    try:
-        return TrainConfig(**values)
-    except ValidationError as exc:
-        raise ConfigError(f"training options: {validation_message(exc)}") from None
 
 
 def _as_dataset(dataset: Dataset | str | Path, data_opts: dict[str, Any]) -> Dataset:
@@ -154,47 +143,6 @@ def read_per_user(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return arr["users"], {k: v for k, v in arr.items() if k != "users"}
 
 
-def refuse_other_configuration(run_dir: Path, config: dict[str, Any]) -> None:
-    """A folder that already holds a run of another configuration is never continued, reused or overwritten."""
-    if (run_dir / "config.yaml").exists():
-        old = read_yaml(run_dir / "config.yaml", "the folder's configuration is unreadable: train into another --out")
-        if without_location(old) != without_location(config):
-            raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
-
-
-def without_location(config: Any) -> Any:
-    """The configuration less where the dataset lies on disk, which (like the folder's name) a run does not depend on."""
-    if not isinstance(config, dict) or not isinstance(config.get("dataset"), dict):
-        return config
-    return {**config, "dataset": {k: v for k, v in config["dataset"].items() if k != "source"}}
-
-
-def start_run_dir(run_dir: Path, config: dict[str, Any], ds: Dataset, device: torch.device) -> None:
-    """Create a run folder with its resolved config, environment and split; refuse to mix configurations."""
-    refuse_other_configuration(run_dir, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(run_dir / "config.yaml", config)
-    write_json(run_dir / "env.json", {**environment(device), "split_hash": ds.split_hash})
-    write_npz(run_dir / "split.npz", **ds.split_arrays())
-
-
-def run_metrics(model: str, distill: list[str], ds: Dataset, seed: int, cfg: TrainConfig, result) -> dict[str, Any]:  # noqa: ANN001
-    return {
-        "model": model,
-        "distill": distill,
-        "dataset": ds.name,
-        "seed": seed,
-        "preset": cfg.preset,
-        "split_hash": ds.split_hash,
-        "valid_metric": cfg.valid_metric,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "seconds": round(result.seconds, 2),
-        "valid": result.valid,
-        "test": result.test,
-    }
-
-
 def specs_for(
     model: str,
     dataset: Dataset,
@@ -227,6 +175,13 @@ def train(
     (`quiet=True`: none)."""
     if not quiet:
         show_progress_lines()
+    ds, specs = _resolve(model, dataset, seeds, set, distill, config)
+    return [train_one(spec, ds, out, device, resume, quiet, log) for spec in specs]
+
+
+def _resolve(model: str, dataset: Dataset | str | Path, seeds: list[int] | tuple[int, ...],
+             set: dict[str, Any] | None, distill: list[str] | str | None,  # noqa: A002
+             config: Path | str | None) -> tuple[Dataset, list[RunSpec]]:
     names = [distill] if isinstance(distill, str) else list(distill or [])
     if len(names) > 1:
         from distillrec.distill.registry import check_distill
@@ -235,8 +190,21 @@ def train(
     method = names[0] if names else None
     assignments = {**(read_config_file(config) if config else {}), **(set or {})}
     ds = _as_dataset(dataset, route(assignments, method)["data"])
-    specs = specs_for(model, ds, seeds, assignments, method)
-    return [train_one(spec, ds, out, device, resume, quiet, log) for spec in specs]
+    return ds, specs_for(model, ds, seeds, assignments, method)
+
+
+def resolved_configs(
+    model: str,
+    dataset: Dataset | str | Path = "scientific",
+    seeds: list[int] | tuple[int, ...] = (999,),
+    set: dict[str, Any] | None = None,  # noqa: A002 - mirrors the CLI's --set
+    distill: list[str] | str | None = None,
+    config: Path | str | None = None,
+    out: Path | str = "runs",
+) -> list[tuple[Path, dict[str, Any]]]:
+    """What `train` with these arguments would write as each run's config.yaml, and where; trains nothing."""
+    ds, specs = _resolve(model, dataset, seeds, set, distill, config)
+    return [(spec.run_dir(out), spec.as_config(ds.split_hash)) for spec in specs]
 
 
 class Run:
@@ -338,7 +306,7 @@ def per_user_test(run: Run) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per-user test metrics of a finished run's best weights, evaluated as the trainer evaluates."""
     from distillrec.training.tasks import make_task
 
-    task = make_task(run.model.task, run.dataset, run.train_config, run.device, run.model.trainable)
+    task = make_task(run.model.task, run.dataset, run.train_config, run.device, run.model.trainable, run.model)
     with torch.no_grad():
         task.evaluate(run.model, run.features, "test", per_user=True)
     return task.last_per_user

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from distillrec.distill.ckd import teacher_dir, teacher_key
-from distillrec.eval.ranking import Evaluator, model_score_fn
+from distillrec.eval.ranking import Evaluator
 from distillrec.training.config import TrainConfig
+from distillrec.training.scoring import model_score_fn
 
 
 def find_teacher(run, modality: str) -> Path | None:  # noqa: ANN001 - an experiment.api.Run

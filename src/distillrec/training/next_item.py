@@ -1,9 +1,10 @@
 """The next-item task for the shared trainer: prefix batches from the training events, full-ranking
 evaluation of the held-out events.
 
-Optional settings are read from the training config when it has them, so that the config can grow
-without this module changing: `max_seq_len` (default 50, RecBole's window) and `mask_history`
-(default False, RecBole's protocol).
+The prefixes are cut to the model's own window (`SequentialRecommender.input_window`, its Params'
+`max_len`; 50 by default, RecBole's window), so that a batch holds exactly what the model reads. Items of a
+user's history stay rankable at evaluation (RecBole's protocol); `evaluate_next(mask_history=True)` is the
+one-off way to mask them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from distillrec.data.dataset import Dataset
 from distillrec.data.next_item import PrefixSampler, SeqBatch, check_chronological
 from distillrec.errors import ConfigError
 from distillrec.eval.next_item import NextItemEvaluator
+from distillrec.models.sequential.base import SeqParams, SequentialRecommender
 from distillrec.training.config import TrainConfig
+
+DEFAULT_WINDOW: int = SeqParams.model_fields["max_len"].default  # a next-item model's max_len by default
 
 
 def sequence_score_fn(model, rep):  # noqa: ANN001, ANN201 - a SequentialRecommender and its Representation
@@ -30,15 +34,22 @@ def sequence_score_fn(model, rep):  # noqa: ANN001, ANN201 - a SequentialRecomme
 
 
 class NextItemTask:
-    """Every training event with a non-empty prefix is one sample per epoch, in a fresh order."""
+    """Every training event with a non-empty prefix is one sample per epoch, in a fresh order; prefixes hold
+    the newest `max_len` events before their target (the model's `input_window`)."""
 
-    def __init__(self, dataset: Dataset, config: TrainConfig, device: torch.device, needs_sampler: bool) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        config: TrainConfig,
+        device: torch.device,
+        needs_sampler: bool,
+        max_len: int = DEFAULT_WINDOW,
+    ) -> None:
         if dataset.sequences is None:
             raise ConfigError(
                 f"dataset {dataset.name!r} has no ordered histories; next-item models need a <name>.seq.inter"
             )
         check_chronological(dataset.sequences, dataset.name)
-        max_len = int(getattr(config, "max_seq_len", 50))
         self.config = config
         self.device = device
         self.samplers = {
@@ -52,7 +63,7 @@ class NextItemTask:
             config.ks,
             device,
             config.eval_batch_size,
-            bool(getattr(config, "mask_history", False)),
+            mask_history=False,  # RecBole's protocol; the training config has no switch for it
         )
 
     def batches(self, generator: torch.Generator) -> Iterator[SeqBatch]:
@@ -71,20 +82,19 @@ class NextItemTask:
 
 @torch.no_grad()
 def recommend_next(
-    model,  # noqa: ANN001 - a SequentialRecommender
+    model: SequentialRecommender,
     dataset: Dataset,
     features: dict,
     users,  # noqa: ANN001 - array-like of user ids
     k: int = 10,
     exclude_seen: bool = False,
-    max_len: int = 50,
+    max_len: int | None = None,
 ) -> torch.Tensor:
     """Top-k next items [len(users), k] after each user's whole known history (every split), newest
-    `max_len` events as input; `exclude_seen` drops items the user already has."""
-    import numpy as np
-
+    `max_len` events as input (None: the model's own window); `exclude_seen` drops items the user already has."""
     from distillrec.data.next_item import gather_prefixes
 
+    max_len = model.input_window if max_len is None else max_len
     seq = dataset.sequences
     if seq is None:
         raise ConfigError(f"dataset {dataset.name!r} has no ordered histories")
@@ -112,18 +122,20 @@ def recommend_next(
 
 @torch.no_grad()
 def evaluate_next(
-    model,  # noqa: ANN001 - a SequentialRecommender
+    model: SequentialRecommender,
     dataset: Dataset,
     features: dict,
     split: str = "test",
     ks: tuple[int, ...] | list[int] = (5, 10, 20),
     mask_history: bool = False,
-    max_len: int = 50,
+    max_len: int | None = None,
 ) -> dict[str, float]:
-    """One-off next-item evaluation of a model (e.g. a loaded run's best weights)."""
+    """One-off next-item evaluation of a model (e.g. a loaded run's best weights); prefixes of the newest
+    `max_len` events (None: the model's own window, as the trainer evaluates)."""
     seq = dataset.sequences
     if seq is None:
         raise ConfigError(f"dataset {dataset.name!r} has no ordered histories")
+    max_len = model.input_window if max_len is None else max_len
     sampler = PrefixSampler(seq, dataset.n_items, split, max_len)
     evaluator = NextItemEvaluator({split: sampler}, dataset.n_items, ks, model.device, mask_history=mask_history)
     model.eval()

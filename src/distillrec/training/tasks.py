@@ -14,10 +14,11 @@ import torch
 from distillrec.data.dataset import Dataset
 from distillrec.data.sampling import NegativeSampler, epoch_batches
 from distillrec.errors import ConfigError
-from distillrec.eval.ranking import Evaluator, model_score_fn
+from distillrec.eval.ranking import Evaluator
 from distillrec.models.base import Batch, Recommender
 from distillrec.training.config import TrainConfig
 from distillrec.training.next_item import NextItemTask
+from distillrec.training.scoring import model_score_fn
 
 
 class Task(Protocol):
@@ -60,7 +61,14 @@ class TopKTask:
 TASKS: dict[str, Callable[..., Task]] = {"topk": TopKTask, "next-item": NextItemTask}
 
 
-def make_task(task: str, dataset: Dataset, config: TrainConfig, device: torch.device, trainable: bool) -> Task:
+def make_task(
+    task: str, dataset: Dataset, config: TrainConfig, device: torch.device, trainable: bool,
+    model: Recommender | None = None,
+) -> Task:
+    """The task's batches and evaluation; `model` (the one trained or evaluated) sets a next-item task's
+    prefix window to the model's own (`input_window`, its `max_len`)."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+    if task == "next-item" and model is not None:
+        return NextItemTask(dataset, config, device, trainable, model.input_window)
     return TASKS[task](dataset, config, device, trainable)

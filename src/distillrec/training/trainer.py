@@ -109,7 +109,7 @@ class Trainer:
         self.trainable = model.trainable and len(groups) > 0
         self.optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay) if self.trainable else None
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.task = make_task(model.task, dataset, config, self.device, self.trainable)
+        self.task = make_task(model.task, dataset, config, self.device, self.trainable, model)
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()

@@ -36,9 +36,9 @@ def discover_modalities(folder: Path) -> dict[str, Path]:
 
 
 def load_npy(path: Path) -> np.ndarray:
-    try:  # memory-mapped, so that a header claiming more data than the file holds is refused unallocated
+    try:  # memory-mapped: a header claiming more data than the file holds is refused, nothing allocated
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # the last two: bad header
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # last two: bad header
         msg = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable .npy array ({msg})") from None
     if not isinstance(arr, np.ndarray):
@@ -112,8 +112,8 @@ def load_labels(path: Path, n_items: int, items_from: str, extra_rows_ok: bool =
     known = np.unique(arr[arr >= 0])  # classifiers are sized by the largest label: refuse a sparse one
     if len(known) and int(known[-1]) + 1 > 2 * len(known) + 10_000:
         row = int(np.argmax(arr))
-        raise DataError(f"{path}: entry {row} (0-based item) is {arr[row]}, far beyond the {len(known)} distinct "
-                        "labels; labels must be dense class indices 0..C-1 (or -1 for unknown)")
+        raise DataError(f"{path}: entry {row} (0-based item) is {arr[row]}, far beyond the {len(known)} "
+                        "distinct labels; labels must be dense class indices 0..C-1 (or -1 for unknown)")
     return arr
 
 

@@ -100,7 +100,7 @@ def find_files(folder: Path, name: str | None) -> tuple[str, bool]:
 def _int_tokens(tokens: np.ndarray, table: Table, rows: np.ndarray, column: str, why: Path) -> np.ndarray:
     """Item tokens read as integer ids (to index feature rows); the first bad token names its line."""
     numbers = pd.to_numeric(pd.Series(tokens, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 0)
+    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 0) | (numbers >= 2.0**63)
     if bad.any():
         i = int(np.argmax(bad))
         raise table.fail(

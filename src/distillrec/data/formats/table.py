@@ -59,11 +59,12 @@ class Table:
             values = col.to_numpy(dtype=np.int64)
         else:
             numbers = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
-            bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+            bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (np.abs(numbers) >= 2.0**63)
             if bad.any():
                 row = int(np.argmax(bad))
                 raw = self.raw(column, row)
-                what = "is empty" if raw == "" else f"'{raw}' is not an integer"
+                what = ("is empty" if raw == "" else f"'{raw}' is too large for an id" if np.isfinite(numbers[row])
+                        and numbers[row] == np.round(numbers[row]) else f"'{raw}' is not an integer")
                 raise self.fail(row, f"{column} {what}")
             values = numbers.astype(np.int64)
         below = values < low

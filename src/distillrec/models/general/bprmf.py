@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.layers import bpr_loss, l2_reg
+from distillrec.models.embeddings import id_embeddings
+from distillrec.models.losses import bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
 
 
@@ -20,10 +20,7 @@ class BPRMF(Recommender):
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        self.user_emb = nn.Embedding(dataset.n_users, params.embedding_size)
-        self.item_emb = nn.Embedding(dataset.n_items, params.embedding_size)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.user_emb, self.item_emb = id_embeddings(dataset.n_users, dataset.n_items, params.embedding_size)
         self.reg_weight = params.reg_weight
 
     def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.layers import bpr_loss, l2_reg
+from distillrec.models.losses import bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
 
 

@@ -13,6 +13,7 @@ Per modality m, nodes start as in GRCN: x^m = norm([p_u^m ; leaky(W_m f_i^m)]). 
   (`id_graph: gcn`, the code's `weight_mode=GCN`), or GRCN's confidence-weighted refined graph
   (`id_graph: confidence`) with the edge attention of the final modality vectors.
 Final vector = concat(ID, z^1, …, z^M); score = dot product; loss = BPR + L2 (as GRCN).
+The parts shared with GRCN come from `models/refined_graph.py`.
 `Representation.parts[m]` holds (user, item) slices of z^m, `extras["id"]` the ID part.
 
 Departures from the reference code (feiyuchen7/EgoGCN Model_routing_21sp.py), and why:
@@ -37,17 +38,18 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.general.grcn import (
+from distillrec.models.graph import SparseGraph, sym_norm_adjacency
+from distillrec.models.refined_graph import (
     ConfidenceEdges,
     FeatureEncoder,
     UserItemEdges,
     UserPreferences,
+    bpr_and_reg,
+    fused_representation,
     graph_attention,
     refine,
-    split_nodes,
     weighted_gcn,
 )
-from distillrec.models.layers import SparseGraph, dot_bpr_loss, mean_square_reg, sym_norm_adjacency
 from distillrec.models.registry import ModelParams, register
 
 
@@ -157,16 +159,7 @@ class EgoGCN(Recommender):
             reps[m] = z
             if self.id_graph == "confidence":
                 alphas.append(graph_attention(z, self.edges.full)[1])
-        id_rep = self._id_branch(alphas)
-        final = torch.cat([id_rep] + [reps[m] for m in self.modalities], dim=1)
-        user, item = split_nodes(final, self.n_users)
-        parts = {m: split_nodes(reps[m], self.n_users) for m in self.modalities}
-        return Representation(user, item, parts=parts, extras={"id": split_nodes(id_rep, self.n_users)})
+        return fused_representation(self._id_branch(alphas), reps, self.modalities, self.n_users)
 
     def loss(self, rep: Representation, batch: Batch) -> dict[str, Tensor]:
-        bpr = dot_bpr_loss(rep.user[batch.users], rep.item[batch.pos], rep.item[batch.neg])
-        e, off = self.id_emb, self.n_users
-        reg = mean_square_reg(e[batch.users], e[off + batch.pos], e[off + batch.neg]) + self.pref.reg(
-            batch.users
-        )
-        return {"bpr": bpr, "reg": self.reg_weight * reg}
+        return bpr_and_reg(rep, batch, self.id_emb, self.pref, self.n_users, self.reg_weight)

@@ -40,15 +40,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.general.lightgcn import propagate
-from distillrec.models.layers import (
-    FeatureCache,
-    ItemKnnGraph,
-    SparseGraph,
-    dot_bpr_loss,
-    sym_norm_adjacency,
-    symmetric_spmm,
-)
+from distillrec.models.embeddings import id_embeddings
+from distillrec.models.feature_cache import FeatureCache
+from distillrec.models.graph import SparseGraph, propagate, sym_norm_adjacency, symmetric_spmm
+from distillrec.models.knn import ItemKnnGraph
+from distillrec.models.losses import dot_bpr_loss
 from distillrec.models.registry import ModelParams, register
 
 
@@ -89,10 +85,7 @@ class FREEDOM(Recommender):
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         self.mix = modality_mix(self.modalities, params.modality_weights)
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.user_emb, self.item_emb = id_embeddings(self.n_users, self.n_items, d)
         self.proj = nn.ModuleDict({m: nn.Linear(w, d) for m, w in dataset.feature_dims.items()})
         self.graph = SparseGraph(sym_norm_adjacency(dataset.train), symmetric=True)
         coo = dataset.train.tocoo()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from distillrec.errors import ConfigError
 from distillrec.models.base import Recommender, Representation
-from distillrec.models.layers import knn_graph
+from distillrec.models.knn import knn_graph
 from distillrec.models.registry import ModelParams, register
 
 

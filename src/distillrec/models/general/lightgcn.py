@@ -7,21 +7,12 @@ CSR matrix whose backward is again a product with the same symmetric matrix.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.layers import SparseGraph, bpr_loss, l2_reg, sym_norm_adjacency
+from distillrec.models.embeddings import id_embeddings
+from distillrec.models.graph import SparseGraph, propagate, sym_norm_adjacency
+from distillrec.models.losses import bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
-
-
-def propagate(graph: SparseGraph, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Mean of the layer outputs of LightGCN propagation (layer 0 = the input)."""
-    out = ego
-    total = ego
-    for _ in range(n_layers):
-        out = graph(out)
-        total = total + out
-    return total / (n_layers + 1)
 
 
 @register
@@ -36,10 +27,7 @@ class LightGCN(Recommender):
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
-        self.user_emb = nn.Embedding(self.n_users, params.embedding_size)
-        self.item_emb = nn.Embedding(self.n_items, params.embedding_size)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.user_emb, self.item_emb = id_embeddings(self.n_users, self.n_items, params.embedding_size)
         self.graph = SparseGraph(sym_norm_adjacency(dataset.train), symmetric=True)
         self.n_layers = params.n_layers
         self.reg_weight = params.reg_weight

@@ -29,15 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.general.lightgcn import propagate
-from distillrec.models.layers import (
-    FeatureCache,
-    ItemKnnGraph,
-    SparseGraph,
-    dot_bpr_loss,
-    l2_reg,
-    sym_norm_adjacency,
-)
+from distillrec.models.embeddings import id_embeddings
+from distillrec.models.feature_cache import FeatureCache
+from distillrec.models.graph import SparseGraph, propagate, sym_norm_adjacency
+from distillrec.models.knn import ItemKnnGraph
+from distillrec.models.losses import dot_bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
 
 
@@ -68,10 +64,7 @@ class MGCN(Recommender):
         self.params = params
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.user_emb, self.item_emb = id_embeddings(self.n_users, self.n_items, d)
         self.proj = nn.ModuleDict({m: nn.Linear(w, d) for m, w in dataset.feature_dims.items()})
         self.purifier = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
         self.prefer = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})

@@ -37,7 +37,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.layers import SparseGraph, dot_bpr_loss, mean_adjacency, mean_square_reg
+from distillrec.models.graph import SparseGraph, mean_adjacency
+from distillrec.models.losses import dot_bpr_loss, mean_square_reg
 from distillrec.models.registry import ModelParams, register
 
 

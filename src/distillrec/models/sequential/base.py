@@ -30,7 +30,7 @@ from distillrec.data.next_item import SeqBatch
 from distillrec.errors import ConfigError
 from distillrec.models.base import Recommender, Representation
 from distillrec.models.registry import ModelParams
-from distillrec.training.optim import AsyncWarmup, warmup_factors
+from distillrec.models.schedules import AsyncWarmup, warmup_factors
 
 MODALITY_GROUP = "modality"
 
@@ -141,6 +141,7 @@ class SequentialRecommender(Recommender):
     """Base of next-item backbones; subclasses implement `represent` and `encode`."""
 
     task: ClassVar[str] = "next-item"
+    max_len: int  # newest events of a sequence the model reads; each subclass sets it from its Params (SeqParams)
 
     def __init__(self, dataset) -> None:  # noqa: ANN001
         super().__init__()
@@ -181,6 +182,12 @@ class SequentialRecommender(Recommender):
         """Whether the model has trainable per-item modality embeddings (its `correlation_tables`);
         False: `correlation_tables` stands its ID table in for every modality."""
         return bool(self.modality_parameters())
+
+    @property
+    def input_window(self) -> int:
+        """The newest events of a sequence the model reads (its Params' `max_len`): the window the next-item
+        samplers cut prefixes to, so that a batch holds exactly what the model sees."""
+        return int(self.max_len)
 
     @property
     def correlation_dim(self) -> int:
