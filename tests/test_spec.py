@@ -58,7 +58,9 @@ def test_print_config_is_what_the_run_writes(tmp_path, capsys, monkeypatch):
     cfg.write_text("train: {lr: 0.002}\nreg_weight: 0.001\n")
     args = ["train", "-m", "BPRMF", "--config", str(cfg), "--set", "epochs=1", "--out", str(tmp_path / "runs")]
     monkeypatch.setattr(sys, "argv", ["distillrec", *args, "--print-config"])
-    main()
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0
     header, _, body = capsys.readouterr().out.partition("\n")
     printed = yaml.safe_load(body)
     assert not (tmp_path / "runs").exists()  # nothing trained
