@@ -25,12 +25,22 @@ RUNS = 16
 
 
 def one(executor: str, jobs: int, threads: int, root: Path) -> float:
-    d = make_definition({
-        "name": f"bench-{executor}-{jobs}", "backbones": ["bprmf"], "methods": [], "budget": 6,
-        "selection_seeds": 2, "seeds": [1, 2, 3, 4], "set": {"epochs": 5, "patience": 5},
-        "executor": executor, "jobs": jobs, "threads": threads, "out": str(root / f"{executor}{jobs}"),
-        "sampler": "grid",  # six distinct points: no trial is a cached duplicate
-    })
+    d = make_definition(
+        {
+            "name": f"bench-{executor}-{jobs}",
+            "backbones": ["bprmf"],
+            "methods": [],
+            "budget": 6,
+            "selection_seeds": 2,
+            "seeds": [1, 2, 3, 4],
+            "set": {"epochs": 5, "patience": 5},
+            "executor": executor,
+            "jobs": jobs,
+            "threads": threads,
+            "out": str(root / f"{executor}{jobs}"),
+            "sampler": "grid",  # six distinct points: no trial is a cached duplicate
+        }
+    )
     start = time.perf_counter()
     result = Engine(d).run()
     wall = time.perf_counter() - start
@@ -60,16 +70,29 @@ def main() -> None:
     ray1 = next((r for r in rows if r["executor"] == "ray" and r["jobs"] == 1), None)
     overhead = (ray1["wall_s"] - serial) / RUNS if ray1 else None
     if args.json:
-        print(json.dumps({"runs": RUNS, "threads_per_job": args.threads, "rows": rows,
-                          "ray_overhead_s_per_job": overhead}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "runs": RUNS,
+                    "threads_per_job": args.threads,
+                    "rows": rows,
+                    "ray_overhead_s_per_job": overhead,
+                },
+                indent=2,
+            )
+        )
         return
     print(f"{RUNS} runs (BPR-MF, scientific, 5 epochs), {args.threads} thread(s) per job")
     print(f"{'executor':<10}{'jobs':>5}{'wall s':>9}{'s / job':>9}{'speed-up':>10}")
     for r in rows:
-        print(f"{r['executor']:<10}{r['jobs']:>5}{r['wall_s']:>9.1f}{r['s_per_job']:>9.2f}{r['speedup']:>9.2f}×")
+        print(
+            f"{r['executor']:<10}{r['jobs']:>5}{r['wall_s']:>9.1f}{r['s_per_job']:>9.2f}{r['speedup']:>9.2f}×"
+        )
     if overhead is not None:
-        print(f"Ray overhead per job (ray, 1 job at a time, minus serial): {overhead:+.2f} s "
-              f"beside {serial / RUNS:.2f} s of serial work per job")
+        print(
+            f"Ray overhead per job (ray, 1 job at a time, minus serial): {overhead:+.2f} s "
+            f"beside {serial / RUNS:.2f} s of serial work per job"
+        )
 
 
 if __name__ == "__main__":

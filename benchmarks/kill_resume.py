@@ -50,8 +50,9 @@ POLL_S = 0.0005
 
 
 # ----------------------------------------------------------------------------------------------- data
-def write_topk_dataset(folder: Path, n_users: int = 300, n_items: int = 200, per_user: int = 12,
-                       seed: int = 0) -> Path:
+def write_topk_dataset(
+    folder: Path, n_users: int = 300, n_items: int = 200, per_user: int = 12, seed: int = 0
+) -> Path:
     """A random MMRec folder: `<name>.inter` with x_label (per user: last two items valid and test),
     image and text features, category labels; users of a group prefer a block of items."""
     import pandas as pd
@@ -67,16 +68,18 @@ def write_topk_dataset(folder: Path, n_users: int = 300, n_items: int = 200, per
         labels = [0] * (per_user - 2) + [1, 2]
         rows += [(u, int(i), lab) for i, lab in zip(items, labels, strict=True)]
     folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=["userID", "itemID", "x_label"]).to_csv(folder / "kr-topk.inter", sep="\t",
-                                                                       index=False)
+    pd.DataFrame(rows, columns=["userID", "itemID", "x_label"]).to_csv(
+        folder / "kr-topk.inter", sep="\t", index=False
+    )
     np.save(folder / "image_feat.npy", rng.standard_normal((n_items, 32)).astype(np.float32))
     np.save(folder / "text_feat.npy", rng.standard_normal((n_items, 16)).astype(np.float32))
     np.save(folder / "category_label.npy", rng.integers(-1, 5, n_items).astype(np.int64))
     return folder
 
 
-def write_seq_dataset(folder: Path, n_users: int = 200, n_items: int = 150, min_len: int = 5,
-                      max_len: int = 15, seed: int = 0) -> Path:
+def write_seq_dataset(
+    folder: Path, n_users: int = 200, n_items: int = 150, min_len: int = 5, max_len: int = 15, seed: int = 0
+) -> Path:
     """A random sequential MMRec folder: `<name>.seq.inter` (ordered events, each a few items after the
     previous one; leave-one-out x_label, position), the derived `<name>.inter` pairs, image and text
     features."""
@@ -114,8 +117,23 @@ class RunDef:
     seed: int = 7
 
     def args(self, data: Path, out: Path, resume: bool) -> list[str]:
-        cmd = [sys.executable, "-c", CLI, "train", "--model", self.model, "--dataset", str(data),
-               "--seeds", str(self.seed), "--out", str(out), "--device", "cpu", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-c",
+            CLI,
+            "train",
+            "--model",
+            self.model,
+            "--dataset",
+            str(data),
+            "--seeds",
+            str(self.seed),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
         if self.distill:
             cmd += ["--distill", self.distill]
         for s in self.sets:
@@ -125,11 +143,28 @@ class RunDef:
 
 RUNS = {
     "lightgcn": RunDef("lightgcn", "lightgcn", "topk", ("epochs=40", "batch_size=256")),
-    "vbpr+ckd": RunDef("vbpr+ckd", "vbpr", "topk", ("epochs=12", "batch_size=512", "ckd.n_generic=1000"),
-                       distill="ckd", teachers=2),
-    "sasrec+cdl": RunDef("sasrec+cdl", "sasrec", "seq",
-                         ("epochs=12", "batch_size=256", "modality_input=true", "n_layers=1",
-                          "cdl.sample_pairs=2000", "cdl.probe_pairs=2000"), distill="cdl"),
+    "vbpr+ckd": RunDef(
+        "vbpr+ckd",
+        "vbpr",
+        "topk",
+        ("epochs=12", "batch_size=512", "ckd.n_generic=1000"),
+        distill="ckd",
+        teachers=2,
+    ),
+    "sasrec+cdl": RunDef(
+        "sasrec+cdl",
+        "sasrec",
+        "seq",
+        (
+            "epochs=12",
+            "batch_size=256",
+            "modality_input=true",
+            "n_layers=1",
+            "cdl.sample_pairs=2000",
+            "cdl.probe_pairs=2000",
+        ),
+        distill="cdl",
+    ),
 }
 
 
@@ -260,8 +295,9 @@ def _compare_metrics(fa: Path, fb: Path) -> list[str]:
 
     ma, mb = read_json(fa / "metrics.json", "-"), read_json(fb / "metrics.json", "-")
     keys = ("test", "valid", "best_epoch", "epochs_run", "split_hash")
-    return [f"metrics.json: {k} differs ({ma.get(k)!r} vs {mb.get(k)!r})"
-            for k in keys if ma.get(k) != mb.get(k)]
+    return [
+        f"metrics.json: {k} differs ({ma.get(k)!r} vs {mb.get(k)!r})" for k in keys if ma.get(k) != mb.get(k)
+    ]
 
 
 def _compare_best(fa: Path, fb: Path) -> list[str]:
@@ -358,12 +394,22 @@ def plan_kills(run: RunDef, n: int, rng: np.random.Generator, first_write_s: flo
     plan = []
     for i in range(n):
         mode = "write" if i % 2 == 0 else "after_write"
-        plan.append({"mode": mode, "scope": "teachers" if i < n_teacher else "any",
-                     "files": CHECKPOINTS if mode == "write" and i % 4 == 0 else None,
-                     "u": float(rng.random()), "delay": round(float(rng.uniform(0.0, 0.6)), 3)})
+        plan.append(
+            {
+                "mode": mode,
+                "scope": "teachers" if i < n_teacher else "any",
+                "files": CHECKPOINTS if mode == "write" and i % 4 == 0 else None,
+                "u": float(rng.random()),
+                "delay": round(float(rng.uniform(0.0, 0.6)), 3),
+            }
+        )
     if n - n_teacher > 2:
-        plan[-1] = {**plan[-1], "mode": "startup", "files": None,
-                    "delay": round(float(rng.uniform(0.2, 1.0)) * (first_write_s or 2.0), 3)}
+        plan[-1] = {
+            **plan[-1],
+            "mode": "startup",
+            "files": None,
+            "delay": round(float(rng.uniform(0.2, 1.0)) * (first_write_s or 2.0), 3),
+        }
     rest = plan[n_teacher:]
     return plan[:n_teacher] + [rest[i] for i in rng.permutation(len(rest))]
 
@@ -389,15 +435,31 @@ def train_in_process(run: RunDef, data: Path, out: Path) -> Launch:
     t0, threads = time.monotonic(), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(run.model, str(data), seeds=[run.seed], set=parse_assignments(list(run.sets)), out=out,
-              device="cpu", quiet=True, distill=run.distill)
+        train(
+            run.model,
+            str(data),
+            seeds=[run.seed],
+            set=parse_assignments(list(run.sets)),
+            out=out,
+            device="cpu",
+            quiet=True,
+            distill=run.distill,
+        )
     finally:
         torch.set_num_threads(threads)
     return Launch(0, False, time.monotonic() - t0)
 
 
-def check_run(run: RunDef, data: Path, work: Path, kills: int, seed: int, max_extra: int = 8,
-              plan: list[dict] | None = None, reference_in_process: bool = False) -> Outcome:
+def check_run(
+    run: RunDef,
+    data: Path,
+    work: Path,
+    kills: int,
+    seed: int,
+    max_extra: int = 8,
+    plan: list[dict] | None = None,
+    reference_in_process: bool = False,
+) -> Outcome:
     """Train `run` uninterrupted into work/A, then killed and resumed into work/B until it finishes, and
     compare. `kills` are planned from the reference's writes (or given as `plan`, with their `k`); when
     none of them landed inside a checkpoint write, up to `max_extra` more are aimed at one.
@@ -457,14 +519,38 @@ def check_run(run: RunDef, data: Path, work: Path, kills: int, seed: int, max_ex
 
 
 def table(outcomes: list[Outcome]) -> str:
-    head = ("run", "kills", "in a write", "in a checkpoint write", "in teachers", "resumes", "identical",
-            "reference s", "killed+resumed s")
-    rows = [(o.run, str(o.kills), str(o.kills_in_write), str(o.kills_in_checkpoint_write),
-             str(o.kills_in_teachers) if "ckd" in o.run else "-", str(o.resumes),
-             "yes" if o.identical else "NO", f"{o.reference_s:.1f}", f"{o.killed_s:.1f}") for o in outcomes]
+    head = (
+        "run",
+        "kills",
+        "in a write",
+        "in a checkpoint write",
+        "in teachers",
+        "resumes",
+        "identical",
+        "reference s",
+        "killed+resumed s",
+    )
+    rows = [
+        (
+            o.run,
+            str(o.kills),
+            str(o.kills_in_write),
+            str(o.kills_in_checkpoint_write),
+            str(o.kills_in_teachers) if "ckd" in o.run else "-",
+            str(o.resumes),
+            "yes" if o.identical else "NO",
+            f"{o.reference_s:.1f}",
+            f"{o.killed_s:.1f}",
+        )
+        for o in outcomes
+    ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in [head, *rows]]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [head, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -500,8 +586,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(table(outcomes))
     ok = bool(outcomes) and all(o.identical for o in outcomes)
-    result = {"benchmark": "kill_resume", "ok": ok, "kills_per_run": kills, "seed": args.seed,
-              "runs": [asdict(o) for o in outcomes]}
+    result = {
+        "benchmark": "kill_resume",
+        "ok": ok,
+        "kills_per_run": kills,
+        "seed": args.seed,
+        "runs": [asdict(o) for o in outcomes],
+    }
     print(json.dumps(result))
     return 0 if ok else 1
 

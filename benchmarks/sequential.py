@@ -77,7 +77,8 @@ def main() -> None:
             lambda: over(prebuilt, lambda b: model.loss(model.represent(trainer.features), b)), args.reps
         ),
         "padded50_s_per_epoch": median_time(
-            lambda: over(prebuilt, lambda b: padded_loss(model, trainer.features, b)), 1  # slow: once
+            lambda: over(prebuilt, lambda b: padded_loss(model, trainer.features, b)),
+            1,  # slow: once
         ),
         "valid_eval_s": median_time(evaluate, args.reps),
         "threads": args.threads,

@@ -46,7 +46,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=5, help="training epochs of the benchmark's model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the service and the bare timing)")
     p.add_argument(
-        "--client", choices=("raw", "httpx"), default="raw",
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
         help="raw: a minimal asyncio HTTP/1.1 client (default); httpx: one httpx AsyncClient",
     )
     p.add_argument("--bare-reps", type=int, default=2000, help="timed single-user top-Ks in process")
@@ -68,7 +70,9 @@ def trained_run(runs: Path, epochs: int) -> Path:
     return result.run_dir
 
 
-def bare_scoring(run_dir: Path, device: str, k: int, reps: int, rng: np.random.Generator) -> tuple[float, list]:
+def bare_scoring(
+    run_dir: Path, device: str, k: int, reps: int, rng: np.random.Generator
+) -> tuple[float, list]:
     """Seconds per single-user top-K on the cached representation (median of `reps`), and the user ids."""
     from distillrec.serve import Scorer
 
@@ -88,7 +92,9 @@ def start_service(run_dir: Path, port: int, device: str, log_path: Path) -> subp
     code = "import sys; from distillrec.cli import main; sys.argv = ['distillrec', *sys.argv[1:]]; main()"
     cmd = [sys.executable, "-c", code, "serve", str(run_dir), "--port", str(port), "--device", device]
     log = log_path.open("w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 300.0) -> None:
@@ -160,7 +166,9 @@ def httpx_clients(url: str, clients: int):  # noqa: ANN201
     return [get] * clients, http.aclose
 
 
-async def load(url: str, users: list, k: int, clients: int, seconds: float, seed: int, kind: str = "raw") -> dict:
+async def load(
+    url: str, users: list, k: int, clients: int, seconds: float, seed: int, kind: str = "raw"
+) -> dict:
     """`clients` concurrent clients, each with its own connection, for `seconds`: latencies and errors."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -242,12 +250,20 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
     }
     rows = [
-        ("requests/s", f"{result['requests_per_s']:.1f}", f"{result['requests']} requests in {result['wall_s']} s"),
+        (
+            "requests/s",
+            f"{result['requests_per_s']:.1f}",
+            f"{result['requests']} requests in {result['wall_s']} s",
+        ),
         ("p50 latency", f"{result['p50_ms']} ms", f"{args.clients} concurrent clients, queueing included"),
         ("p99 latency", f"{result['p99_ms']} ms", ""),
         ("errors", str(result["errors"]), result["first_error"] or "must be 0"),
         ("served time per request", f"{result['served_ms_per_request']} ms", "1 / requests per second"),
-        ("bare scoring per request", f"{result['bare_scoring_ms']} ms", "one user's top-K, cached representation"),
+        (
+            "bare scoring per request",
+            f"{result['bare_scoring_ms']} ms",
+            "one user's top-K, cached representation",
+        ),
         ("ratio served / bare", f"{result['ratio']}x", "HTTP, JSON, scoring-thread hop, clients"),
     ]
     width = max(len(r[0]) for r in rows)

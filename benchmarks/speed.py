@@ -57,7 +57,9 @@ def eval_floor(user: torch.Tensor, item: torch.Tensor, users: torch.Tensor, k: i
         torch.topk(out, k, dim=1)
 
 
-def epoch_floor(train, n_users: int, n_items: int, d: int, batch: int, layers: int, gen: torch.Generator) -> None:  # noqa: ANN001
+def epoch_floor(
+    train, n_users: int, n_items: int, d: int, batch: int, layers: int, gen: torch.Generator
+) -> None:  # noqa: ANN001
     adj = to_torch_csr(sym_norm_adjacency(train))
     emb = torch.nn.Parameter(torch.randn(n_users + n_items, d) * 0.1)
     opt = torch.optim.Adam([emb], lr=1e-3)
@@ -149,12 +151,20 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"speed on {ds.name} ({ds.n_users} users x {ds.n_items} items, {ds.train.nnz} train pairs)")
+    table = Table(
+        title=f"speed on {ds.name} ({ds.n_users} users x {ds.n_items} items, {ds.train.nnz} train pairs)"
+    )
     for col in ("work", "distillrec s", "floor s", "ratio"):
         table.add_column(col, justify="right")
-    table.add_row("full evaluation, K=50", f"{eval_s:.3f}", f"{eval_floor_s:.3f}", f"{eval_s / eval_floor_s:.2f}x")
-    table.add_row("LightGCN epoch", f"{epoch_s:.3f}", f"{epoch_floor_s:.3f}", f"{epoch_s / epoch_floor_s:.2f}x")
-    table.add_row("negative sampling + batching", f"{sampling_s:.3f}", "-", f"{sampling_s / epoch_s:.1%} of epoch")
+    table.add_row(
+        "full evaluation, K=50", f"{eval_s:.3f}", f"{eval_floor_s:.3f}", f"{eval_s / eval_floor_s:.2f}x"
+    )
+    table.add_row(
+        "LightGCN epoch", f"{epoch_s:.3f}", f"{epoch_floor_s:.3f}", f"{epoch_s / epoch_floor_s:.2f}x"
+    )
+    table.add_row(
+        "negative sampling + batching", f"{sampling_s:.3f}", "-", f"{sampling_s / epoch_s:.1%} of epoch"
+    )
     Console().print(table)
 
 

@@ -27,8 +27,14 @@ MULTIMODAL = [m for m in GENERAL if model_class(m).uses_features]
 def _slice(ds: Dataset, n_users: int = 400) -> Dataset:
     """The first users of the real data with all items: small enough for a few fast epochs."""
     return Dataset(
-        ds.name + "-slice", n_users, ds.n_items, ds.train[:n_users], ds.valid[:n_users], ds.test[:n_users],
-        features=ds.features, labels=ds.labels,
+        ds.name + "-slice",
+        n_users,
+        ds.n_items,
+        ds.train[:n_users],
+        ds.valid[:n_users],
+        ds.test[:n_users],
+        features=ds.features,
+        labels=ds.labels,
     )
 
 
@@ -45,7 +51,9 @@ def test_shapes(name):
     items = torch.tensor([1, 2, 5])
     assert model.score(rep, users, items).shape == (3, 3)
     assert model.pair_score(rep, users, items).shape == (3,)
-    assert torch.allclose(model.pair_score(rep, users, items), model.score(rep, users)[torch.arange(3), items], atol=1e-5)
+    assert torch.allclose(
+        model.pair_score(rep, users, items), model.score(rep, users)[torch.arange(3), items], atol=1e-5
+    )
     for m, emb in model.modality_embeddings(ds.features).items():
         assert m in ds.features and emb.shape[0] == ds.n_items
 
@@ -91,7 +99,9 @@ def test_ablating_a_modality_changes_scores(name, scientific):
     with torch.no_grad():
         base = model.score(model.represent(ds.features), users)
         for m in ds.features:
-            ablated = model.score(model.represent(mean_ablate(ds.features, {m}), ablated=frozenset({m})), users)
+            ablated = model.score(
+                model.represent(mean_ablate(ds.features, {m}), ablated=frozenset({m})), users
+            )
             assert not torch.allclose(base, ablated), m
             # the counterfactual view keeps only one modality
             view = model.score(model.counterfactual(ds.features, m), users)
@@ -115,7 +125,9 @@ def test_checkpoint_round_trip(name):
     b.eval()
     users = torch.arange(10)
     with torch.no_grad():
-        assert torch.allclose(a.score(a.represent(ds.features), users), b.score(b.represent(ds.features), users))
+        assert torch.allclose(
+            a.score(a.represent(ds.features), users), b.score(b.represent(ds.features), users)
+        )
 
 
 @pytest.mark.parametrize("name", MULTIMODAL)

@@ -56,13 +56,33 @@ def _feature(array: np.ndarray, name: str = "image_feat.npy") -> Callable[[Path]
 
 
 def train_on(change: Callable[[Path], None], *extra: str) -> Callable[[Path, Path, Path], list[str]]:
-    return lambda data, run, tmp: ["train", "-m", "vbpr", "-d", str(_data(tmp, change)), "--set", "epochs=1",
-                                   "--out", str(tmp / "runs"), "--quiet", *extra]
+    return lambda data, run, tmp: [
+        "train",
+        "-m",
+        "vbpr",
+        "-d",
+        str(_data(tmp, change)),
+        "--set",
+        "epochs=1",
+        "--out",
+        str(tmp / "runs"),
+        "--quiet",
+        *extra,
+    ]
 
 
 def train(*args: str) -> Callable[[Path, Path, Path], list[str]]:
-    return lambda data, run, tmp: ["train", "-d", str(data), "--set", "epochs=1", "--out", str(tmp / "runs"),
-                                   "--quiet", *args]
+    return lambda data, run, tmp: [
+        "train",
+        "-d",
+        str(data),
+        "--set",
+        "epochs=1",
+        "--out",
+        str(tmp / "runs"),
+        "--quiet",
+        *args,
+    ]
 
 
 def damaged(name: str, how: str, *command: str) -> Callable[[Path, Path, Path], list[str]]:
@@ -91,8 +111,21 @@ def resume_with_damaged_last(data: Path, run: Path, tmp: Path) -> list[str]:
     (last,) = copy.glob("*/*/seed1/last.pt")
     (last.parent / "metrics.json").unlink()  # unfinished: resume reads last.pt
     last.write_bytes(last.read_bytes()[:1000])
-    return ["train", "-m", "bprmf", "-d", str(data), "--set", "epochs=2", "--seeds", "1", "--out", str(copy),
-            "--resume", "--quiet"]
+    return [
+        "train",
+        "-m",
+        "bprmf",
+        "-d",
+        str(data),
+        "--set",
+        "epochs=2",
+        "--seeds",
+        "1",
+        "--out",
+        str(copy),
+        "--resume",
+        "--quiet",
+    ]
 
 
 CASES = [
@@ -100,8 +133,11 @@ CASES = [
     Case("no interaction file", train_on(lambda f: (f / "synthetic.inter").unlink()), "no .inter file"),
     Case("empty interaction file", train_on(lambda f: (f / "synthetic.inter").write_text("")), "empty"),
     Case("header only", train_on(_edit_inter(lambda ls: ls[:1])), "no interactions"),
-    Case("missing itemID column", train_on(_edit_inter(lambda ls: [ln.replace("itemID", "item") for ln in ls])),
-         "missing required column 'itemID'"),
+    Case(
+        "missing itemID column",
+        train_on(_edit_inter(lambda ls: [ln.replace("itemID", "item") for ln in ls])),
+        "missing required column 'itemID'",
+    ),
     Case("text user id", train_on(_set_cell(3, 0, "alice")), "line 4"),
     Case("negative item id", train_on(_set_cell(5, 1, "-3")), "line 6"),
     Case("huge user id", train_on(_set_cell(2, 0, str(10**12))), "dense indices"),
@@ -109,24 +145,43 @@ CASES = [
     Case("x_label 3", train_on(_set_cell(4, 2, "3")), "line 5"),
     Case("ragged line", train_on(_edit_inter(lambda ls: ls[:7] + [ls[7] + "\t9"] + ls[8:])), "line 8"),
     Case("duplicate pair", train_on(_edit_inter(lambda ls: ls + [ls[1]])), "duplicate pair"),
-    Case("duplicate header column", train_on(_edit_inter(lambda ls: [ls[0].replace("x_label", "userID")] + ls[1:])),
-         "appears twice"),
-    Case("no test rows", train_on(_edit_inter(lambda ls: [ln for ln in ls if not ln.endswith("\t2")])),
-         "no test interactions"),
+    Case(
+        "duplicate header column",
+        train_on(_edit_inter(lambda ls: [ls[0].replace("x_label", "userID")] + ls[1:])),
+        "appears twice",
+    ),
+    Case(
+        "no test rows",
+        train_on(_edit_inter(lambda ls: [ln for ln in ls if not ln.endswith("\t2")])),
+        "no test interactions",
+    ),
     # -- readers: features and labels
     Case("NaN feature", train_on(_feature(np.full((40, 13), np.nan, dtype=np.float32))), "non-finite"),
-    Case("feature rows fewer than items", train_on(_feature(np.ones((10, 13), dtype=np.float32))), "one row per item"),
+    Case(
+        "feature rows fewer than items",
+        train_on(_feature(np.ones((10, 13), dtype=np.float32))),
+        "one row per item",
+    ),
     Case("zero-width feature", train_on(_feature(np.ones((40, 0), dtype=np.float32))), "empty"),
     Case("1-D feature", train_on(_feature(np.ones(40, dtype=np.float32))), "2-D"),
     Case("text feature", train_on(_feature(np.array([["a"] * 3] * 40))), "numeric"),
-    Case("garbage feature file", train_on(lambda f: (f / "text_feat.npy").write_bytes(b"\x00garbage" * 20)),
-         "not a readable .npy"),
-    Case("labels of the wrong length", train_on(lambda f: np.save(f / "category_label.npy", np.zeros(3, np.int64))),
-         "category_label.npy"),
+    Case(
+        "garbage feature file",
+        train_on(lambda f: (f / "text_feat.npy").write_bytes(b"\x00garbage" * 20)),
+        "not a readable .npy",
+    ),
+    Case(
+        "labels of the wrong length",
+        train_on(lambda f: np.save(f / "category_label.npy", np.zeros(3, np.int64))),
+        "category_label.npy",
+    ),
     # -- train: options and methods
     Case("unknown model", train("-m", "nosuch"), "unknown model"),
-    Case("unknown dataset", lambda d, r, t: ["train", "-m", "bprmf", "-d", "nosuchdata", "--out", str(t / "runs")],
-         "unknown dataset"),
+    Case(
+        "unknown dataset",
+        lambda d, r, t: ["train", "-m", "bprmf", "-d", "nosuchdata", "--out", str(t / "runs")],
+        "unknown dataset",
+    ),
     Case("unknown option", train("-m", "bprmf", "--set", "nonsense=1"), "nonsense"),
     Case("text learning rate", train("-m", "bprmf", "--set", "lr=fast"), "lr"),
     Case("negative learning rate", train("-m", "bprmf", "--set", "lr=-1"), "lr"),
@@ -136,20 +191,34 @@ CASES = [
     Case("unknown valid metric", train("-m", "bprmf", "--set", "valid_metric=auc@20"), "unknown metric"),
     Case("unknown distiller", train("-m", "vbpr", "--distill", "nosuch"), "unknown distillation method"),
     Case("two distillers", train("-m", "vbpr", "--distill", "ckd,sgfd"), "composing"),
-    Case("ckd on a model without features", train("-m", "lightgcn", "--distill", "ckd"), "takes no item features"),
-    Case("ckd on a model that learns nothing", train("-m", "itemknn_cbf", "--distill", "ckd"), "learns nothing"),
+    Case(
+        "ckd on a model without features",
+        train("-m", "lightgcn", "--distill", "ckd"),
+        "takes no item features",
+    ),
+    Case(
+        "ckd on a model that learns nothing", train("-m", "itemknn_cbf", "--distill", "ckd"), "learns nothing"
+    ),
     Case("cdl on a top-K model", train("-m", "vbpr", "--distill", "cdl"), "next-item"),
-    Case("unknown distiller option", train("-m", "vbpr", "--distill", "ckd", "--set", "ckd.nonsense=1"), "nonsense"),
+    Case(
+        "unknown distiller option",
+        train("-m", "vbpr", "--distill", "ckd", "--set", "ckd.nonsense=1"),
+        "nonsense",
+    ),
     Case("unknown device", train("-m", "bprmf", "--device", "tpu"), "device"),
     Case("CUDA without a GPU", train("-m", "bprmf", "--device", "cuda:7"), "cuda"),
     Case("text seeds", train("-m", "bprmf", "--seeds", "one,two"), "seeds"),
     Case("missing config file", train("-m", "bprmf", "--config", "/nonexistent/run.yaml"), "run.yaml"),
-    Case("config file not YAML", lambda d, r, t: train("-m", "bprmf", "--config", str(_write(t / "c.yaml",
-                                                                                           "lr: [1, 2")))(d, r, t),
-         "YAML"),
-    Case("config file unknown key", lambda d, r, t: train("-m", "bprmf", "--config", str(_write(t / "c.yaml",
-                                                                                              "nonsense: 1\n")))(
-        d, r, t), "nonsense"),
+    Case(
+        "config file not YAML",
+        lambda d, r, t: train("-m", "bprmf", "--config", str(_write(t / "c.yaml", "lr: [1, 2")))(d, r, t),
+        "YAML",
+    ),
+    Case(
+        "config file unknown key",
+        lambda d, r, t: train("-m", "bprmf", "--config", str(_write(t / "c.yaml", "nonsense: 1\n")))(d, r, t),
+        "nonsense",
+    ),
     Case("option of the wrong type", train("-m", "bprmf", "--seeds"), "--seeds"),
     # -- run artefacts
     Case("not a run folder", lambda d, r, t: ["evaluate", str(t)], "not a run folder"),
@@ -163,33 +232,83 @@ CASES = [
     Case("config.yaml garbage", damaged("config.yaml", "garbage", "evaluate"), "config.yaml: damaged"),
     Case("config.yaml edited", damaged("config.yaml", "edited", "evaluate"), "config.yaml: damaged"),
     Case("split.npz truncated", damaged("split.npz", "truncated", "evaluate"), "split.npz: damaged"),
-    Case("checksums.json garbage", damaged("checksums.json", "garbage", "evaluate"), "checksums.json: damaged"),
+    Case(
+        "checksums.json garbage", damaged("checksums.json", "garbage", "evaluate"), "checksums.json: damaged"
+    ),
     Case("last.pt damaged on resume", resume_with_damaged_last, "last.pt: damaged"),
     # -- evaluate / recommend / compare options
     Case("unknown split", lambda d, r, t: ["evaluate", str(r), "--split", "nonsense"], "split"),
     Case("unknown preset", lambda d, r, t: ["evaluate", str(r), "--preset", "nonsense"], "preset"),
     Case("recommend text users", lambda d, r, t: ["recommend", str(r), "--users", "a,b"], "--users"),
-    Case("recommend unknown user", lambda d, r, t: ["recommend", str(r), "--users", "999999"], "unknown user"),
+    Case(
+        "recommend unknown user", lambda d, r, t: ["recommend", str(r), "--users", "999999"], "unknown user"
+    ),
     Case("recommend k=0", lambda d, r, t: ["recommend", str(r), "-k", "0"], "k must be"),
     Case("recommend k above the items", lambda d, r, t: ["recommend", str(r), "-k", "100000"], "k must be"),
     Case("recommend k not a number", lambda d, r, t: ["recommend", str(r), "-k", "ten"], "'-k'"),
     Case("recommend --out a folder", lambda d, r, t: ["recommend", str(r), "--out", str(t)], "is a folder"),
-    Case("recommend --out in no folder", lambda d, r, t: ["recommend", str(r), "--out", str(t / "x" / "y.tsv")],
-         "does not exist"),
+    Case(
+        "recommend --out in no folder",
+        lambda d, r, t: ["recommend", str(r), "--out", str(t / "x" / "y.tsv")],
+        "does not exist",
+    ),
     Case("compare nothing", lambda d, r, t: ["compare", str(t / "nothing")], "nothing"),
     Case("compare a damaged run", damaged("metrics.json", "edited", "compare"), "metrics.json: damaged"),
-    Case("train --out a file", lambda d, r, t: ["train", "-m", "bprmf", "-d", str(d), "--set", "epochs=1",
-                                                "--out", str(_write(t / "afile", "")), "--quiet"],
-         "cannot create the run folder"),
-    Case("experiment --write a folder", lambda d, r, t: ["experiment", "-d", str(d), "--backbones", "mostpop",
-                                                         "--seeds", "2", "--out", str(t / "x"), "--write", str(t)],
-         "is a folder"),
+    Case(
+        "train --out a file",
+        lambda d, r, t: [
+            "train",
+            "-m",
+            "bprmf",
+            "-d",
+            str(d),
+            "--set",
+            "epochs=1",
+            "--out",
+            str(_write(t / "afile", "")),
+            "--quiet",
+        ],
+        "cannot create the run folder",
+    ),
+    Case(
+        "experiment --write a folder",
+        lambda d, r, t: [
+            "experiment",
+            "-d",
+            str(d),
+            "--backbones",
+            "mostpop",
+            "--seeds",
+            "2",
+            "--out",
+            str(t / "x"),
+            "--write",
+            str(t),
+        ],
+        "is a folder",
+    ),
     # -- experiment definitions
     Case("experiment file missing", lambda d, r, t: ["experiment", str(t / "none.yaml")], "none.yaml"),
-    Case("experiment file unknown key", lambda d, r, t: ["experiment", str(_write(t / "e.yaml", "nonsense: 1\n"))],
-         "nonsense"),
-    Case("experiment unknown method", lambda d, r, t: ["experiment", "-d", str(d), "--backbones", "vbpr",
-                                                       "--methods", "nosuch", "--out", str(t / "x")], "nosuch"),
+    Case(
+        "experiment file unknown key",
+        lambda d, r, t: ["experiment", str(_write(t / "e.yaml", "nonsense: 1\n"))],
+        "nonsense",
+    ),
+    Case(
+        "experiment unknown method",
+        lambda d, r, t: [
+            "experiment",
+            "-d",
+            str(d),
+            "--backbones",
+            "vbpr",
+            "--methods",
+            "nosuch",
+            "--out",
+            str(t / "x"),
+        ],
+        "nosuch",
+    ),
 ]
 
 

@@ -27,8 +27,15 @@ def _cdl(ds, model="sasrec", params=None, **options) -> CDL:
     options.setdefault("sample_pairs", 5000)
     options.setdefault("id_only", model in ("sasrec", "gru4rec"))
     groups = route({f"cdl.{k}": v for k, v in options.items()}, "cdl")
-    return build_distiller(["cdl"], ds, model, groups, torch.device("cpu"), None,
-                           backbone_factory=lambda: build_model(model, ds, params))
+    return build_distiller(
+        ["cdl"],
+        ds,
+        model,
+        groups,
+        torch.device("cpu"),
+        None,
+        backbone_factory=lambda: build_model(model, ds, params),
+    )
 
 
 def _batch(ds) -> SeqBatch:
@@ -107,7 +114,9 @@ def test_each_loss_term_against_a_hand_computation():
     legacy = _cdl(ds, "mmsr", compress_dim=12, parts=3, codes=6, legacy_frobenius=True)
     legacy.load_state_dict(cdl.state_dict())
     t = legacy.loss(model, model.represent(ds.features), batch, epoch=1)
-    assert t["cdl_hol_image"].item() == pytest.approx(_by_hand(legacy, model, ds, batch, "image")[2].item(), rel=1e-4)
+    assert t["cdl_hol_image"].item() == pytest.approx(
+        _by_hand(legacy, model, ds, batch, "image")[2].item(), rel=1e-4
+    )
 
 
 def test_weights_are_wired_as_named_and_legacy_wiring_swaps():
@@ -148,7 +157,9 @@ def test_async_warmup_schedule():
     assert s.factor(1) == pytest.approx(0.25)
     assert s.factor(6) == pytest.approx(0.25 + 0.75 * 0.5)
     assert s.factor(11) == 1.0 and s.factor(50) == 1.0
-    assert [AsyncWarmup(gamma=4.0, epochs=10, legacy_constant_ratio=True).factor(e) for e in (1, 11, 99)] == [0.25] * 3
+    assert [AsyncWarmup(gamma=4.0, epochs=10, legacy_constant_ratio=True).factor(e) for e in (1, 11, 99)] == [
+        0.25
+    ] * 3
     assert AsyncWarmup(gamma=4.0, epochs=0).factor(1) == 1.0
 
 
@@ -210,8 +221,9 @@ class _Sizes(TorchDispatchMode):
 
 
 def test_memory_grows_with_batch_and_length_not_items():
-    ds = make_seq_dataset(n_users=200, n_items=20000, min_len=8, max_len=20,
-                          modalities={"image": 24, "text": 16})
+    ds = make_seq_dataset(
+        n_users=200, n_items=20000, min_len=8, max_len=20, modalities={"image": 24, "text": 16}
+    )
     small = {"hidden_size": 16, "n_heads": 1, "inner_size": 32}
     model = build_model("sasrec", ds, small)
     with _Sizes() as prep:
@@ -236,12 +248,21 @@ def test_forgetting_diagnostic_and_end_to_end_run(tmp_path):
     from distillrec.experiment.api import train
 
     ds = make_seq_dataset()
-    res = train("mmsr", ds, seeds=[1], set={"epochs": 2, "cdl.sample_pairs": 2000}, out=tmp_path, distill=["cdl"])[0]
+    res = train(
+        "mmsr", ds, seeds=[1], set={"epochs": 2, "cdl.sample_pairs": 2000}, out=tmp_path, distill=["cdl"]
+    )[0]
     header = (res.run_dir / "history.csv").read_text().splitlines()[0].split(",")
     assert {"cdl_hol_image", "cdl_code_text", "forget_corr_image", "id_corr_text"} <= set(header)
     model = build_model("mmsr", ds)
-    probe = build_distiller(["forgetting"], ds, "mmsr", route({}, "forgetting"), torch.device("cpu"), None,
-                            backbone_factory=lambda: build_model("mmsr", ds))
+    probe = build_distiller(
+        ["forgetting"],
+        ds,
+        "mmsr",
+        route({}, "forgetting"),
+        torch.device("cpu"),
+        None,
+        backbone_factory=lambda: build_model("mmsr", ds),
+    )
     diag = probe.on_epoch_end(model, 0)
     assert diag["forget_corr_image"] > 0.5  # tables start from the features' codes
     assert abs(diag["id_corr_image"]) < 0.3  # random ID embeddings know nothing of the features
@@ -262,8 +283,15 @@ def test_cdl_refuses_topk_models():
 
     ds = make_dataset()
     with pytest.raises(ConfigError, match="next-item"):
-        build_distiller(["cdl"], ds, "bprmf", route({}, "cdl"), torch.device("cpu"), None,
-                        backbone_factory=lambda: build_model("bprmf", ds))
+        build_distiller(
+            ["cdl"],
+            ds,
+            "bprmf",
+            route({}, "cdl"),
+            torch.device("cpu"),
+            None,
+            backbone_factory=lambda: build_model("bprmf", ds),
+        )
 
 
 def test_pair_similarity_kinds():

@@ -27,8 +27,15 @@ def _cdl(ds, model: str, params: dict | None = None, **options) -> CDL:
     options.setdefault("sample_pairs", 2000)
     options.setdefault("probe_pairs", 500)
     groups = route({**(params or {}), **{f"cdl.{k}": v for k, v in options.items()}}, "cdl")
-    return build_distiller(["cdl"], ds, model, groups, torch.device("cpu"), None,
-                           backbone_factory=lambda: build_model(model, ds, params))
+    return build_distiller(
+        ["cdl"],
+        ds,
+        model,
+        groups,
+        torch.device("cpu"),
+        None,
+        backbone_factory=lambda: build_model(model, ds, params),
+    )
 
 
 def _batch(ds):
@@ -53,7 +60,7 @@ def test_modality_input_shapes_and_init(name):
         table = model.modality[m]
         assert table.shape == (n, d) and table.requires_grad
         code = compress_features(f, d)  # the compressed features, at their own (unit rms) scale
-        assert torch.allclose(table[:, : code.shape[1]], code) and not table[:, code.shape[1]:].any()
+        assert torch.allclose(table[:, : code.shape[1]], code) and not table[:, code.shape[1] :].any()
         assert code.pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
     ids = model.item_emb.weight
     assert rep.extras["input"].shape == (n + 1, d)
@@ -198,7 +205,9 @@ def test_mmsr_tables_start_at_the_features_scale_and_the_head_spans_the_targets(
     assert pred.quantile(0.1) < target.quantile(0.25) and pred.quantile(0.9) > target.quantile(0.75)
     old, pred_old, _ = _initial_cosines(ds, "init_std", m)
     assert torch.allclose(old.modality[m], 0.02 * model.modality[m])  # the earlier scale, as an option
-    assert pred_old.std() < 0.05 * target.std() and pred_old.quantile(0.1) > target.quantile(0.9)  # bias-bound
+    assert pred_old.std() < 0.05 * target.std() and pred_old.quantile(0.1) > target.quantile(
+        0.9
+    )  # bias-bound
 
 
 # --------------------------------------------------------------------------- item 7: holistic forms
@@ -218,12 +227,19 @@ def test_frobenius_holistic_form_by_hand_and_its_earlier_name():
         z = compress_features(ds.features[m], 12)
         head = mean.score_head[m]
         e = model.modality[m]
-        diff2 = (F.cosine_similarity(head(e[a]), head(e[c]), dim=-1) / tau
-                 - F.cosine_similarity(z[a], z[c], dim=-1) / tau) ** 2
-        per_seq = torch.zeros(len(batch.items)).index_add_(0, seq, 2 * (diff2 + 1e-8))  # both orders of a pair
+        diff2 = (
+            F.cosine_similarity(head(e[a]), head(e[c]), dim=-1) / tau
+            - F.cosine_similarity(z[a], z[c], dim=-1) / tau
+        ) ** 2
+        per_seq = torch.zeros(len(batch.items)).index_add_(
+            0, seq, 2 * (diff2 + 1e-8)
+        )  # both orders of a pair
         assert frob.loss(model, rep, batch, 1)[f"cdl_hol_{m}"].item() == pytest.approx(
-            per_seq.sqrt().mean().item(), rel=1e-4)
-        assert mean.loss(model, rep, batch, 1)[f"cdl_hol_{m}"].item() == pytest.approx(diff2.mean().item(), rel=1e-4)
+            per_seq.sqrt().mean().item(), rel=1e-4
+        )
+        assert mean.loss(model, rep, batch, 1)[f"cdl_hol_{m}"].item() == pytest.approx(
+            diff2.mean().item(), rel=1e-4
+        )
     assert CDLOptions(legacy_frobenius=True).holistic == "frobenius"
     assert CDLOptions().holistic == "mean"
 
@@ -241,8 +257,9 @@ def test_diagnostic_measures_the_supervised_projection_against_cdls_target():
     model = build_model("mmsr", ds)
     cdl = _cdl(ds, "mmsr", compress_dim=12, parts=3, codes=6)
     diag = cdl.on_epoch_end(model, 1)
-    assert set(diag) == {f"{k}_{m}" for k in ("forget_corr", "code_corr", "cdl_corr", "id_corr")
-                         for m in ("image", "text")}
+    assert set(diag) == {
+        f"{k}_{m}" for k in ("forget_corr", "code_corr", "cdl_corr", "id_corr") for m in ("image", "text")
+    }
     a, c = cdl.probe.probe_a, cdl.probe.probe_c
     for m, f in ds.features.items():
         e, z, head = model.modality[m].detach(), compress_features(f, 12), cdl.score_head[m]
@@ -250,9 +267,13 @@ def test_diagnostic_measures_the_supervised_projection_against_cdls_target():
         with torch.no_grad():
             supervised = F.cosine_similarity(head(e[a]), head(e[c]), dim=-1)
         assert diag[f"cdl_corr_{m}"] == pytest.approx(pearson(supervised, target), abs=1e-6)
-        assert diag[f"code_corr_{m}"] == pytest.approx(pearson(F.cosine_similarity(e[a], e[c], dim=-1), target), abs=1e-6)
+        assert diag[f"code_corr_{m}"] == pytest.approx(
+            pearson(F.cosine_similarity(e[a], e[c], dim=-1), target), abs=1e-6
+        )
         raw = F.cosine_similarity(f[a], f[c], dim=-1)
-        assert diag[f"forget_corr_{m}"] == pytest.approx(pearson(F.cosine_similarity(e[a], e[c], dim=-1), raw), abs=1e-6)
+        assert diag[f"forget_corr_{m}"] == pytest.approx(
+            pearson(F.cosine_similarity(e[a], e[c], dim=-1), raw), abs=1e-6
+        )
         assert diag[f"code_corr_{m}"] > 0.5  # the tables start from the codes
     # no holistic term: nothing supervises the score head, so no cdl_corr column
     code_only = _cdl(ds, "mmsr", compress_dim=12, parts=3, codes=6, holistic_weight=0.0)
@@ -265,8 +286,16 @@ def test_diagnostic_measures_the_supervised_projection_against_cdls_target():
 
 def test_forgetting_probe_logs_the_code_view_without_cdl():
     ds = make_seq_dataset()
-    probe = build_distiller(["forgetting"], ds, "sasrec", route({"forgetting.probe_pairs": 500}, "forgetting"),
-                            torch.device("cpu"), None)
+    probe = build_distiller(
+        ["forgetting"],
+        ds,
+        "sasrec",
+        route({"forgetting.probe_pairs": 500}, "forgetting"),
+        torch.device("cpu"),
+        None,
+    )
     diag = probe.on_epoch_end(build_model("sasrec", ds, WITH_INPUT), 1)
-    assert set(diag) == {f"{k}_{m}" for k in ("forget_corr", "code_corr", "id_corr") for m in ("image", "text")}
+    assert set(diag) == {
+        f"{k}_{m}" for k in ("forget_corr", "code_corr", "id_corr") for m in ("image", "text")
+    }
     assert diag["code_corr_text"] > 0.5

@@ -76,9 +76,7 @@ def test_paper_weights_by_hand_and_sum_to_one():
     assert sum(w.values()).item() == pytest.approx(1.0)
     # the weaker modality (removing it costs less) gets the larger weight
     assert w["image"] > w["text"]
-    three = paper_weights(
-        {m: torch.rand(5) for m in "abc"}, {m: torch.rand(5) + 0.1 for m in "abc"}, 1e-8
-    )
+    three = paper_weights({m: torch.rand(5) for m in "abc"}, {m: torch.rand(5) + 0.1 for m in "abc"}, 1e-8)
     assert sum(three.values()).item() == pytest.approx(1.0)
 
 
@@ -122,7 +120,9 @@ def test_teachers_are_frozen_and_the_cache_skips_training(tmp_path, monkeypatch)
         return original_fit(self, *a, **k)
 
     monkeypatch.setattr(Trainer, "fit", counting_fit)
-    second = train("vbpr", ds, seeds=[1], set={**settings, "ckd.lambda_kd": 0.1}, out=tmp_path, distill=["ckd"])[0]
+    second = train(
+        "vbpr", ds, seeds=[1], set={**settings, "ckd.lambda_kd": 0.1}, out=tmp_path, distill=["ckd"]
+    )[0]
     assert fits == ["VBPR"]  # only the student trained: both teachers came from the cache
     assert not any(captured["ckd"].trained_now.values())
     assert second.metrics["distill_info"]["teachers"] == info
@@ -174,9 +174,20 @@ def test_ckd_plugin_reports_each_modality_and_the_reweighting(tmp_path):
     from tests.conftest import write_mmrec
 
     folder = write_mmrec(make_dataset(n_users=40, n_items=30), tmp_path / "data")
-    d = make_definition({"datasets": [folder], "backbones": ["vbpr"], "methods": ["ckd"], "budget": 1,
-                         "selection_seeds": [11], "seeds": [1, 2], "controls": True, "bootstrap": 200,
-                         "set": {"epochs": 2, "ckd.n_generic": 32}, "out": str(tmp_path / "exp")})
+    d = make_definition(
+        {
+            "datasets": [folder],
+            "backbones": ["vbpr"],
+            "methods": ["ckd"],
+            "budget": 1,
+            "selection_seeds": [11],
+            "seeds": [1, 2],
+            "controls": True,
+            "bootstrap": 200,
+            "set": {"epochs": 2, "ckd.n_generic": 32},
+            "out": str(tmp_path / "exp"),
+        }
+    )
     result = Engine(d).run()
     comps = comparisons(result)
     assert [c.arm for c in comps] == ["ckd", "ckd:self_distillation", "ckd:teacher_ensemble"]
@@ -193,8 +204,9 @@ def test_ckd_plugin_reports_each_modality_and_the_reweighting(tmp_path):
     # a run with distillation on: its teachers are found and λ_m is read from its history
     from distillrec.experiment.plugins import ckd_extract
 
-    run = train("vbpr", folder, seeds=[1], set={"epochs": 2, "ckd.n_generic": 32}, out=tmp_path / "r",
-                distill="ckd")[0]
+    run = train(
+        "vbpr", folder, seeds=[1], set={"epochs": 2, "ckd.n_generic": 32}, out=tmp_path / "r", distill="ckd"
+    )[0]
     summary = ckd_extract(run.run_dir, run.metrics)
     assert set(summary["teacher"]) == set(summary["lambda"]) == {"image", "text"}
     assert sum(summary["lambda"].values()) == pytest.approx(1.0, abs=1e-5)

@@ -42,7 +42,9 @@ def test_every_hook_is_declared_with_a_no_op_default_and_called_plainly():
     assert "hasattr" not in (src / "training" / "trainer.py").read_text()
     assert "hasattr(distiller" not in (src / "experiment" / "api.py").read_text()
     distillers = "".join(p.read_text() for p in Path(distill_pkg.__file__).parent.glob("*.py"))
-    assert "hasattr(batch" not in distillers and "getattr(probe" not in distillers  # types and protocols instead
+    assert (
+        "hasattr(batch" not in distillers and "getattr(probe" not in distillers
+    )  # types and protocols instead
 
 
 def test_no_distiller_names_a_backbone():
@@ -54,11 +56,19 @@ def test_no_distiller_names_a_backbone():
         docstrings = {
             id(node.body[0].value)
             for node in ast.walk(tree)
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
-            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
         }
-        named = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docstrings
-                 and isinstance(n.value, str) and n.value.lower() in names]
+        named = [
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant)
+            and id(n) not in docstrings
+            and isinstance(n.value, str)
+            and n.value.lower() in names
+        ]
         assert not named, f"{path.name} names {named}"
 
 
@@ -86,7 +96,12 @@ def _refusal(method: str, model: str, groups: dict) -> str:
         ("sgfd", "itemknn_cbf", {}, "has no modality_embeddings of its own"),
         ("sgfd", "sasrec", {"model": {}}, "set modality_input=true"),
         ("ckd", "lightgcn", {"ckd": {"teacher": "unimodal"}}, "takes no item features"),
-        ("cdl", "gru4rec", {"model": {}}, "takes no item features with these options: set modality_input=true"),
+        (
+            "cdl",
+            "gru4rec",
+            {"model": {}},
+            "takes no item features with these options: set modality_input=true",
+        ),
     ],
 )
 def test_a_backbone_without_the_capability_is_refused_in_one_line(method, model, groups, says):
@@ -100,9 +115,13 @@ def test_cdl_checks_the_resolved_params_overrides_or_complete():
     _refusal("cdl", "gru4rec", {"model": full})
     for model in ("gru4rec", "sasrec"):
         check_distill(["cdl"], model, {"model": {"modality_input": True}})
-        check_distill(["cdl"], model, {"model": {**resolve_params(model).model_dump(), "modality_input": True}})
+        check_distill(
+            ["cdl"], model, {"model": {**resolve_params(model).model_dump(), "modality_input": True}}
+        )
         check_distill(["cdl"], model, {"model": {}, "cdl": {"id_only": True}})  # the ID-table form, asked for
-        check_distill(["cdl"], model, {})  # no model group (an experiment definition): some configuration has it
+        check_distill(
+            ["cdl"], model, {}
+        )  # no model group (an experiment definition): some configuration has it
     for model in ("mmsr", "sasrm"):
         check_distill(["cdl"], model, {"model": {}})
     check_distill(["forgetting"], "gru4rec", {"model": {}})  # reads the ID table where there is no other
@@ -133,7 +152,9 @@ def test_sgfd_reads_the_batch_by_its_type():
     seq = make_seq_dataset()
     nxt = PrefixSampler(seq.sequences, seq.n_items, "train").batch(np.arange(4))
     expected = torch.unique(torch.cat([nxt.items[nxt.mask], nxt.target]))
-    assert torch.equal(batch_items(nxt), expected) and torch.equal(batch_items(nxt, True), torch.unique(nxt.target))
+    assert torch.equal(batch_items(nxt), expected) and torch.equal(
+        batch_items(nxt, True), torch.unique(nxt.target)
+    )
     with pytest.raises(TypeError, match="SeqBatch"):
         batch_items(object())
 
@@ -145,7 +166,9 @@ def test_the_trainer_calls_the_epoch_hook_once_per_epoch_before_its_batches(tmp_
     events: list = []
     loss = BPRMF.loss
     monkeypatch.setattr(Recommender, "on_epoch_start", lambda self, epoch: events.append(("start", epoch)))
-    monkeypatch.setattr(BPRMF, "loss", lambda self, rep, batch: events.append("batch") or loss(self, rep, batch))
+    monkeypatch.setattr(
+        BPRMF, "loss", lambda self, rep, batch: events.append("batch") or loss(self, rep, batch)
+    )
     ds = make_dataset()
     settings = {"epochs": 3, "batch_size": 64, "patience": 50}
     train("bprmf", ds, seeds=[1], set=settings, out=tmp_path)
@@ -224,7 +247,9 @@ def test_freedom_resume_equals_uninterrupted(tmp_path, monkeypatch, prune_every)
     train_killed_at_epoch(monkeypatch, 4, "freedom", ds, seeds=[5], set=settings, out=tmp_path / "b")
     resumed = train("freedom", ds, seeds=[5], set=settings, out=tmp_path / "b", resume=True)[0]
     assert load_checkpoint(resumed.run_dir / "last.pt")["epoch"] == 6
-    assert resumed.metrics["valid"] == full.metrics["valid"] and resumed.metrics["test"] == full.metrics["test"]
+    assert (
+        resumed.metrics["valid"] == full.metrics["valid"] and resumed.metrics["test"] == full.metrics["test"]
+    )
     a = load_checkpoint(full.run_dir / "last.pt")["model"]
     b = load_checkpoint(resumed.run_dir / "last.pt")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -233,7 +258,10 @@ def test_freedom_resume_equals_uninterrupted(tmp_path, monkeypatch, prune_every)
 def test_freedom_per_epoch_and_per_batch_pruning_train_differently():
     ds = make_dataset()
     settings = {"epochs": 2, "batch_size": 32}
-    runs = {p: train("freedom", ds, seeds=[5], set={**settings, "prune_every": p}, out=None)[0] for p in ("epoch", "batch")}
+    runs = {
+        p: train("freedom", ds, seeds=[5], set={**settings, "prune_every": p}, out=None)[0]
+        for p in ("epoch", "batch")
+    }
     assert runs["epoch"].metrics["valid"] != runs["batch"].metrics["valid"]
 
 

@@ -25,15 +25,25 @@ from tests.test_next_item import make_seq_dataset
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DISTILLERS = (CKD, SGFD, CDL)
-WEIGHTS = {CKD: ("lambda_kd", "lambda_g"), SGFD: ("ce_weight", "kd_weight"), CDL: ("holistic_weight", "code_weight")}
+WEIGHTS = {
+    CKD: ("lambda_kd", "lambda_g"),
+    SGFD: ("ce_weight", "kd_weight"),
+    CDL: ("holistic_weight", "code_weight"),
+}
 
 
 # --------------------------------------------------------------------------- declarations
 def test_declared_values():
     assert CKD.search_space == {"lambda_kd": [0, 1e-3, 1e-2, 1e-1, 1], "lambda_g": [0, 1, 5, 10]}
-    assert SGFD.search_space == {"ce_weight": [0, 0.01, 0.1, 1], "kd_weight": [0, 0.01, 0.1, 1],
-                                 "t_decay": [5, 10, 20, 50, 100]}
-    assert CDL.search_space == {"holistic_weight": [0, 0.1, 0.5, 1, 5, 10], "code_weight": [0, 0.1, 0.5, 1, 5, 10]}
+    assert SGFD.search_space == {
+        "ce_weight": [0, 0.01, 0.1, 1],
+        "kd_weight": [0, 0.01, 0.1, 1],
+        "t_decay": [5, 10, 20, 50, 100],
+    }
+    assert CDL.search_space == {
+        "holistic_weight": [0, 0.1, 0.5, 1, 5, 10],
+        "code_weight": [0, 0.1, 0.5, 1, 5, 10],
+    }
     assert CKD.controls == {"self_distillation": {"teacher": "full"}}
     assert SGFD.controls == {"shuffled_labels": {"labels": "shuffled"}}
     assert CDL.controls == {"warmup_only": {"holistic_weight": 0, "code_weight": 0}}
@@ -94,11 +104,25 @@ def test_the_off_point_trains_the_plain_backbone(tmp_path, model, cls):
 def test_off_point_losses_are_empty_and_cdl_keeps_only_the_warmup_in_its_control():
     ds = make_seq_dataset()
     groups = route({f"cdl.{k}": v for k, v in CDL.off_point.items()}, "cdl")
-    off = build_distiller(["cdl"], ds, "mmsr", groups, torch.device("cpu"), None,
-                          backbone_factory=lambda: build_model("mmsr", ds))
+    off = build_distiller(
+        ["cdl"],
+        ds,
+        "mmsr",
+        groups,
+        torch.device("cpu"),
+        None,
+        backbone_factory=lambda: build_model("mmsr", ds),
+    )
     assert off.lr_multipliers(1) == {} and not list(off.parameters())
-    control = build_distiller(["cdl"], ds, "mmsr", route({"cdl.holistic_weight": 0, "cdl.code_weight": 0}, "cdl"),
-                              torch.device("cpu"), None, backbone_factory=lambda: build_model("mmsr", ds))
+    control = build_distiller(
+        ["cdl"],
+        ds,
+        "mmsr",
+        route({"cdl.holistic_weight": 0, "cdl.code_weight": 0}, "cdl"),
+        torch.device("cpu"),
+        None,
+        backbone_factory=lambda: build_model("mmsr", ds),
+    )
     assert control.lr_multipliers(1) == {"modality": 0.25}
     student = build_model("mmsr", ds)
     from tests.test_cdl import _batch
@@ -107,16 +131,30 @@ def test_off_point_losses_are_empty_and_cdl_keeps_only_the_warmup_in_its_control
     rep = student.represent(ds.features)
     assert off.loss(student, rep, batch, 1) == {} and control.loss(student, rep, batch, 1) == {}
     # one weight 0: only the other term is computed
-    hol_only = build_distiller(["cdl"], ds, "mmsr", route({"cdl.code_weight": 0, "cdl.sample_pairs": 2000}, "cdl"),
-                               torch.device("cpu"), None, backbone_factory=lambda: build_model("mmsr", ds))
+    hol_only = build_distiller(
+        ["cdl"],
+        ds,
+        "mmsr",
+        route({"cdl.code_weight": 0, "cdl.sample_pairs": 2000}, "cdl"),
+        torch.device("cpu"),
+        None,
+        backbone_factory=lambda: build_model("mmsr", ds),
+    )
     assert set(hol_only.loss(student, rep, batch, 1)) == {"cdl_hol_image", "cdl_hol_text"}
 
 
 # --------------------------------------------------------------------------- SGFD shuffled labels
 def _sgfd(ds, **options) -> SGFD:
     groups = route({f"sgfd.{k}": v for k, v in options.items()}, "sgfd")
-    return build_distiller(["sgfd"], ds, "vbpr", groups, torch.device("cpu"), None,
-                           backbone_factory=lambda: build_model("vbpr", ds))
+    return build_distiller(
+        ["sgfd"],
+        ds,
+        "vbpr",
+        groups,
+        torch.device("cpu"),
+        None,
+        backbone_factory=lambda: build_model("vbpr", ds),
+    )
 
 
 def test_shuffled_labels_keep_the_histogram_and_are_one_fixed_permutation():
@@ -142,8 +180,16 @@ def test_shuffled_labels_keep_the_histogram_and_are_one_fixed_permutation():
 # --------------------------------------------------------------------------- CKD self-distillation
 def _ckd(ds, out, **options) -> CKD:
     groups = route({"train.epochs": 2, **{f"ckd.{k}": v for k, v in options.items()}}, "ckd")
-    return build_distiller(["ckd"], ds, "vbpr", groups, torch.device("cpu"), out,
-                           backbone_factory=lambda: build_model("vbpr", ds, groups["model"]), seed=1)
+    return build_distiller(
+        ["ckd"],
+        ds,
+        "vbpr",
+        groups,
+        torch.device("cpu"),
+        out,
+        backbone_factory=lambda: build_model("vbpr", ds, groups["model"]),
+        seed=1,
+    )
 
 
 def test_self_distillation_teacher_is_the_plain_run_checkpoint(tmp_path):
@@ -200,7 +246,9 @@ def test_teacher_ensemble_is_evaluated_like_a_run(tmp_path):
     for split in ("valid", "test"):
         assert res[split] and all(0.0 <= v <= 1.0 for v in res[split].values())
     users = res["users"]
-    assert isinstance(users, np.ndarray) and np.array_equal(users, np.flatnonzero(np.diff(ds.test.indptr) > 0))
+    assert isinstance(users, np.ndarray) and np.array_equal(
+        users, np.flatnonzero(np.diff(ds.test.indptr) > 0)
+    )
     assert set(res["per_user_test"]) == set(res["test"])
     for k, v in res["per_user_test"].items():
         assert isinstance(v, np.ndarray) and v.shape == users.shape

@@ -26,7 +26,9 @@ from tests.conftest import make_dataset
 from tests.test_next_item import make_seq_dataset
 
 STUDENTS = [m for m in model_names("topk") if model_class(m).uses_features and model_class(m).trainable]
-SEQ_STUDENTS = [m for m in model_names("next-item") if model_class(m).uses_features and model_class(m).trainable]
+SEQ_STUDENTS = [
+    m for m in model_names("next-item") if model_class(m).uses_features and model_class(m).trainable
+]
 MODALITIES = {"photo": 21, "review": 10}
 
 
@@ -61,8 +63,14 @@ def test_sgfd_distils_into_the_backbones_own_extractor(name):
 @pytest.mark.parametrize("name", STUDENTS)
 def test_ckd_trains_on_every_backbone(name, tmp_path):
     ds = make_dataset(n_users=30, n_items=40, modalities=MODALITIES)
-    r = train(name, ds, seeds=[1], set={"epochs": 2, "eval_every": 1, "ckd.n_generic": 32}, out=tmp_path,
-              distill=["ckd"])[0]
+    r = train(
+        name,
+        ds,
+        seeds=[1],
+        set={"epochs": 2, "eval_every": 1, "ckd.n_generic": 32},
+        out=tmp_path,
+        distill=["ckd"],
+    )[0]
     assert set(r.metrics["distill_info"]["teachers"]) == set(MODALITIES)
     hist = pd.read_csv(r.run_dir / "history.csv")
     weights = hist[[f"ckd_lambda_{m}" for m in MODALITIES]].sum(axis=1)
@@ -89,8 +97,14 @@ def test_sgfd_distils_into_a_next_item_models_modality_tables(name):
 
 
 def test_sgfd_trains_a_next_item_model_end_to_end(tmp_path):
-    r = train("sasrm", _labelled_seq_dataset(), seeds=[1], set={"epochs": 2, "eval_every": 1}, out=tmp_path,
-              distill=["sgfd"])[0]
+    r = train(
+        "sasrm",
+        _labelled_seq_dataset(),
+        seeds=[1],
+        set={"epochs": 2, "eval_every": 1},
+        out=tmp_path,
+        distill=["sgfd"],
+    )[0]
     hist = pd.read_csv(r.run_dir / "history.csv")
     assert {"sgfd_ce", "sgfd_feature", "sgfd_response"} <= set(hist.columns)
     assert torch.isfinite(torch.tensor(hist["loss_total"].to_numpy())).all()
@@ -104,9 +118,11 @@ def test_sgfd_refuses_a_next_item_model_without_modality_tables():
 
 @pytest.mark.parametrize(
     ("method", "model", "dataset", "says"),
-    [("ckd", "sasrm", _labelled_seq_dataset, "ckd works on top-K"),
-     ("cdl", "vbpr", make_dataset, "cdl works on next-item"),
-     ("forgetting", "vbpr", make_dataset, "forgetting works on next-item")],
+    [
+        ("ckd", "sasrm", _labelled_seq_dataset, "ckd works on top-K"),
+        ("cdl", "vbpr", make_dataset, "cdl works on next-item"),
+        ("forgetting", "vbpr", make_dataset, "forgetting works on next-item"),
+    ],
 )
 def test_a_method_for_another_task_is_refused_before_any_run_folder(method, model, dataset, says, tmp_path):
     with pytest.raises(ConfigError, match=says):

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.slow  # real data, 50 epochs, the CLI in subprocesses
 @pytest.fixture(scope="module")
 def real_results(scientific):
     settings = {"epochs": 50, "patience": 10}
-    return {m: train(m, scientific, seeds=[999], set=settings, out=None)[0].metrics for m in ("mostpop", "lightgcn", "vbpr")}
+    return {
+        m: train(m, scientific, seeds=[999], set=settings, out=None)[0].metrics
+        for m in ("mostpop", "lightgcn", "vbpr")
+    }
 
 
 def test_lightgcn_and_vbpr_beat_mostpop_on_real_data(real_results):
@@ -28,7 +31,9 @@ def test_lightgcn_and_vbpr_beat_mostpop_on_real_data(real_results):
 
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:  # noqa: ANN001
     code = "import sys; from distillrec.cli import main; sys.argv = ['distillrec', *sys.argv[1:]]; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path):
@@ -48,7 +53,9 @@ def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path):
 
 def test_cli_train_evaluate_recommend_compare(tmp_path):
     runs = tmp_path / "runs"
-    r = _cli("train", "--model", "bprmf", "--seeds", "1,2", "--set", "epochs=3", "--out", str(runs), "--quiet")
+    r = _cli(
+        "train", "--model", "bprmf", "--seeds", "1,2", "--set", "epochs=3", "--out", str(runs), "--quiet"
+    )
     assert r.returncode == 0, r.stderr
     seeds = sorted((runs / "scientific").glob("*/seed*"))
     assert len(seeds) == 2

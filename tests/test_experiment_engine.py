@@ -26,9 +26,19 @@ def tiny_folder(tmp_path_factory):  # noqa: ANN001, ANN201
 
 
 def definition(folder: str, out, **extra):  # noqa: ANN001, ANN003, ANN201
-    values = {"datasets": [folder], "backbones": ["vbpr"], "methods": ["ckd"], "budget": 2,
-              "selection_seeds": [1001], "seeds": [1, 2], "set": dict(QUICK), "out": str(out),
-              "threads": 1, "bootstrap": 200, **extra}
+    values = {
+        "datasets": [folder],
+        "backbones": ["vbpr"],
+        "methods": ["ckd"],
+        "budget": 2,
+        "selection_seeds": [1001],
+        "seeds": [1, 2],
+        "set": dict(QUICK),
+        "out": str(out),
+        "threads": 1,
+        "bootstrap": 200,
+        **extra,
+    }
     return make_definition(values)
 
 
@@ -122,8 +132,11 @@ def test_crashed_job_is_retried_once_then_named(tiny_folder, tmp_path, monkeypat
     result = Engine(d).run()
     assert len(attempts) == 2  # the failing report job, tried twice
     assert len(result.failures) == 1 and "seed2" in result.failures[0] and "out of luck" in result.failures[0]
-    assert [s.seed for s, r in zip(result.backbones[0].plain.specs, result.backbones[0].plain.records,
-                                   strict=True) if r] == [1]
+    assert [
+        s.seed
+        for s, r in zip(result.backbones[0].plain.specs, result.backbones[0].plain.records, strict=True)
+        if r
+    ] == [1]
 
 
 def test_identical_requests_share_one_run_folder(tiny_folder) -> None:  # noqa: ANN001

@@ -137,8 +137,9 @@ def test_bm3_paper_scoring_uses_id_vectors_only():
         base = model.score(model.represent(ds.features), users)
         torch.testing.assert_close(base, model.score(model.represent(ablated), users))
         model.params.modality_score_weight = 0.5
-        assert not torch.allclose(model.score(model.represent(ds.features), users),
-                                  model.score(model.represent(ablated), users))
+        assert not torch.allclose(
+            model.score(model.represent(ds.features), users), model.score(model.represent(ablated), users)
+        )
 
 
 def test_bm3_bootstrap_loss_by_hand_without_dropout():

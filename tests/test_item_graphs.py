@@ -77,7 +77,9 @@ def test_dot_bpr_loss_takes_one_or_several_negatives():
     expected = torch.nn.functional.softplus((u * n1).sum(-1) - (u * p).sum(-1)).mean()
     torch.testing.assert_close(dot_bpr_loss(u, p, n1), expected)
     n3 = torch.randn(4, 5, 3)
-    expected = torch.nn.functional.softplus(torch.einsum("bd,bnd->bn", u, n3) - (u * p).sum(-1, keepdim=True)).mean()
+    expected = torch.nn.functional.softplus(
+        torch.einsum("bd,bnd->bn", u, n3) - (u * p).sum(-1, keepdim=True)
+    ).mean()
     torch.testing.assert_close(dot_bpr_loss(u, p, n3), expected)
 
 

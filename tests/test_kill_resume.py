@@ -38,8 +38,16 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, kill_resume):
         # 0.1 s after the fourth write the resumed run is seen making (past its config, env and split)
         {"mode": "after_write", "scope": "any", "files": None, "k": 4, "delay": 0.1},
     ]
-    outcome = kr.check_run(run, data, tmp_path / "work", kills=len(plan), seed=0, max_extra=3, plan=plan,
-                           reference_in_process=True)
+    outcome = kr.check_run(
+        run,
+        data,
+        tmp_path / "work",
+        kills=len(plan),
+        seed=0,
+        max_extra=3,
+        plan=plan,
+        reference_in_process=True,
+    )
     assert outcome.differences == []
     assert outcome.identical and outcome.kills >= 2 and outcome.kills_in_checkpoint_write >= 1
     assert outcome.resumes == outcome.kills

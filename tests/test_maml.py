@@ -35,7 +35,11 @@ def test_distance_matches_the_reference_formula():
 
 def test_warp_loss_by_hand():
     ds = make_dataset()
-    model = build_model("maml", ds, {"embedding_size": 8, "hidden_size": 16, "attention_dropout": 0.0, "train_attention": True})
+    model = build_model(
+        "maml",
+        ds,
+        {"embedding_size": 8, "hidden_size": 16, "attention_dropout": 0.0, "train_attention": True},
+    )
     rep = model.represent(ds.features)
     users, pos, neg = torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([[4, 5, 6], [7, 8, 9]])
     out = model.loss(rep, Batch(users, pos, neg))

@@ -59,7 +59,9 @@ def _random_dataset(seed: int, n_users=57, n_items=83) -> Dataset:
     return Dataset("rand", n_users, n_items, *mats)
 
 
-def _slow_reference(scores: np.ndarray, ds: Dataset, split: str, masked: list[str], k: int) -> dict[str, float]:
+def _slow_reference(
+    scores: np.ndarray, ds: Dataset, split: str, masked: list[str], k: int
+) -> dict[str, float]:
     """One user at a time, straight from the definitions."""
     target = getattr(ds, split)
     out = {"recall": [], "ndcg": [], "precision": [], "hit": [], "mrr": [], "map": []}
@@ -114,7 +116,10 @@ def test_masked_items_never_ranked_and_valid_stays_candidate_in_mmrec():
     # under mmrec a validation item can appear in the test ranking
     ev = Evaluator(ds, "mmrec", ks=(20,))
     users, top = ev.topk(dot_score_fn(user, item), "test", 20)
-    valid_hits = sum(len(set(r) & set(ds.valid[u].indices.tolist())) for r, u in zip(top.tolist(), users.tolist(), strict=True))
+    valid_hits = sum(
+        len(set(r) & set(ds.valid[u].indices.tolist()))
+        for r, u in zip(top.tolist(), users.tolist(), strict=True)
+    )
     assert valid_hits > 0
 
 

@@ -34,7 +34,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_seq_dataset(
-    n_users: int = 40, n_items: int = 60, min_len: int = 4, max_len: int = 12, seed: int = 0,
+    n_users: int = 40,
+    n_items: int = 60,
+    min_len: int = 4,
+    max_len: int = 12,
+    seed: int = 0,
     modalities: dict[str, int] | None = None,
 ) -> Dataset:
     """Random histories (repeats possible) with a leave-one-out split and random features."""
@@ -44,7 +48,9 @@ def make_seq_dataset(
     items = rng.integers(0, n_items, int(offsets[-1])).astype(np.int64)
     seq = split_sequences(Sequences(items, offsets, np.zeros(len(items), dtype=np.int8)), "loo")
     users = event_users(seq)
-    parts = [interactions_to_csr(users[seq.label == p], items[seq.label == p], n_users, n_items) for p in range(3)]
+    parts = [
+        interactions_to_csr(users[seq.label == p], items[seq.label == p], n_users, n_items) for p in range(3)
+    ]
     g = torch.Generator().manual_seed(seed)
     modalities = {"image": 16, "text": 12} if modalities is None else modalities
     feats = {m: torch.rand(n_items, d, generator=g) for m, d in modalities.items()}
@@ -320,9 +326,20 @@ def test_cdl_experiment_compares_hit_at_20_with_the_forgetting_section(tmp_path)
     ds = make_seq_dataset()
     folder = tmp_path / "data" / ds.name
     write_seq_inter(ds, folder)
-    d = make_definition({"datasets": [str(folder)], "backbones": ["mmsr"], "methods": ["cdl"], "budget": 1,
-                         "selection_seeds": [11], "seeds": [1, 2], "controls": False, "bootstrap": 200,
-                         "set": {"epochs": 1, "cdl.sample_pairs": 2000}, "out": str(tmp_path / "exp")})
+    d = make_definition(
+        {
+            "datasets": [str(folder)],
+            "backbones": ["mmsr"],
+            "methods": ["cdl"],
+            "budget": 1,
+            "selection_seeds": [11],
+            "seeds": [1, 2],
+            "controls": False,
+            "bootstrap": 200,
+            "set": {"epochs": 1, "cdl.sample_pairs": 2000},
+            "out": str(tmp_path / "exp"),
+        }
+    )
     result = Engine(d).run()
     comps = comparisons(result)
     assert comps[0].metric == "hit@20" and to_json(result, comps)["comparisons"][0]["metric"] == "hit@20"
@@ -347,7 +364,9 @@ def test_the_samplers_keep_the_models_own_window():
     from distillrec.training.next_item import evaluate_next
     from distillrec.training.trainer import Trainer
 
-    ds = make_seq_dataset(n_users=6, n_items=30, min_len=80, max_len=80)  # loo: 78 train, 1 valid, 1 test each
+    ds = make_seq_dataset(
+        n_users=6, n_items=30, min_len=80, max_len=80
+    )  # loo: 78 train, 1 valid, 1 test each
     cfg = TrainConfig(epochs=1, batch_size=64, valid_metric="mrr@10", ks=[5, 10, 20])
     for window in (100, 50):
         torch.manual_seed(0)
@@ -367,5 +386,7 @@ def test_the_samplers_keep_the_models_own_window():
         result = trainer.evaluate("test")
         assert seen == [(min(window, 79), min(window, 79))]  # the model reads the whole 79-event history
         seen.clear()
-        assert evaluate_next(model, ds, ds.features, "test", ks=cfg.ks) == result  # the same window by default
+        assert (
+            evaluate_next(model, ds, ds.features, "test", ks=cfg.ks) == result
+        )  # the same window by default
         assert seen == [(min(window, 79), min(window, 79))]

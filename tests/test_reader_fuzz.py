@@ -66,8 +66,11 @@ def _mmrec_seq(folder: Path) -> None:
 
 def _recbole(folder: Path) -> None:
     folder.mkdir(parents=True)
-    rows = [(f"u{u}", f"i{i}", 1 + (u + i) % 5, 100 * u + t) for u, hist in enumerate(_histories(8))
-            for t, i in enumerate(hist)]
+    rows = [
+        (f"u{u}", f"i{i}", 1 + (u + i) % 5, 100 * u + t)
+        for u, hist in enumerate(_histories(8))
+        for t, i in enumerate(hist)
+    ]
     _tsv(folder / "rb.inter", ["user_id:token", "item_id:token", "rating:float", "timestamp:float"], rows)
 
 
@@ -107,15 +110,28 @@ def _sgfd(folder: Path) -> None:
 
 
 BASES = {
-    "mmrec": (_mmrec, ["synthetic.inter", "image_feat.npy", "text_feat.npy", "category_label.npy",
-                       "u_id_mapping.csv", "i_id_mapping.csv"]),
+    "mmrec": (
+        _mmrec,
+        [
+            "synthetic.inter",
+            "image_feat.npy",
+            "text_feat.npy",
+            "category_label.npy",
+            "u_id_mapping.csv",
+            "i_id_mapping.csv",
+        ],
+    ),
     "mmrec_seq": (_mmrec_seq, ["syn.seq.inter", "syn.inter", "image_feat.npy", "text_feat.npy"]),
     "recbole": (_recbole, ["rb.inter"]),
-    "recbole_features": (_recbole_features,
-                         ["rbf.inter", "image_feat.npy", "text_feat.npy", "category_label.npy"]),
+    "recbole_features": (
+        _recbole_features,
+        ["rbf.inter", "image_feat.npy", "text_feat.npy", "category_label.npy"],
+    ),
     "recbole_pre_split": (_recbole_pre_split, ["rs.train.inter", "rs.valid.inter", "rs.test.inter"]),
-    "sgfd": (_sgfd,
-             ["train.csv", "test.csv", "FeatureImage_normal.npy", "text_feat.npy", "MetaData_normal.npy"]),
+    "sgfd": (
+        _sgfd,
+        ["train.csv", "test.csv", "FeatureImage_normal.npy", "text_feat.npy", "MetaData_normal.npy"],
+    ),
 }
 
 
@@ -165,12 +181,12 @@ def _table_op(path: Path, op: tuple) -> None:
             if line:
                 cells = line.split(sep)
                 c = _at(col, len(cells))
-                cells[c:c + 1] = [] if kind == "drop_column" else [cells[c], cells[c]]
+                cells[c : c + 1] = [] if kind == "drop_column" else [cells[c], cells[c]]
                 lines[k] = sep.join(cells)
     elif kind in ("drop_line", "dup_line", "blank_line") and body:
         k = body[_at(op[2], len(body))]
         new = {"drop_line": [], "dup_line": [lines[k], lines[k]], "blank_line": ["", lines[k]]}
-        lines[k:k + 1] = new[kind]
+        lines[k : k + 1] = new[kind]
     elif kind == "rename_header":
         cells = lines[0].split(sep)
         cells[_at(op[2], len(cells))] = op[3]
@@ -198,8 +214,13 @@ def _corrupt_array(arr: np.ndarray, variant: tuple) -> np.ndarray:
         dtype = variant[1]
         return np.array(arr.tolist(), dtype=object) if dtype == "object" else arr.astype(dtype)
     if kind == "shape":
-        shapes = {"flat": lambda a: a.reshape(-1), "3d": lambda a: a[None], "scalar": lambda a: np.float32(2),
-                  "transpose": lambda a: a.T, "empty": lambda a: np.zeros((0,) + a.shape[1:], a.dtype)}
+        shapes = {
+            "flat": lambda a: a.reshape(-1),
+            "3d": lambda a: a[None],
+            "scalar": lambda a: np.float32(2),
+            "transpose": lambda a: a.T,
+            "empty": lambda a: np.zeros((0,) + a.shape[1:], a.dtype),
+        }
         return shapes[variant[1]](arr)
     return arr
 
@@ -236,7 +257,7 @@ def _bytes_op(path: Path, op: tuple) -> None:
         data[k:k] = op[3]
     elif kind == "delete" and data:
         k = _at(op[2], len(data))
-        del data[k:k + op[3]]
+        del data[k : k + op[3]]
     elif kind == "empty":
         data = bytearray()
     path.write_bytes(bytes(data))
@@ -272,8 +293,35 @@ def apply(folder: Path, ops: list[tuple]) -> None:
 
 
 HUGE = [str(10**12), str(10**30), str(2**63), str(-(2**63) - 1), "9" * 40, "1e308", "1e400", "-1e400"]
-ODD = ["", " ", "nan", "NaN", "inf", "-inf", "-1", "-7", "1.5", "0x1A", "abc", '"', '"a', "\t", ",", "\r",
-       "\x00", "é", "1,2", "None", "null", "True", "1e3", "3.0", "+4", " 5 ", "\ufeff"]
+ODD = [
+    "",
+    " ",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "-1",
+    "-7",
+    "1.5",
+    "0x1A",
+    "abc",
+    '"',
+    '"a',
+    "\t",
+    ",",
+    "\r",
+    "\x00",
+    "é",
+    "1,2",
+    "None",
+    "null",
+    "True",
+    "1e3",
+    "3.0",
+    "+4",
+    " 5 ",
+    "\ufeff",
+]
 
 
 def cell_values() -> st.SearchStrategy[str]:
@@ -293,8 +341,12 @@ def npy_variants() -> st.SearchStrategy[tuple]:
         st.tuples(st.just("width"), st.integers(0, 6)),
         st.tuples(st.just("nonfinite"), fracs, st.sampled_from([math.nan, math.inf, -math.inf])),
         st.tuples(st.just("value"), fracs, st.sampled_from([1e38, -1e38, 10**12, -5, 2**62, 7])),
-        st.tuples(st.just("dtype"), st.sampled_from(["float16", "float64", "int8", "int64", "uint8", "bool",
-                                                     "complex64", "U3", "object"])),
+        st.tuples(
+            st.just("dtype"),
+            st.sampled_from(
+                ["float16", "float64", "int8", "int64", "uint8", "bool", "complex64", "U3", "object"]
+            ),
+        ),
         st.tuples(st.just("shape"), st.sampled_from(["flat", "3d", "scalar", "transpose", "empty"])),
         st.tuples(st.just("claim"), st.sampled_from([0, 1, 11, 13, 10**6, 10**9, 10**12, 2**62])),
     )
@@ -313,22 +365,59 @@ def corruptions(files: list[str]) -> st.SearchStrategy[tuple]:
         st.tuples(st.just("empty"), any_file),
         st.tuples(st.just("remove"), any_file),
         st.tuples(st.just("add_feature"), st.integers(0, 20)),
-        st.tuples(st.just("copy_as"), any_file, st.sampled_from(
-            ["extra.inter", "valid.csv", "category_label.npy", "MetaData_normal.npy", "image_feat.npy",
-             "syn.seq.inter", "rb.seq.inter", "rs.train.inter", "x.train.inter"])),
+        st.tuples(
+            st.just("copy_as"),
+            any_file,
+            st.sampled_from(
+                [
+                    "extra.inter",
+                    "valid.csv",
+                    "category_label.npy",
+                    "MetaData_normal.npy",
+                    "image_feat.npy",
+                    "syn.seq.inter",
+                    "rb.seq.inter",
+                    "rs.train.inter",
+                    "x.train.inter",
+                ]
+            ),
+        ),
     ]
     if tables:
         table = st.sampled_from(tables)
         options += [
             st.tuples(st.just("cell"), table, fracs, fracs, cell_values()),
             st.tuples(st.just("cell"), table, fracs, fracs, cell_values()),  # the commonest mistake: weight 2
-            st.tuples(st.sampled_from(["drop_column", "dup_column", "drop_line", "dup_line", "blank_line"]),
-                      table, fracs),
-            st.tuples(st.just("rename_header"), table, fracs,
-                      st.one_of(st.sampled_from(["userID", "itemID", "x_label", "position", "timestamp",
-                                                 "user_id:token", "item_id:token", "timestamp:float",
-                                                 "item_id_list:token_seq", "user_id", "rating:float",
-                                                 "item_id:float", ""]), st.text(max_size=8))),
+            st.tuples(
+                st.sampled_from(["drop_column", "dup_column", "drop_line", "dup_line", "blank_line"]),
+                table,
+                fracs,
+            ),
+            st.tuples(
+                st.just("rename_header"),
+                table,
+                fracs,
+                st.one_of(
+                    st.sampled_from(
+                        [
+                            "userID",
+                            "itemID",
+                            "x_label",
+                            "position",
+                            "timestamp",
+                            "user_id:token",
+                            "item_id:token",
+                            "timestamp:float",
+                            "item_id_list:token_seq",
+                            "user_id",
+                            "rating:float",
+                            "item_id:float",
+                            "",
+                        ]
+                    ),
+                    st.text(max_size=8),
+                ),
+            ),
             st.tuples(st.just("crlf"), table),
         ]
     if arrays:
@@ -388,8 +477,13 @@ def fuzz(base: Path, ops: list[tuple]) -> None:
         load_or_refuse(folder)
 
 
-FUZZ = settings(max_examples=120, deadline=3000, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=120,
+    deadline=3000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def test_valid_bases_load(bases):
@@ -413,8 +507,13 @@ def test_fuzz_mmrec(bases, ops):
 @example(ops=[("npy", "image_feat.npy", ("claim", 10**12))])
 @example(ops=[("npy", "text_feat.npy", ("claim", 10**9))])
 # without feature files, an itemID of 10**12 in the .seq.inter made n_items 10**12 + 1
-@example(ops=[("remove", "image_feat.npy"), ("remove", "text_feat.npy"),
-              ("cell", "syn.seq.inter", 0.5, 0.3, str(10**12))])
+@example(
+    ops=[
+        ("remove", "image_feat.npy"),
+        ("remove", "text_feat.npy"),
+        ("cell", "syn.seq.inter", 0.5, 0.3, str(10**12)),
+    ]
+)
 def test_fuzz_mmrec_sequences(bases, ops):
     fuzz(bases["mmrec_seq"], ops)
 

@@ -44,7 +44,10 @@ SHOWN_LANGS = {"text", "yaml", "yml", "json", "toml", "ini", "csv", "tsv", "diff
 COMMAND_TIMEOUT = 600  # seconds, one command
 HEALTH_TIMEOUT = 180  # seconds for a server to answer GET /health
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # one block; the Experiments block trains several small experiments
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1200),
+]  # one block; the Experiments block trains several small experiments
 
 
 # ------------------------------------------------------------------------------------------ reading README
@@ -208,8 +211,21 @@ def _cuda() -> bool:
 def _experiment_extra(argv: list[str], session: Session) -> list[str]:
     """A budget of 1, one selection seed, the minimum of two report seeds, one epoch, the first backbone
     only; the state and the results document inside the scratch folder (never experiments/state)."""
-    extra = ["--budget", "1", "--selection-seeds", "1", "--seeds", "2", "--set", "epochs=1", "--quiet",
-             "--out", "experiment-state", "--write", "experiment-results.md"]
+    extra = [
+        "--budget",
+        "1",
+        "--selection-seeds",
+        "1",
+        "--seeds",
+        "2",
+        "--set",
+        "epochs=1",
+        "--quiet",
+        "--out",
+        "experiment-state",
+        "--write",
+        "experiment-results.md",
+    ]
     backbones = _value(argv, "--backbones")
     if backbones is None and len(argv) > 2 and not argv[2].startswith("-"):  # a definition file
         definition = yaml.safe_load((session.work / argv[2]).read_text()) or {}
@@ -219,30 +235,69 @@ def _experiment_extra(argv: list[str], session: Session) -> list[str]:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("pip install", lambda a: a[:2] == ["pip", "install"] or a[:4] == ["python", "-m", "pip", "install"],
-         SKIP, "installing is CI's own step; the test runs in the installed environment"),
-    Rule("the test suite", lambda a: a[:1] == ["pytest"] or a[:3] == ["python", "-m", "pytest"], SKIP,
-         "the test suite itself: CI runs it, and running it from inside the suite would recurse"),
-    Rule("a GPU", lambda a: _has(a, "--device", "cuda") and not _cuda(), SKIP,
-         "needs a GPU (--device cuda); this machine has none"),
-    Rule("image features", lambda a: _cli("features")(a) and _has(a, "--images"), SKIP,
-         "needs item images and a local CLIP model folder, neither ships with distillrec "
-         "(tests/test_features.py embeds images with a tiny random CLIP)"),
+    Rule(
+        "pip install",
+        lambda a: a[:2] == ["pip", "install"] or a[:4] == ["python", "-m", "pip", "install"],
+        SKIP,
+        "installing is CI's own step; the test runs in the installed environment",
+    ),
+    Rule(
+        "the test suite",
+        lambda a: a[:1] == ["pytest"] or a[:3] == ["python", "-m", "pytest"],
+        SKIP,
+        "the test suite itself: CI runs it, and running it from inside the suite would recurse",
+    ),
+    Rule(
+        "a GPU",
+        lambda a: _has(a, "--device", "cuda") and not _cuda(),
+        SKIP,
+        "needs a GPU (--device cuda); this machine has none",
+    ),
+    Rule(
+        "image features",
+        lambda a: _cli("features")(a) and _has(a, "--images"),
+        SKIP,
+        "needs item images and a local CLIP model folder, neither ships with distillrec "
+        "(tests/test_features.py embeds images with a tiny random CLIP)",
+    ),
     Rule("demo", _cli("demo"), SHRINK, "five models, one epoch each", lambda a, s: ["--epochs", "1"]),
-    Rule("train", _cli("train"), SHRINK, "one epoch (a later --set wins)",
-         lambda a, s: ["--set", "epochs=1", "--quiet"]),
-    Rule("experiment", _cli("experiment"), SHRINK,
-         "budget 1, 1 selection seed, 2 report seeds (the least allowed), 1 epoch, the first backbone; "
-         "state and results inside the scratch folder", _experiment_extra),
-    Rule("text features", lambda a: _cli("features")(a) and _has(a, "--text") and not _has(a, "--model"),
-         SHRINK, "a tiny random sentence-transformers model instead of the bundled MiniLM (a minute or two "
-         "of CPU for 1,585 items; tests/test_features.py re-embeds a real slice with it)",
-         lambda a, s: ["--model", str(s.tiny_text_model())]),
-    Rule("serve", _cli("serve"), BACKGROUND,
-         "never ends: started in the background on a free port (the block's URLs follow it), GET /health "
-         "awaited, stopped when the block ends"),
-    Rule("curl", lambda a: a[:1] == ["curl"], SHRINK, "an HTTP error fails the command",
-         lambda a, s: ["--fail", "--silent", "--show-error"]),
+    Rule(
+        "train",
+        _cli("train"),
+        SHRINK,
+        "one epoch (a later --set wins)",
+        lambda a, s: ["--set", "epochs=1", "--quiet"],
+    ),
+    Rule(
+        "experiment",
+        _cli("experiment"),
+        SHRINK,
+        "budget 1, 1 selection seed, 2 report seeds (the least allowed), 1 epoch, the first backbone; "
+        "state and results inside the scratch folder",
+        _experiment_extra,
+    ),
+    Rule(
+        "text features",
+        lambda a: _cli("features")(a) and _has(a, "--text") and not _has(a, "--model"),
+        SHRINK,
+        "a tiny random sentence-transformers model instead of the bundled MiniLM (a minute or two "
+        "of CPU for 1,585 items; tests/test_features.py re-embeds a real slice with it)",
+        lambda a, s: ["--model", str(s.tiny_text_model())],
+    ),
+    Rule(
+        "serve",
+        _cli("serve"),
+        BACKGROUND,
+        "never ends: started in the background on a free port (the block's URLs follow it), GET /health "
+        "awaited, stopped when the block ends",
+    ),
+    Rule(
+        "curl",
+        lambda a: a[:1] == ["curl"],
+        SHRINK,
+        "an HTTP error fails the command",
+        lambda a, s: ["--fail", "--silent", "--show-error"],
+    ),
 )
 
 
@@ -299,8 +354,13 @@ class Session:
                 "SentenceTransformer(modules=[word, models.Pooling(8)]).save(sys.argv[1] + '/model')\n"
             )
             env = {**self.env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-            done = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True,
-                                  env=env, timeout=COMMAND_TIMEOUT)
+            done = subprocess.run(
+                [sys.executable, "-c", script, str(folder)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=COMMAND_TIMEOUT,
+            )
             assert done.returncode == 0, f"building the tiny text model failed:\n{_tail(done.stderr)}"
             self._tiny = folder / "model"
         return self._tiny
@@ -323,8 +383,9 @@ class Session:
     def _execute(self, line: int, shown: str, args: list[str]) -> None:
         start = time.perf_counter()
         try:
-            done = subprocess.run(args, cwd=self.work, env=self.env(), capture_output=True, text=True,
-                                  timeout=COMMAND_TIMEOUT)
+            done = subprocess.run(
+                args, cwd=self.work, env=self.env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"README.md:{line} `{shown}` ran past {COMMAND_TIMEOUT} s")
         seconds = time.perf_counter() - start
@@ -359,7 +420,8 @@ class Session:
                     rule = rule_for(segment)
                     if rule is not None and rule.action == BACKGROUND:
                         assert len(split_segments(text)) == 1, (
-                            f"README.md:{cmd.line}: a server command must be a line of its own")
+                            f"README.md:{cmd.line}: a server command must be a line of its own"
+                        )
                         servers.append(self._start_server(cmd.line, segment, ports))
                     elif rule is not None and rule.action == SKIP:  # test_readme_command_not_run reports it
                         if op == "||":
@@ -370,28 +432,42 @@ class Session:
                     else:
                         parts.append((segment, op))
                 if parts:
-                    script = " ".join(seg if i == len(parts) - 1 else f"{seg} {op}" for i, (seg, op) in
-                                      enumerate(parts))
-                    self._execute(cmd.line, script, ["bash", "-c", f"set -o pipefail; shopt -s failglob\n{script}"])
+                    script = " ".join(
+                        seg if i == len(parts) - 1 else f"{seg} {op}" for i, (seg, op) in enumerate(parts)
+                    )
+                    self._execute(
+                        cmd.line, script, ["bash", "-c", f"set -o pipefail; shopt -s failglob\n{script}"]
+                    )
         finally:
             for proc, log in servers:
                 self._stop(proc)
                 log.close()
 
-    def _start_server(self, line: int, segment: str, ports: dict[str, str]) -> tuple[subprocess.Popen, IO[str]]:
+    def _start_server(
+        self, line: int, segment: str, ports: dict[str, str]
+    ) -> tuple[subprocess.Popen, IO[str]]:
         argv = shlex.split(segment)
         old = _value(argv, "--port") or "8000"
         port = str(_free_port())
         ports[old] = port
-        segment = (re.sub(r"--port[ =]\d+", f"--port {port}", segment) if _value(argv, "--port")
-                   else f"{segment} --port {port}")
+        segment = (
+            re.sub(r"--port[ =]\d+", f"--port {port}", segment)
+            if _value(argv, "--port")
+            else f"{segment} --port {port}"
+        )
         host = _value(argv, "--host") or "127.0.0.1"
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         log_path = self.root / f"server_L{line}.log"
         log = log_path.open("w")
         start = time.perf_counter()
-        proc = subprocess.Popen(["bash", "-c", f"shopt -s failglob\nexec {segment}"], cwd=self.work,
-                                env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", f"shopt -s failglob\nexec {segment}"],
+            cwd=self.work,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         url = f"http://{host}:{port}/health"
         while True:
             try:
@@ -402,8 +478,11 @@ class Session:
                 if proc.poll() is not None or time.perf_counter() - start > HEALTH_TIMEOUT:
                     self._stop(proc)
                     log.close()
-                    pytest.fail(f"README.md:{line} `{segment}`: GET {url} never answered "
-                                f"(exit {proc.returncode}){self._earlier_failure()}\n{_tail(log_path.read_text())}", pytrace=False)
+                    pytest.fail(
+                        f"README.md:{line} `{segment}`: GET {url} never answered "
+                        f"(exit {proc.returncode}){self._earlier_failure()}\n{_tail(log_path.read_text())}",
+                        pytrace=False,
+                    )
                 time.sleep(0.5)
         seconds = time.perf_counter() - start
         print(f"  README.md:{line} {seconds:6.1f} s  {segment} -> /health {health.get('status')}")
@@ -458,11 +537,15 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
 
 
 def test_every_fenced_block_is_run_or_declared_shown_only():
-    unknown = [f"README.md:{b.line} ```{b.lang}" for b in BLOCKS
-               if b.lang not in SHELL_LANGS | PYTHON_LANGS | SHOWN_LANGS]
+    unknown = [
+        f"README.md:{b.line} ```{b.lang}"
+        for b in BLOCKS
+        if b.lang not in SHELL_LANGS | PYTHON_LANGS | SHOWN_LANGS
+    ]
     assert not unknown, (
         f"fenced blocks the test does not know: {unknown}; label code ```bash or ```python (it then runs "
-        "here) and anything else ```text")
+        "here) and anything else ```text"
+    )
     assert RUNNABLE, "no runnable block found in README.md"
 
 
@@ -476,7 +559,8 @@ def test_readme_block(block: Block, session: Session):
                 pass
     if block.lang in SHELL_LANGS and all(
         rule_for(s) is not None and rule_for(s).action == SKIP
-        for c in shell_commands(block) for s, _ in split_segments(c.text)
+        for c in shell_commands(block)
+        for s, _ in split_segments(c.text)
     ):
         pytest.skip("every command of this block is skipped (see test_readme_command_not_run)")
     session.run_block(block)
@@ -496,17 +580,23 @@ def test_readme_command_not_run(command: Command, segment: str, rule: Rule):
 
 
 def test_lines_are_read_as_bash_reads_them():
-    block = Block(1, "bash", [
-        (2, "distillrec train --model vbpr \\"),
-        (3, "    --set 'note=a # b'   # a comment"),
-        (4, "# a whole-line comment"),
-        (5, "pip install -e '.[serve]' && distillrec demo; curl 'http://x:8000/?a=1&b=2' > out.json"),
-    ])
+    block = Block(
+        1,
+        "bash",
+        [
+            (2, "distillrec train --model vbpr \\"),
+            (3, "    --set 'note=a # b'   # a comment"),
+            (4, "# a whole-line comment"),
+            (5, "pip install -e '.[serve]' && distillrec demo; curl 'http://x:8000/?a=1&b=2' > out.json"),
+        ],
+    )
     cmds = shell_commands(block)
     assert [c.line for c in cmds] == [2, 5]
     assert cmds[0].text == "distillrec train --model vbpr --set 'note=a # b'"
     assert split_segments(cmds[1].text) == [
-        ("pip install -e '.[serve]'", "&&"), ("distillrec demo", ";"), ("curl 'http://x:8000/?a=1&b=2' > out.json", "")
+        ("pip install -e '.[serve]'", "&&"),
+        ("distillrec demo", ";"),
+        ("curl 'http://x:8000/?a=1&b=2' > out.json", ""),
     ]
     assert command_part("curl 'http://x/?a=1' > out.json") == ("curl 'http://x/?a=1'", " > out.json")
     assert [rule_for(s).name for s, _ in split_segments(cmds[1].text)] == ["pip install", "demo", "curl"]

@@ -38,8 +38,14 @@ def test_run_report(tmp_path, one_thread):
 
 def test_ckd_run_report_has_weights_and_modalities(tmp_path, one_thread):
     folder = write_mmrec(make_dataset(n_users=40, n_items=30), tmp_path / "data" / "synthetic")
-    r = train("vbpr", folder, seeds=[1], set={"epochs": 2, "ckd.n_generic": 32}, out=tmp_path / "runs",
-              distill=["ckd"])[0]
+    r = train(
+        "vbpr",
+        folder,
+        seeds=[1],
+        set={"epochs": 2, "ckd.n_generic": 32},
+        out=tmp_path / "runs",
+        distill=["ckd"],
+    )[0]
     page = write_report(r.run_dir, tmp_path / "out" / "ckd.html")[0].read_text()
     assert_self_contained(page)
     assert "modality weights λ_m" in page and "Per modality" in page
@@ -54,7 +60,7 @@ def test_seed_folder_report(tmp_path, one_thread):
     page, md = (p.read_text() for p in write_report(folder, tmp_path / "seeds.html"))
     assert_self_contained(page)
     vals = [r.metrics["test"]["recall@20"] for r in results]
-    mean, std = sum(vals) / 2, abs(vals[0] - vals[1]) / 2 ** 0.5
+    mean, std = sum(vals) / 2, abs(vals[0] - vals[1]) / 2**0.5
     assert f"| recall@20 | {mean:.4f} ± {std:.4f} | {vals[0]:.4f} | {vals[1]:.4f} |" in md
     assert "seed 1" in page and "seed 2" in page
 
@@ -77,9 +83,18 @@ def test_experiment_folder_report_reads_only(tmp_path, one_thread):
     ds.name = "tiny"
     data = write_mmrec(ds, tmp_path / "data" / "tiny")
     state = tmp_path / "exp" / "state"
-    definition = {"datasets": [data], "backbones": ["bprmf"], "methods": [], "budget": 1,
-                  "selection_seeds": [1001], "seeds": [1, 2], "set": {"epochs": 2}, "out": str(state),
-                  "threads": 1, "bootstrap": 200}
+    definition = {
+        "datasets": [data],
+        "backbones": ["bprmf"],
+        "methods": [],
+        "budget": 1,
+        "selection_seeds": [1001],
+        "seeds": [1, 2],
+        "set": {"epochs": 2},
+        "out": str(state),
+        "threads": 1,
+        "bootstrap": 200,
+    }
     state.mkdir(parents=True)
     (tmp_path / "exp" / "plain.yaml").write_text(yaml.safe_dump(definition))
     from distillrec.experiment.definition import make_definition

@@ -119,7 +119,9 @@ def _train_into(out, queue) -> None:  # noqa: ANN001
     torch.set_num_threads(1)
     from tests.conftest import make_dataset
 
-    (r,) = train("bprmf", make_dataset(), seeds=[5], set={"epochs": 30, "patience": 100}, out=out, resume=True)
+    (r,) = train(
+        "bprmf", make_dataset(), seeds=[5], set={"epochs": 30, "patience": 100}, out=out, resume=True
+    )
     queue.put(r.metrics)
 
 

@@ -42,7 +42,9 @@ def test_search_space_is_valid_and_holds_the_defaults(name: str) -> None:
     for point in grid(space):
         model_point = {k: v for k, v in point.items() if not k.startswith("train.")}
         resolve_params(name, model_point)
-        TrainConfig(**{**train_defaults(name), **{k[6:]: v for k, v in point.items() if k.startswith("train.")}})
+        TrainConfig(
+            **{**train_defaults(name), **{k[6:]: v for k, v in point.items() if k.startswith("train.")}}
+        )
 
 
 def test_trainable_models_have_a_space() -> None:

@@ -43,7 +43,9 @@ def live(app) -> Iterator[str]:  # noqa: ANN001
     """Serve `app` with uvicorn on a free loopback port in a background thread; yields its base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -112,7 +114,9 @@ def test_lists_equal_the_cli_recommend(served, topk_run):
 
     from distillrec.cli import app
 
-    cli = CliRunner().invoke(app, ["recommend", str(topk_run), "--users", "0,7,29", "-k", str(K), "--exclude-seen"])
+    cli = CliRunner().invoke(
+        app, ["recommend", str(topk_run), "--users", "0,7,29", "-k", str(K), "--exclude-seen"]
+    )
     assert cli.exit_code == 0, cli.output
     rows = [line.split("\t") for line in cli.stdout.splitlines()]
     users = [user_token(u) for u in (0, 7, 29)]
@@ -158,10 +162,20 @@ def test_similar_items_are_the_cosine_neighbours_of_the_scored_item_vectors(serv
         ("get", "/recommend", {"params": {"user": user_token(1), "k": 41}}, 400, "got 41"),
         ("get", "/recommend", {"params": {"user": user_token(1), "k": "ten"}}, 422, "query.k"),
         ("get", "/recommend", {}, 422, "query.user: field required"),
-        ("post", "/recommend", {"content": b"{not json", "headers": {"content-type": "application/json"}},
-         400, "not valid JSON"),
-        ("post", "/recommend", {"content": b'{"users":', "headers": {"content-type": "application/json"}},
-         400, "not valid JSON"),
+        (
+            "post",
+            "/recommend",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
+        (
+            "post",
+            "/recommend",
+            {"content": b'{"users":', "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
         ("post", "/recommend", {"content": b"users=1"}, 400, "must be a JSON object"),
         ("post", "/recommend", {}, 400, "must be a JSON object"),
         ("post", "/recommend", {"json": {"users": []}}, 422, "body.users"),
@@ -186,6 +200,7 @@ def test_fifty_parallel_clients(served, topk_run):
 
     async def clients() -> list[tuple[int, int, dict]]:
         async with httpx.AsyncClient(base_url=served, limits=httpx.Limits(max_connections=50)) as client:
+
             async def one(n: int) -> tuple[int, int, dict]:
                 u = n % len(users)
                 if n % 5 == 0:
@@ -219,7 +234,9 @@ def test_next_item_runs_continue_each_users_whole_history(tmp_path):
 
     ds = make_seq_dataset()
     write_seq_inter(ds, tmp_path / "seqdata")
-    (result,) = train("sasrec", str(tmp_path / "seqdata"), seeds=[1], set={"epochs": 1}, out=tmp_path / "runs")
+    (result,) = train(
+        "sasrec", str(tmp_path / "seqdata"), seeds=[1], set={"epochs": 1}, out=tmp_path / "runs"
+    )
     run = load_run(result.run_dir, "cpu")
     users = list(range(ds.n_users))
     with live(create_app(result.run_dir, "cpu")) as url, httpx.Client(base_url=url) as client:
@@ -258,7 +275,9 @@ def test_the_serve_command_serves_on_loopback(topk_run):
     code = "import sys; from distillrec.cli import main; sys.argv = ['distillrec', *sys.argv[1:]]; main()"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "serve", str(topk_run), "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120

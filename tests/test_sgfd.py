@@ -17,8 +17,16 @@ from distillrec.training.checkpoint import load_checkpoint
 from tests.conftest import make_dataset, write_mmrec
 
 
-@pytest.mark.parametrize("d_in,d,expected", [(4096, 128, [4096, 1024, 256, 128]), (1000, 64, [1000, 250, 64]),
-                                             (387, 64, [387, 96, 64]), (50, 64, [50, 64]), (257, 64, [257, 64])])
+@pytest.mark.parametrize(
+    "d_in,d,expected",
+    [
+        (4096, 128, [4096, 1024, 256, 128]),
+        (1000, 64, [1000, 250, 64]),
+        (387, 64, [387, 96, 64]),
+        (50, 64, [50, 64]),
+        (257, 64, [257, 64]),
+    ],
+)
 def test_teacher_widths_any_input(d_in, d, expected):
     assert shrinking_widths(d_in, d) == expected
     out = Teacher(d_in, d)(torch.randn(5, d_in))
@@ -69,10 +77,15 @@ def test_loss_terms_by_hand_and_teacher_detached():
     ce = sum(labelled_ce(sgfd.classifiers[m](t[m]), y) for m in t) / 2
     ce = ce + labelled_ce(sgfd.fusion(torch.cat([t["image"], t["text"]], -1)), y)
     mse = sum(F.mse_loss(F.normalize(s_all[m][items], dim=-1), t[m]) for m in t) / 2
-    kl = sum(
-        response_kd(sgfd.classifiers[m](t[m]), sgfd.classifiers[m](F.normalize(s_all[m][items], dim=-1)), 3.0)
-        for m in t
-    ) / 2
+    kl = (
+        sum(
+            response_kd(
+                sgfd.classifiers[m](t[m]), sgfd.classifiers[m](F.normalize(s_all[m][items], dim=-1)), 3.0
+            )
+            for m in t
+        )
+        / 2
+    )
     assert out["sgfd_ce"].item() == pytest.approx(0.5 * ce.item(), rel=1e-5)
     assert out["sgfd_feature"].item() == pytest.approx(2.0 * mse.item(), rel=1e-5)
     assert out["sgfd_response"].item() == pytest.approx(2.0 * kl.item(), rel=1e-5)
@@ -89,8 +102,14 @@ def test_no_labels_is_a_clear_error_with_the_label_free_option(tmp_path):
     with pytest.raises(ConfigError, match="label_free"):
         train("vbpr", ds, seeds=[1], set={"epochs": 1}, out=None, distill=["sgfd"])
     folder = write_mmrec(ds, tmp_path / "d")  # a run loads its dataset back from where it lies
-    r = train("vbpr", folder, seeds=[1], set={"epochs": 2, "sgfd.label_free": True}, out=tmp_path / "r",
-              distill=["sgfd"])[0]
+    r = train(
+        "vbpr",
+        folder,
+        seeds=[1],
+        set={"epochs": 2, "sgfd.label_free": True},
+        out=tmp_path / "r",
+        distill=["sgfd"],
+    )[0]
     # feature distillation only: reconstruction-supervised teachers, no response (label) term
     hist = pd.read_csv(r.run_dir / "history.csv")
     assert "sgfd_response" not in hist.columns
@@ -100,8 +119,17 @@ def test_no_labels_is_a_clear_error_with_the_label_free_option(tmp_path):
 
 
 def test_teacher_absent_at_inference_and_checkpoints_round_trip(tmp_path):
-    folder = write_mmrec(make_dataset(n_users=40, n_items=30, modalities={"image": 17, "text": 9}), tmp_path / "d")
-    r = train("vbpr", folder, seeds=[1], set={"epochs": 3, "sgfd.kd_weight": 1.0}, out=tmp_path / "r", distill=["sgfd"])[0]
+    folder = write_mmrec(
+        make_dataset(n_users=40, n_items=30, modalities={"image": 17, "text": 9}), tmp_path / "d"
+    )
+    r = train(
+        "vbpr",
+        folder,
+        seeds=[1],
+        set={"epochs": 3, "sgfd.kd_weight": 1.0},
+        out=tmp_path / "r",
+        distill=["sgfd"],
+    )[0]
     best = load_checkpoint(r.run_dir / "best.pt")["model"]
     assert not any(k.startswith(("teachers", "classifiers", "fusion")) for k in best)
     last = load_checkpoint(r.run_dir / "last.pt")
@@ -160,9 +188,20 @@ def test_sgfd_plugin_reports_probe_accuracy_of_both_arms(tmp_path):
     from distillrec.experiment.report import comparisons, markdown
 
     folder = write_mmrec(make_dataset(n_users=40, n_items=60, n_labels=3), tmp_path / "data")
-    d = make_definition({"datasets": [folder], "backbones": ["vbpr"], "methods": ["sgfd"], "budget": 1,
-                         "selection_seeds": [11], "seeds": [1, 2], "controls": False, "bootstrap": 200,
-                         "set": {"epochs": 2}, "out": str(tmp_path / "exp")})
+    d = make_definition(
+        {
+            "datasets": [folder],
+            "backbones": ["vbpr"],
+            "methods": ["sgfd"],
+            "budget": 1,
+            "selection_seeds": [11],
+            "seeds": [1, 2],
+            "controls": False,
+            "bootstrap": 200,
+            "set": {"epochs": 2},
+            "out": str(tmp_path / "exp"),
+        }
+    )
     result = Engine(d).run()
     comps = comparisons(result)
     for extras in (comps[0].plain_extras("sgfd"), comps[0].distilled_extras("sgfd")):
@@ -176,7 +215,9 @@ def test_category_overlap_by_hand():
     from distillrec.experiment.probe import category_overlap
 
     labels = torch.tensor([0, 0, 1, 2, -1])
-    train = sp.csr_matrix(([1, 1], ([0, 1], [0, 2])), shape=(2, 5))  # user 0 met category 0, user 1 category 1
+    train = sp.csr_matrix(
+        ([1, 1], ([0, 1], [0, 2])), shape=(2, 5)
+    )  # user 0 met category 0, user 1 category 1
     test = sp.csr_matrix(([1, 1, 1], ([0, 1, 1], [1, 3, 4])), shape=(2, 5))  # item 4 has no label: ignored
     observed, expected = category_overlap(train, test, labels)
     assert observed == pytest.approx(0.5)  # user 0's item 1 (cat 0) yes; user 1's item 3 (cat 2) no

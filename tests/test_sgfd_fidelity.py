@@ -60,7 +60,10 @@ def test_teacher_widths_explicit_legacy_and_recorded():
     assert [len(t.layers) for t in deep.teachers.values()] == [3, 3]
     legacy = _prepared(ds, kd_weight=1.0, teacher_depth="legacy")
     assert legacy.teacher_layer_widths == {"image": [300, 75, 64], "text": [9, 64]}
-    assert legacy.teacher_layer_widths == {"image": shrinking_widths(300, 64), "text": shrinking_widths(9, 64)}
+    assert legacy.teacher_layer_widths == {
+        "image": shrinking_widths(300, 64),
+        "text": shrinking_widths(9, 64),
+    }
     explicit = _prepared(ds, kd_weight=1.0, teacher_hidden=[128, 96, 80])
     assert explicit.teacher_layer_widths == {"image": [300, 128, 96, 80, 64], "text": [9, 128, 96, 80, 64]}
     assert [t.layers[-1].out_features for t in explicit.teachers.values()] == [64, 64]

@@ -13,7 +13,9 @@ def test_layers_file_then_set(tmp_path) -> None:  # noqa: ANN001
     path.write_text("train: {lr: 5.0e-4, epochs: 7}\nmodel: {reg_weight: 1.0e-3}\nckd: {lambda_kd: 0.1}\n")
     flat = {**read_config_file(path), **parse_assignments(["lr=2e-3"])}
     spec = resolve_spec("vbpr", "scientific", flat, "ckd", seed=4)
-    assert spec.train["lr"] == 2e-3 and spec.train["epochs"] == 7  # --set over the file, the file over defaults
+    assert (
+        spec.train["lr"] == 2e-3 and spec.train["epochs"] == 7
+    )  # --set over the file, the file over defaults
     assert spec.params["reg_weight"] == 1e-3 and spec.distill_options["lambda_kd"] == 0.1
     assert spec.distill_options["lambda_g"] == 5.0  # the distiller's defaults are filled in
     assert spec.train_config().seed == 4 and "seed" not in spec.train
@@ -27,8 +29,11 @@ def test_the_seed_does_not_name_the_configuration() -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("train: [1]\n", "'train' must be a mapping"), ("- 1\n", "must be a mapping of options"),
-     ("train: {lr: [\n", "not valid YAML")],
+    [
+        ("train: [1]\n", "'train' must be a mapping"),
+        ("- 1\n", "must be a mapping of options"),
+        ("train: {lr: [\n", "not valid YAML"),
+    ],
 )
 def test_bad_configuration_files_are_one_line(tmp_path, text, message) -> None:  # noqa: ANN001
     path = tmp_path / "bad.yaml"
@@ -56,7 +61,17 @@ def test_print_config_is_what_the_run_writes(tmp_path, capsys, monkeypatch):
 
     cfg = tmp_path / "run.yaml"
     cfg.write_text("train: {lr: 0.002}\nreg_weight: 0.001\n")
-    args = ["train", "-m", "BPRMF", "--config", str(cfg), "--set", "epochs=1", "--out", str(tmp_path / "runs")]
+    args = [
+        "train",
+        "-m",
+        "BPRMF",
+        "--config",
+        str(cfg),
+        "--set",
+        "epochs=1",
+        "--out",
+        str(tmp_path / "runs"),
+    ]
     monkeypatch.setattr(sys, "argv", ["distillrec", *args, "--print-config"])
     with pytest.raises(SystemExit) as done:
         main()

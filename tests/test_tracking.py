@@ -52,8 +52,15 @@ def test_log_is_not_part_of_the_run(tmp_path, one_thread):
 
 def test_ckd_logs_its_modality_weights(tmp_path, one_thread):
     ds = make_dataset(n_users=40, n_items=30)
-    r = train("vbpr", ds, seeds=[2], set={"epochs": 2, "ckd.n_generic": 32}, out=tmp_path, distill=["ckd"],
-              log="tensorboard")[0]
+    r = train(
+        "vbpr",
+        ds,
+        seeds=[2],
+        set={"epochs": 2, "ckd.n_generic": 32},
+        out=tmp_path,
+        distill=["ckd"],
+        log="tensorboard",
+    )[0]
     logged = assert_matches_history(r.run_dir)
     assert {"train/ckd_lambda_image", "train/ckd_lambda_text", "train/ckd_specific"} <= set(logged)
     assert len(logged["train/ckd_lambda_image"]) == 2
@@ -98,8 +105,25 @@ def test_cli_train_log(tmp_path, one_thread):
     from distillrec.cli import app
 
     folder = write_mmrec(make_dataset(), tmp_path / "data" / "synthetic")
-    res = CliRunner().invoke(app, ["train", "-m", "bprmf", "-d", folder, "--set", "epochs=2", "--quiet",
-                                   "--out", str(tmp_path / "runs"), "--log", "tensorboard", "--seeds", "1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "-m",
+            "bprmf",
+            "-d",
+            folder,
+            "--set",
+            "epochs=2",
+            "--quiet",
+            "--out",
+            str(tmp_path / "runs"),
+            "--log",
+            "tensorboard",
+            "--seeds",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("**/history.csv")]
     assert_matches_history(run_dir)

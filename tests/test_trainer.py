@@ -18,12 +18,27 @@ from tests.conftest import make_dataset, train_killed_at_epoch, write_mmrec
 def test_run_folder_holds_everything(tmp_path, tiny):
     (r,) = train("bprmf", tiny, seeds=[3], set={"epochs": 4, "patience": 10}, out=tmp_path)
     files = {p.name for p in r.run_dir.iterdir()}
-    assert {"config.yaml", "metrics.json", "history.csv", "best.pt", "last.pt", "env.json", "split.npz"} <= files
+    assert {
+        "config.yaml",
+        "metrics.json",
+        "history.csv",
+        "best.pt",
+        "last.pt",
+        "env.json",
+        "split.npz",
+    } <= files
     assert not [f for f in files if f.endswith(".tmp")]
     cfg = yaml.safe_load((r.run_dir / "config.yaml").read_text())
-    assert cfg["seed"] == 3 and cfg["train"]["epochs"] == 4 and cfg["dataset"]["split_hash"] == tiny.split_hash
+    assert (
+        cfg["seed"] == 3 and cfg["train"]["epochs"] == 4 and cfg["dataset"]["split_hash"] == tiny.split_hash
+    )
     metrics = json.loads((r.run_dir / "metrics.json").read_text())
-    assert metrics["preset"] == "mmrec" and set(metrics["test"]) >= {"recall@20", "ndcg@10", "mrr@20", "map@10"}
+    assert metrics["preset"] == "mmrec" and set(metrics["test"]) >= {
+        "recall@20",
+        "ndcg@10",
+        "mrr@20",
+        "map@10",
+    }
     env = json.loads((r.run_dir / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["split_hash"] == tiny.split_hash
     history = pd.read_csv(r.run_dir / "history.csv")
@@ -112,8 +127,12 @@ def test_another_config_in_the_same_folder_is_refused(tmp_path, tiny):
 
 def test_the_same_dataset_moved_elsewhere_continues_its_run(tmp_path, tiny):
     # a run does not depend on where its dataset lies: a copy in another folder finds the finished run
-    (first,) = train("bprmf", write_mmrec(tiny, tmp_path / "a" / "tiny"), seeds=[1], set={"epochs": 2}, out=tmp_path)
-    (again,) = train("bprmf", write_mmrec(tiny, tmp_path / "b" / "tiny"), seeds=[1], set={"epochs": 2}, out=tmp_path)
+    (first,) = train(
+        "bprmf", write_mmrec(tiny, tmp_path / "a" / "tiny"), seeds=[1], set={"epochs": 2}, out=tmp_path
+    )
+    (again,) = train(
+        "bprmf", write_mmrec(tiny, tmp_path / "b" / "tiny"), seeds=[1], set={"epochs": 2}, out=tmp_path
+    )
     assert again.run_dir == first.run_dir
     assert again.metrics["test"] == first.metrics["test"]
 

@@ -28,10 +28,13 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="print the version and exit"),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
 ) -> None:
     """Multimodal recommenders with knowledge distillation."""
+
+
 console = Console(width=None if sys.stdout.isatty() else 200)  # no wrapping when piped
 # The demo stops a little sooner than a full run (patience 10 instead of 20) to stay within minutes.
 DEMO_SETTINGS = {"patience": 10, "epochs": 300}
@@ -104,7 +107,9 @@ def demo(
     rows = []
     for model in ("mostpop", "itemknn_cbf", "bprmf", "lightgcn", "vbpr"):
         with console.status(f"training {model} …"):
-            result = train(model, ds, seeds=[999], set={**DEMO_SETTINGS, "epochs": epochs}, out=out, quiet=True)[0]
+            result = train(
+                model, ds, seeds=[999], set={**DEMO_SETTINGS, "epochs": epochs}, out=out, quiet=True
+            )[0]
         m = result.metrics
         console.print(
             f"  {model:<12} best epoch {m['best_epoch']:>4}  {m['seconds']:6.1f} s  test recall@20 {m['test']['recall@20']:.4f}"
@@ -129,19 +134,28 @@ def train_cmd(
     dataset: str = typer.Option("scientific", "--dataset", "-d", help="dataset name or folder"),
     seeds: str = typer.Option("999", help="comma-separated seeds, one run each"),
     set_: list[str] = typer.Option(
-        None, "--set", metavar="KEY=VALUE",
+        None,
+        "--set",
+        metavar="KEY=VALUE",
         help="an option, repeatable: training (epochs, lr, …), model (see `distillrec models`) or "
-             "<method>.key (see `distillrec options`)",
+        "<method>.key (see `distillrec options`)",
     ),
-    distill: str = typer.Option("", help="one distillation method: ckd, sgfd or cdl (see `distillrec options`)"),
+    distill: str = typer.Option(
+        "", help="one distillation method: ckd, sgfd or cdl (see `distillrec options`)"
+    ),
     config: Path = typer.Option(None, "--config", help="YAML file of options, under --set"),
     out: Path = typer.Option(Path("runs"), help="root folder of run folders"),
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
     resume: bool = typer.Option(False, help="continue interrupted runs from last.pt"),
     quiet: bool = typer.Option(False, help="no progress display"),
-    log: str = typer.Option(None, "--log", help="tensorboard: per-epoch scalars into <run folder>/tensorboard/"),
-    print_config: bool = typer.Option(False, "--print-config", help="print each run's resolved configuration "
-                                      "(its config.yaml) and folder, and train nothing"),
+    log: str = typer.Option(
+        None, "--log", help="tensorboard: per-epoch scalars into <run folder>/tensorboard/"
+    ),
+    print_config: bool = typer.Option(
+        False,
+        "--print-config",
+        help="print each run's resolved configuration (its config.yaml) and folder, and train nothing",
+    ),
 ) -> None:
     """Train MODEL on DATASET once per seed and report test metrics at the best-validation epoch."""
     from distillrec.experiment.api import resolved_configs, train
@@ -152,17 +166,33 @@ def train_cmd(
     if print_config:
         import yaml
 
-        for run_dir, resolved in resolved_configs(model, dataset, _seeds(seeds), parse_assignments(set_),
-                                                  names or None, config, out):
+        for run_dir, resolved in resolved_configs(
+            model, dataset, _seeds(seeds), parse_assignments(set_), names or None, config, out
+        ):
             sys.stdout.write(f"# {run_dir}\n{yaml.safe_dump(resolved, sort_keys=False)}")
         return
     results = train(
-        model, dataset, _seeds(seeds), parse_assignments(set_), out, device, resume, quiet, names or None, config,
+        model,
+        dataset,
+        _seeds(seeds),
+        parse_assignments(set_),
+        out,
+        device,
+        resume,
+        quiet,
+        names or None,
+        config,
         log=log,
     )
     rows = [
-        (f"{model}{'+' + '+'.join(names) if names else ''} seed {r.metrics['seed']}",
-         {**r.metrics["test"], "best epoch": str(r.metrics["best_epoch"]), "seconds": f"{r.metrics['seconds']:.1f}"})
+        (
+            f"{model}{'+' + '+'.join(names) if names else ''} seed {r.metrics['seed']}",
+            {
+                **r.metrics["test"],
+                "best epoch": str(r.metrics["best_epoch"]),
+                "seconds": f"{r.metrics['seconds']:.1f}",
+            },
+        )
         for r in results
     ]
     metrics = (*REPORT_METRICS, "best epoch", "seconds")
@@ -225,7 +255,9 @@ def evaluate(
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        console.print(_grid_table(f"{run.config['model']}, {split} ({preset or run.train_config.preset})", result))
+        console.print(
+            _grid_table(f"{run.config['model']}, {split} ({preset or run.train_config.preset})", result)
+        )
         console.print(f"run folder: {run_dir}")
 
 
@@ -243,8 +275,10 @@ def recommend(
     from distillrec.experiment.api import load_run
 
     if out is not None and (out.is_dir() or not out.parent.is_dir()):
-        raise DistillrecError(f"--out {out}: " + ("is a folder; name a file" if out.is_dir()
-                                                   else f"its folder {out.parent} does not exist"))
+        raise DistillrecError(
+            f"--out {out}: "
+            + ("is a folder; name a file" if out.is_dir() else f"its folder {out.parent} does not exist")
+        )
     run = load_run(run_dir)
     if users == "all":
         ids = np.arange(run.dataset.n_users)
@@ -330,8 +364,13 @@ class _JobProgress:
         self.running = running
         self.done = self.cached = 0
         self.left = total
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                            console=Console(stderr=True), disable=quiet or not sys.stderr.isatty())
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=quiet or not sys.stderr.isatty(),
+        )
         self.task = self.bar.add_task("", total=total)
 
     def add(self, cached: int, todo: int) -> None:
@@ -346,8 +385,11 @@ class _JobProgress:
 
     def _show(self, best: float) -> None:
         left = max(0, self.bar.tasks[0].total - self.done - self.cached)
-        self.bar.update(self.task, description=f"jobs: {self.done} run, {self.cached} cached, "
-                        f"≤{min(self.running, left)} running, ≤{left} left; best valid {best:.4f}")
+        self.bar.update(
+            self.task,
+            description=f"jobs: {self.done} run, {self.cached} cached, "
+            f"≤{min(self.running, left)} running, ≤{left} left; best valid {best:.4f}",
+        )
 
     def __enter__(self) -> _JobProgress:
         self.bar.__enter__()
@@ -360,11 +402,17 @@ class _JobProgress:
 @app.command()
 def experiment(
     file: Path = typer.Argument(None, help="an experiment definition (YAML), e.g. experiments/ckd.yaml"),
-    dataset: str = typer.Option(None, "--dataset", "-d", help="dataset name or folder (comma-separated: several)"),
+    dataset: str = typer.Option(
+        None, "--dataset", "-d", help="dataset name or folder (comma-separated: several)"
+    ),
     backbones: str = typer.Option(None, help="comma-separated backbones"),
-    methods: str = typer.Option(None, help="comma-separated methods (ckd, sgfd, cdl); none: tune backbones only"),
+    methods: str = typer.Option(
+        None, help="comma-separated methods (ckd, sgfd, cdl); none: tune backbones only"
+    ),
     budget: int = typer.Option(None, help="trials per search stage and arm (default 8)"),
-    selection_seeds: int = typer.Option(None, "--selection-seeds", help="selection seeds, never reported (default 2)"),
+    selection_seeds: int = typer.Option(
+        None, "--selection-seeds", help="selection seeds, never reported (default 2)"
+    ),
     seeds: int = typer.Option(None, "--seeds", help="report seeds 1..N (default 5)"),
     set_: list[str] = typer.Option(None, "--set", help="key=value applied to every run (e.g. epochs=50)"),
     no_controls: bool = typer.Option(False, "--no-controls", help="leave out the methods' control arms"),
@@ -372,11 +420,15 @@ def experiment(
     jobs: int = typer.Option(None, help="parallel jobs (local, ray)"),
     threads: int = typer.Option(None, help="torch threads per job (default cores / jobs)"),
     ray_address: str = typer.Option(None, "--ray-address", help="auto or HOST:PORT; none: a local Ray"),
-    out: Path = typer.Option(None, help="experiment folder: studies, ledger, runs (default runs/experiments/NAME)"),
+    out: Path = typer.Option(
+        None, help="experiment folder: studies, ledger, runs (default runs/experiments/NAME)"
+    ),
     write: Path = typer.Option(None, help="results document to write (markdown)"),
     device: str = typer.Option(None, help="cpu or cuda"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with every comparison"),
-    partial: bool = typer.Option(False, "--partial", help="train nothing: report the backbones finished so far"),
+    partial: bool = typer.Option(
+        False, "--partial", help="train nothing: report the backbones finished so far"
+    ),
     quiet: bool = typer.Option(False, help="no progress display"),
 ) -> None:
     """Does method X help backbone Y? Both arms tuned on validation with the same budget, reported on fresh
@@ -395,11 +447,18 @@ def experiment(
         "datasets": [x for x in dataset.split(",") if x] if dataset else None,
         "backbones": [x for x in backbones.split(",") if x] if backbones else None,
         "methods": [x for x in methods.split(",") if x] if methods is not None else None,
-        "budget": budget, "selection_seeds": selection_seeds, "seeds": seeds,
+        "budget": budget,
+        "selection_seeds": selection_seeds,
+        "seeds": seeds,
         "set": parse_assignments(set_) if set_ else None,
         "controls": False if no_controls else None,
-        "executor": executor, "jobs": jobs, "threads": threads, "ray_address": ray_address,
-        "out": str(out) if out else None, "results": str(write) if write else None, "device": device,
+        "executor": executor,
+        "jobs": jobs,
+        "threads": threads,
+        "ray_address": ray_address,
+        "out": str(out) if out else None,
+        "results": str(write) if write else None,
+        "device": device,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if file is not None:
@@ -428,16 +487,23 @@ def experiment(
         table.add_column(col)
     for c in comps:
         ci = c.stats["ci95"]
-        table.add_row(c.backbone, c.arm, f"{c.stats and sum(c.values('plain').values()) / max(1, len(c.values('plain'))):.4f}",
-                      f"{sum(c.values('distilled').values()) / max(1, len(c.values('distilled'))):.4f}",
-                      f"{c.stats['relative_change']:+.1%}", f"{ci[0]:+.4f}..{ci[1]:+.4f}" if ci else "–",
-                      format_p(c.stats["p_holm"]))
+        table.add_row(
+            c.backbone,
+            c.arm,
+            f"{c.stats and sum(c.values('plain').values()) / max(1, len(c.values('plain'))):.4f}",
+            f"{sum(c.values('distilled').values()) / max(1, len(c.values('distilled'))):.4f}",
+            f"{c.stats['relative_change']:+.1%}",
+            f"{ci[0]:+.4f}..{ci[1]:+.4f}" if ci else "–",
+            format_p(c.stats["p_holm"]),
+        )
     if comps:
         console.print(table)
     for b in result.backbones:
         vals = [r["metrics"]["test"][b.metric] for r in b.plain.records if r]
-        console.print(f"{b.dataset}/{b.backbone}: tuned {b.metric} {sum(vals) / max(1, len(vals)):.4f} "
-                      f"({len(vals)} seeds), chosen {b.plain.point or 'defaults'}")
+        console.print(
+            f"{b.dataset}/{b.backbone}: tuned {b.metric} {sum(vals) / max(1, len(vals)):.4f} "
+            f"({len(vals)} seeds), chosen {b.plain.point or 'defaults'}"
+        )
     for f in result.failures:
         console.print(f"[red]failed twice[/red]: {f}")
     for p in result.pending:
@@ -522,10 +588,14 @@ def options(
     from distillrec.experiment.spec import DataSpec
     from distillrec.training.config import TrainConfig
 
-    groups = [] if method else [
-        ("training (--set lr=1e-3; a model's YAML may change its defaults)", TrainConfig, ""),
-        ("data (--set split=random)", DataSpec, ""),
-    ]
+    groups = (
+        []
+        if method
+        else [
+            ("training (--set lr=1e-3; a model's YAML may change its defaults)", TrainConfig, ""),
+            ("data (--set split=random)", DataSpec, ""),
+        ]
+    )
     for name in [method] if method else distiller_names():
         cls = distiller_class(name)
         groups.append((f"{name} (--distill {name} --set {name}.KEY=VALUE)", cls.Options, name))
@@ -545,9 +615,13 @@ def options(
 @app.command()
 def report(
     path: Path = typer.Argument(..., help="a run folder, a folder of seed runs or an experiment folder"),
-    out: Path = typer.Option(None, help="HTML file to write (default <path>/report.html; Markdown beside it)"),
+    out: Path = typer.Option(
+        None, help="HTML file to write (default <path>/report.html; Markdown beside it)"
+    ),
     definition: list[Path] = typer.Option(None, "--definition", help="experiment definition(s) for a ledger"),
-    per_modality: bool = typer.Option(False, "--per-modality", help="a run: evaluate each modality alone too"),
+    per_modality: bool = typer.Option(
+        False, "--per-modality", help="a run: evaluate each modality alone too"
+    ),
 ) -> None:
     """One self-contained HTML page (and Markdown beside it): curves, metrics, comparisons."""
     from distillrec.experiment.html_report import write_report
@@ -578,8 +652,10 @@ def features(
         None, "--text-column", help="text column(s) to join, repeated or comma-separated (default text)"
     ),
     id_column: str = typer.Option(
-        "itemID", "--id-column", help="itemID: 0-based item indices; another name (e.g. asin): original ids, "
-        "mapped through i_id_mapping.csv (with --images: what the file names are)"
+        "itemID",
+        "--id-column",
+        help="itemID: 0-based item indices; another name (e.g. asin): original ids, "
+        "mapped through i_id_mapping.csv (with --images: what the file names are)",
     ),
     modality: str = typer.Option(None, help="writes <modality>_feat.npy (default text or image)"),
     model: str = typer.Option(
@@ -602,19 +678,31 @@ def features(
     if images is not None and text_column:
         raise DistillrecError("--text-column goes with --text, not with --images")
     _setup_logging(True)
-    common = {"id_column": id_column, "model": model, "batch_size": batch_size, "device": device,
-              "missing": missing, "normalize": normalize, "force": force, "quiet": quiet}
+    common = {
+        "id_column": id_column,
+        "model": model,
+        "batch_size": batch_size,
+        "device": device,
+        "missing": missing,
+        "normalize": normalize,
+        "force": force,
+        "quiet": quiet,
+    }
     if text is not None:
         result = build_text_features(
             dataset, text, text_columns=text_column or None, modality=modality or "text", **common
         )
     else:
         result = build_image_features(dataset, images, modality=modality or "image", **common)
-    console.print(f"wrote {result.path}: {result.n_items} items × {result.dim} "
-                  f"({result.model}, {result.device}, {result.seconds:.1f} s)")
+    console.print(
+        f"wrote {result.path}: {result.n_items} items × {result.dim} "
+        f"({result.model}, {result.device}, {result.seconds:.1f} s)"
+    )
     if result.mask_path is not None:
-        console.print(f"{result.n_items - result.n_with_data} items without data have zero rows; "
-                      f"{result.mask_path} marks the items with data")
+        console.print(
+            f"{result.n_items - result.n_with_data} items without data have zero rows; "
+            f"{result.mask_path} marks the items with data"
+        )
 
 
 def main() -> None:

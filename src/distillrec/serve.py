@@ -62,7 +62,11 @@ def _index(ids: list, kind: str) -> dict[str, int]:
     for i, v in enumerate(ids):
         index.setdefault(str(v), i)
     if len(index) < len(ids):
-        log.warning("%d %s ids are repeated in the dataset; each answers for its first row", len(ids) - len(index), kind)
+        log.warning(
+            "%d %s ids are repeated in the dataset; each answers for its first row",
+            len(ids) - len(index),
+            kind,
+        )
     return index
 
 
@@ -120,7 +124,12 @@ class Scorer:
             }
         item = self.rep.item
         self.item_vectors = None
-        if item.dim() == 2 and item.shape[0] == self.n_items and item.shape[1] > 1 and item.is_floating_point():
+        if (
+            item.dim() == 2
+            and item.shape[0] == self.n_items
+            and item.shape[1] > 1
+            and item.is_floating_point()
+        ):
             self.item_vectors = F.normalize(item.detach().float(), dim=1)
         warm = np.arange(min(self.n_users, 8), dtype=np.int64)
         if self.sequential:
@@ -194,9 +203,9 @@ class Scorer:
         if mask is not None:
             sub = mask[users]
             rows = np.repeat(np.arange(len(users)), np.diff(sub.indptr))
-            scores[torch.from_numpy(rows).to(dev), torch.from_numpy(sub.indices.astype(np.int64)).to(dev)] = (
-                -torch.inf
-            )
+            scores[
+                torch.from_numpy(rows).to(dev), torch.from_numpy(sub.indices.astype(np.int64)).to(dev)
+            ] = -torch.inf
         values, top = torch.topk(scores, k, dim=1, sorted=True)
         return values.float().cpu().numpy(), top.cpu().numpy()
 
@@ -303,7 +312,9 @@ def create_app(run_dir: Path | str, device: str = "auto", scorer: Scorer | None 
         bad_json = [e for e in errors if e.get("type") == "json_invalid"]
         if bad_json:
             why = (bad_json[0].get("ctx") or {}).get("error", "")
-            return JSONResponse({"detail": f"the request body is not valid JSON{': ' + why if why else ''}"}, 400)
+            return JSONResponse(
+                {"detail": f"the request body is not valid JSON{': ' + why if why else ''}"}, 400
+            )
         if any(tuple(e.get("loc", ())) == ("body",) for e in errors):  # no body, or not an object
             return JSONResponse({"detail": f"the request body must be a JSON object: {BATCH_EXAMPLE}"}, 400)
         return JSONResponse({"detail": _validation_detail(errors)}, status_code=422)

@@ -106,7 +106,9 @@ def with_sequence_split(
     seq = split_sequences(dataset.sequences, scheme, ratios)
     users = event_users(seq)
     parts = [
-        interactions_to_csr(users[seq.label == p], seq.items[seq.label == p], dataset.n_users, dataset.n_items)
+        interactions_to_csr(
+            users[seq.label == p], seq.items[seq.label == p], dataset.n_users, dataset.n_items
+        )
         for p in (TRAIN, VALID, TEST)
     ]
     return replace(dataset, sequences=seq, train=parts[0], valid=parts[1], test=parts[2])

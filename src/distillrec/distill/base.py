@@ -66,8 +66,10 @@ class Capability:
         name = model_cls.name
         if self.features and not model_cls.reads_features(params):
             if params is not None and model_cls.reads_features(None):  # a model option gives it the input
-                return (f"{name!r} takes no item features with these options: set {OPTIONAL_FEATURE_INPUT}=true "
-                        "(a model option: for the plain run compared with it too)")
+                return (
+                    f"{name!r} takes no item features with these options: set {OPTIONAL_FEATURE_INPUT}=true "
+                    "(a model option: for the plain run compared with it too)"
+                )
             return f"{name!r} takes no item features"
         absent = [m for m in protocol_members(self.protocol) if not hasattr(model_cls, m)]
         if absent:

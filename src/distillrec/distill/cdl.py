@@ -112,10 +112,12 @@ class CDLOptions(ProbeOptions):
     modalities: list[str] | None = Field(None, description="modalities distilled (default: all)")
     code_input: Literal["signed", "abs"] = "signed"
     holistic: Literal["mean", "frobenius"] = Field(
-        "mean", description="per-pair mean (the paper's text) or the official code's per-sequence Frobenius norm"
+        "mean",
+        description="per-pair mean (the paper's text) or the official code's per-sequence Frobenius norm",
     )
     id_only: bool = Field(
-        False, description="supervise the backbone's ID table (the only choice on a backbone without modality tables)"
+        False,
+        description="supervise the backbone's ID table (the only choice on a backbone without modality tables)",
     )
     async_warmup: bool = True
     warmup_gamma: float = Field(4.0, ge=1.0)
@@ -178,9 +180,13 @@ class CDL(Distiller):
         mods = list(dataset.features) if opt.modalities is None else list(opt.modalities)
         unknown = set(mods) - set(dataset.features)
         if unknown or not mods:
-            raise ConfigError(f"cdl modalities {sorted(unknown) or mods} not among {sorted(dataset.features)}")
+            raise ConfigError(
+                f"cdl modalities {sorted(unknown) or mods} not among {sorted(dataset.features)}"
+            )
         if opt.legacy_weight_wiring and len(mods) != 2:
-            raise ConfigError("legacy_weight_wiring reproduces a two-modality wiring; give exactly two modalities")
+            raise ConfigError(
+                "legacy_weight_wiring reproduces a two-modality wiring; give exactly two modalities"
+            )
         self.cdl_modalities = mods
         self.weights = self._weights()
         self.last_sizes: dict[str, tuple[int, ...]] = {}
@@ -188,7 +194,9 @@ class CDL(Distiller):
         if not self.distils:  # no term to supervise: no pairs, codes, codebooks or heads
             self._pairs_sampled = 0
             return
-        backbone: HasCorrelationTables = backbone_factory()  # the heads' width; the backbone is checked already
+        backbone: HasCorrelationTables = (
+            backbone_factory()
+        )  # the heads' width; the backbone is checked already
         d = backbone.correlation_dim
         del backbone
         self._fit_teacher(dataset, mods)
@@ -248,7 +256,15 @@ class CDL(Distiller):
         return hol, assign_codes(vec, getattr(self, f"_codebook_{m}"))
 
     def student_terms(
-        self, m: str, e: Tensor, a: Tensor, c: Tensor, seq: Tensor, n_seq: int, holistic: bool = True, code: bool = True
+        self,
+        m: str,
+        e: Tensor,
+        a: Tensor,
+        c: Tensor,
+        seq: Tensor,
+        n_seq: int,
+        holistic: bool = True,
+        code: bool = True,
     ) -> tuple[Tensor | None, Tensor | None]:
         """Unweighted (L_hol, L_code) for modality m on the student's table e; a term not asked for is None."""
         opt = self.options
@@ -260,8 +276,12 @@ class CDL(Distiller):
             head = self.score_head[m]
             pred = pair_similarity(head(ea), head(ec), opt.similarity)
             diff2 = (pred / opt.tau - target / opt.tau).pow(2)
-            if opt.holistic == "frobenius":  # both orders of each pair, per sequence, then the mean over sequences
-                per_seq = torch.zeros(n_seq, device=e.device, dtype=diff2.dtype).index_add_(0, seq, 2 * (diff2 + 1e-8))
+            if (
+                opt.holistic == "frobenius"
+            ):  # both orders of each pair, per sequence, then the mean over sequences
+                per_seq = torch.zeros(n_seq, device=e.device, dtype=diff2.dtype).index_add_(
+                    0, seq, 2 * (diff2 + 1e-8)
+                )
                 hol = per_seq.sqrt().mean()
             else:
                 hol = diff2.mean()
@@ -275,7 +295,10 @@ class CDL(Distiller):
         if not self.distils:  # α = β = 0 (the off point and the warm-up-only control): no term, no work
             return {}
         seq, p, q = cooccurring_pairs(batch.items, batch.lengths)
-        self.last_sizes = {"mask": (len(batch.items), batch.items.shape[1], batch.items.shape[1]), "pairs": (len(seq),)}
+        self.last_sizes = {
+            "mask": (len(batch.items), batch.items.shape[1], batch.items.shape[1]),
+            "pairs": (len(seq),),
+        }
         if len(seq) == 0:
             return {}
         a, c = batch.items[seq, p], batch.items[seq, q]
@@ -313,12 +336,18 @@ class CDL(Distiller):
         if not self.options.async_warmup:
             return {}
         opt = self.options
-        schedule = AsyncWarmup(gamma=opt.warmup_gamma, epochs=opt.warmup_epochs, legacy_constant_ratio=opt.legacy_constant_ratio)
+        schedule = AsyncWarmup(
+            gamma=opt.warmup_gamma, epochs=opt.warmup_epochs, legacy_constant_ratio=opt.legacy_constant_ratio
+        )
         return warmup_factors(schedule, (MODALITY_GROUP,), epoch)
 
     def summary(self) -> dict:
         """Teacher statistics recorded in the run's metrics.json (`distill_info`)."""
-        return {"pairs_sampled": self._pairs_sampled, "quantizer": self.options.quantizer, "modalities": self._summary}
+        return {
+            "pairs_sampled": self._pairs_sampled,
+            "quantizer": self.options.quantizer,
+            "modalities": self._summary,
+        }
 
     def codes_for(self, m: str, a: Tensor, c: Tensor) -> Tensor:
         """Teacher codes of item pairs (a[k], c[k]) for modality m (for inspection and tests)."""

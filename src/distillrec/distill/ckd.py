@@ -127,7 +127,14 @@ FULL = "full"  # the teacher name of the self-distillation control (the plain mu
 def teacher_key(dataset: Dataset, model: str, params: dict, train: dict, keep: str | None, seed: int) -> str:
     """Content hash of a teacher run; `keep` None is the plain backbone (every modality)."""
     blob = json.dumps(
-        {"data": dataset.content_hash, "model": model, "params": params, "train": train, "keep": keep, "seed": seed},
+        {
+            "data": dataset.content_hash,
+            "model": model,
+            "params": params,
+            "train": train,
+            "keep": keep,
+            "seed": seed,
+        },
         sort_keys=True,
         default=str,
     )
@@ -172,8 +179,18 @@ def load_or_train_teacher(
     return view, run_dir, trained
 
 
-def _load_or_train(view: Recommender, dataset: Dataset, model: str, params: dict, cfg: TrainConfig,
-                   keep: str | None, seed: int, device: torch.device, run_dir: Path | None, name: str) -> bool:
+def _load_or_train(
+    view: Recommender,
+    dataset: Dataset,
+    model: str,
+    params: dict,
+    cfg: TrainConfig,
+    keep: str | None,
+    seed: int,
+    device: torch.device,
+    run_dir: Path | None,
+    name: str,
+) -> bool:
     """Load a finished teacher into `view`, or train it (into `run_dir` when given); True if trained now."""
     if run_dir is not None and (run_dir / "metrics.json").exists():
         view.load_state_dict(load_checkpoint(run_dir / "best.pt", device, RETRAIN_TEACHER)["model"])
@@ -185,8 +202,12 @@ def _load_or_train(view: Recommender, dataset: Dataset, model: str, params: dict
         "params": params,
         "train": cfg.model_dump(),
         "view": {"keep": keep, "ablated": "mean"} if keep is not None else FULL,
-        "dataset": {"name": dataset.name, "source": dataset.source, "content_hash": dataset.content_hash,
-                    "split_hash": dataset.split_hash},
+        "dataset": {
+            "name": dataset.name,
+            "source": dataset.source,
+            "content_hash": dataset.content_hash,
+            "split_hash": dataset.split_hash,
+        },
         "seed": seed,
     }
     if run_dir is not None:
@@ -222,7 +243,9 @@ def generic_term(t: Tensor, s: Tensor, tau: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(s / tau, torch.sigmoid(t / tau))
 
 
-def paper_weights(delta_drop: dict[str, Tensor], teacher_margin: dict[str, Tensor], eps: float) -> dict[str, Tensor]:
+def paper_weights(
+    delta_drop: dict[str, Tensor], teacher_margin: dict[str, Tensor], eps: float
+) -> dict[str, Tensor]:
     """λ_m = (1 − ρ^m / Σρ) / (M − 1), ρ^m = max(mean δ^m, ε) / max(mean Δt^m, ε); sums to 1."""
     names = list(delta_drop)
     if len(names) == 1:
@@ -265,7 +288,9 @@ class CKD(Distiller):
         lambda_kd: float = Field(0.01, ge=0, description="weight of the whole distillation term (0: off)")
         lambda_g: float = Field(5.0, ge=0, description="weight of the generic term (the code's `kl`)")
         temperature: float = Field(0.1, gt=0, description="τ of the soft margins (the code's pred_temp)")
-        n_generic: int = Field(5000, ge=1, description="uniform (u, j, k) triples per batch for the generic term")
+        n_generic: int = Field(
+            5000, ge=1, description="uniform (u, j, k) triples per batch for the generic term"
+        )
         reweight: Literal["paper", "legacy_per_sample", "none"] = "paper"
         specific_loss: Literal["hinge", "kl", "mse"] = "hinge"
         use_generic: bool = True
@@ -274,7 +299,9 @@ class CKD(Distiller):
             description="unimodal: one teacher per modality (CKD); full: the plain multimodal backbone as the "
             "single teacher, weight 1 (the self-distillation control)",
         )
-        teacher_seed: int | None = Field(None, description="seed of the teachers (default: the student's seed)")
+        teacher_seed: int | None = Field(
+            None, description="seed of the teachers (default: the student's seed)"
+        )
         eps: float = 1e-8
 
     def __init__(self, options: Options) -> None:
@@ -302,14 +329,20 @@ class CKD(Distiller):
         if backbone_factory is None:
             raise ConfigError("CKD needs a backbone factory to train its teachers")
         if self.options.lambda_kd == 0:
-            log.info("CKD at lambda_kd = 0 (its off point): no teacher is prepared, the student trains as the plain backbone")
+            log.info(
+                "CKD at lambda_kd = 0 (its off point): no teacher is prepared, the student trains as the plain backbone"
+            )
             return
         model = context["model"]
         groups = context.get("groups", {})
         device = torch.device(context.get("device", "cpu"))
         out = context.get("out")
         student_cfg = resolve_train_config(model, groups.get("train", {}))
-        seed = self.options.teacher_seed if self.options.teacher_seed is not None else context.get("seed", student_cfg.seed)
+        seed = (
+            self.options.teacher_seed
+            if self.options.teacher_seed is not None
+            else context.get("seed", student_cfg.seed)
+        )
         params = resolve_params(model, groups.get("model", {})).model_dump()
         # The generators (CPU and the run's CUDA device) are restored around teacher training so the student's
         # run does not depend on whether its teachers came from the cache.
@@ -318,7 +351,14 @@ class CKD(Distiller):
             for keep in keeps:
                 name = keep if keep is not None else FULL
                 view, run_dir, trained = load_or_train_teacher(
-                    backbone_factory, dataset, model, params, student_cfg, keep, seed, device,
+                    backbone_factory,
+                    dataset,
+                    model,
+                    params,
+                    student_cfg,
+                    keep,
+                    seed,
+                    device,
                     Path(out) if out else None,
                 )
                 self.teachers[name] = view
@@ -327,7 +367,9 @@ class CKD(Distiller):
         self.features = {m: f.to(device) for m, f in dataset.features.items()}
         with torch.no_grad():
             self.teacher_reps = {m: t.represent(self.features) for m, t in self.teachers.items()}
-        self.users_with_data = torch.from_numpy((dataset.train.getnnz(axis=1) > 0).nonzero()[0]).long().to(device)
+        self.users_with_data = (
+            torch.from_numpy((dataset.train.getnnz(axis=1) > 0).nonzero()[0]).long().to(device)
+        )
         self.n_items = dataset.n_items
 
     def summary(self) -> dict[str, Any]:
@@ -445,7 +487,9 @@ def teacher_ensemble(
     evaluator's `plan("test").users`), "teachers": {modality: run folder or None}}.
     """
     if model_class(model).task != "topk":
-        raise ConfigError(f"the teacher ensemble ranks items for users; {model!r} is a {model_class(model).task} model")
+        raise ConfigError(
+            f"the teacher ensemble ranks items for users; {model!r} is a {model_class(model).task} model"
+        )
     if len(dataset.features) < 2:
         raise ConfigError(
             f"the teacher ensemble needs at least two modalities; dataset {dataset.name!r} has {dataset.modalities}"
@@ -460,7 +504,14 @@ def teacher_ensemble(
         with torch.random.fork_rng(devices=_rng_devices(device)):
             for m in dataset.modalities:
                 view, run_dir, _ = load_or_train_teacher(
-                    lambda: build_model(model, dataset, resolved), dataset, model, resolved, cfg, m, seed, device,
+                    lambda: build_model(model, dataset, resolved),
+                    dataset,
+                    model,
+                    resolved,
+                    cfg,
+                    m,
+                    seed,
+                    device,
                     Path(out) if out is not None else None,
                 )
                 teachers[m], dirs[m] = view, str(run_dir) if run_dir else None

@@ -49,7 +49,9 @@ class HasCorrelationTables(Protocol):
     def id_table(self) -> Tensor: ...
 
 
-CORRELATION_TABLES = Capability("correlation tables (correlation_tables, id_table, correlation_dim)", HasCorrelationTables)
+CORRELATION_TABLES = Capability(
+    "correlation tables (correlation_tables, id_table, correlation_dim)", HasCorrelationTables
+)
 
 # (student, its representation) -> per modality the [n_items, d] table the diagnostic reads
 TablesOf = Callable[[HasCorrelationTables, Representation], dict[str, Tensor]]
@@ -79,7 +81,11 @@ class ForgettingDiagnostic(nn.Module):
     names the distiller in errors. Draws only from its own generator (seeded from `options.seed`)."""
 
     def __init__(
-        self, dataset, options: ProbeOptions, similarity: Similarity = "cosine", owner: str = "forgetting"  # noqa: ANN001
+        self,
+        dataset,
+        options: ProbeOptions,
+        similarity: Similarity = "cosine",
+        owner: str = "forgetting",  # noqa: ANN001
     ) -> None:
         super().__init__()
         if not dataset.features:
@@ -95,8 +101,12 @@ class ForgettingDiagnostic(nn.Module):
         for m, f in dataset.features.items():
             z = compress_features(f, options.compress_dim)
             self.register_buffer(f"_feat_{m}", f.float(), persistent=False)
-            self.register_buffer(f"_featsim_{m}", pair_similarity(f[a], f[c], "cosine").float(), persistent=False)
-            self.register_buffer(f"_codesim_{m}", pair_similarity(z[a], z[c], similarity).float(), persistent=False)
+            self.register_buffer(
+                f"_featsim_{m}", pair_similarity(f[a], f[c], "cosine").float(), persistent=False
+            )
+            self.register_buffer(
+                f"_codesim_{m}", pair_similarity(z[a], z[c], similarity).float(), persistent=False
+            )
 
     def features(self) -> dict[str, Tensor]:
         """The dataset's item features, by modality (what the student represents for the measurement)."""
@@ -104,7 +114,10 @@ class ForgettingDiagnostic(nn.Module):
 
     @torch.no_grad()
     def measure(
-        self, student: HasCorrelationTables, tables_of: TablesOf = own_correlation_tables, head_view: HeadView | None = None
+        self,
+        student: HasCorrelationTables,
+        tables_of: TablesOf = own_correlation_tables,
+        head_view: HeadView | None = None,
     ) -> dict[str, float]:
         """The diagnostic's columns for `student`: its supervised tables are `tables_of(student, rep)`;
         `head_view`, where given and not None for a modality, adds that modality's `cdl_corr`."""

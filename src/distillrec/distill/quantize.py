@@ -27,8 +27,10 @@ def seed_codebook(vectors: Tensor, k: int, generator: torch.Generator, sample: i
     dist = (vectors - vectors[idx]).pow(2).sum(1)
     for _ in range(1, k):
         total = float(dist.sum())
-        idx = int(torch.randint(n, (1,), generator=generator)) if total <= 0 else int(
-            torch.multinomial(dist / total, 1, generator=generator)
+        idx = (
+            int(torch.randint(n, (1,), generator=generator))
+            if total <= 0
+            else int(torch.multinomial(dist / total, 1, generator=generator))
         )
         centers.append(vectors[idx])
         dist = torch.minimum(dist, (vectors - vectors[idx]).pow(2).sum(1))
@@ -55,7 +57,12 @@ def kmeans_codebook(vectors: Tensor, k: int, generator: torch.Generator, iters: 
 
 
 def vq_codebook(
-    vectors: Tensor, k: int, generator: torch.Generator, epochs: int = 12, batch: int = 4096, decay: float = 0.9
+    vectors: Tensor,
+    k: int,
+    generator: torch.Generator,
+    epochs: int = 12,
+    batch: int = 4096,
+    decay: float = 0.9,
 ) -> Tensor:
     """Online vector quantisation from k-means++ seeds: each step assigns a random mini-batch to the nearest codewords and
     moves each codeword to an exponential moving average of its assigned vectors (VQ-VAE's codebook

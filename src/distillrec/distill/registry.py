@@ -59,7 +59,9 @@ def check_distill(names: list[str], model: str, groups: dict[str, dict[str, Any]
     _discover()
     unknown = [n for n in names if n not in _DISTILLERS]
     if unknown:
-        raise ConfigError(f"unknown distillation method {unknown[0]!r}; known: {', '.join(sorted(_DISTILLERS)) or 'none'}")
+        raise ConfigError(
+            f"unknown distillation method {unknown[0]!r}; known: {', '.join(sorted(_DISTILLERS)) or 'none'}"
+        )
     if len(names) > 1:
         raise ConfigError(
             f"composing {'+'.join(names)} is refused: each method's teachers are trained against the plain "
@@ -102,5 +104,7 @@ def build_distiller(
     """The prepared distiller for `names` (one method per run; composition is refused with the reason)."""
     cls, options = check_distill(names, model, groups)
     distiller = cls(options)
-    distiller.prepare(dataset, backbone_factory, model=model, groups=groups, device=device, out=out, seed=seed)
+    distiller.prepare(
+        dataset, backbone_factory, model=model, groups=groups, device=device, out=out, seed=seed
+    )
     return distiller

@@ -161,7 +161,9 @@ def batch_items(batch: Batch | SeqBatch, positives_only: bool = False) -> Tensor
     elif isinstance(batch, SeqBatch):
         parts = [batch.target] if positives_only else [batch.items[batch.mask], batch.target]
     else:
-        raise TypeError(f"SGFD reads top-K (Batch) or next-item (SeqBatch) batches, not {type(batch).__name__}")
+        raise TypeError(
+            f"SGFD reads top-K (Batch) or next-item (SeqBatch) batches, not {type(batch).__name__}"
+        )
     return torch.unique(torch.cat(parts))
 
 
@@ -195,7 +197,8 @@ class SGFD(Distiller):
             description="no labels: teachers learn to reconstruct their input; feature distillation only",
         )
         items: Literal["batch", "positives"] = Field(
-            "batch", description="items fed to SGFD: all the batch's items, or its positives (next-item: targets)"
+            "batch",
+            description="items fed to SGFD: all the batch's items, or its positives (next-item: targets)",
         )
         labels: Literal["given", "shuffled"] = Field(
             "given", description="the dataset's item labels, or one fixed permutation of them (a control)"
@@ -253,7 +256,9 @@ class SGFD(Distiller):
                     "set sgfd.label_free=true for label-free use (feature distillation only)"
                 )
         if o.labels == "shuffled" and (o.label_free or dataset.labels is None):
-            raise ConfigError("sgfd.labels=shuffled permutes the item labels; it needs them (and label_free off)")
+            raise ConfigError(
+                "sgfd.labels=shuffled permutes the item labels; it needs them (and label_free off)"
+            )
         device = torch.device(context.get("device", "cpu"))
         # The student's widths, read off one throwaway backbone (each model names its widths its own way);
         # built here, it is part of the run's random stream, as it always was (forked at the off point).
@@ -276,12 +281,15 @@ class SGFD(Distiller):
             labels = shuffled
         self.labels = labels.to(device)
         n_cls = max(1, int(self.labels.max()) + 1)
-        self.teacher_layer_widths = {m: self._teacher_widths(dataset.feature_dims[m], self.dims[m])
-                                     for m in self.modalities}
-        self.teachers = nn.ModuleDict({
-            m: Teacher(dataset.feature_dims[m], self.dims[m], o.activation, self.teacher_layer_widths[m])
-            for m in self.modalities
-        })
+        self.teacher_layer_widths = {
+            m: self._teacher_widths(dataset.feature_dims[m], self.dims[m]) for m in self.modalities
+        }
+        self.teachers = nn.ModuleDict(
+            {
+                m: Teacher(dataset.feature_dims[m], self.dims[m], o.activation, self.teacher_layer_widths[m])
+                for m in self.modalities
+            }
+        )
         self.classifiers = nn.ModuleDict({m: nn.Linear(self.dims[m], n_cls) for m in self.modalities})
         fused = sum(self.dims.values())
         self.fusion = nn.Sequential(
@@ -315,8 +323,12 @@ class SGFD(Distiller):
         widths = {"teacher_widths": dict(self.teacher_layer_widths)}
         if self.label_permutation is None:
             return {"labels": "given", **widths}
-        return {"labels": "shuffled", "label_shuffle_seed": self.options.label_shuffle_seed,
-                "labels_changed": round(self._labels_changed, 4), **widths}
+        return {
+            "labels": "shuffled",
+            "label_shuffle_seed": self.options.label_shuffle_seed,
+            "labels_changed": round(self._labels_changed, 4),
+            **widths,
+        }
 
     def teacher_terms(self, items: Tensor, supervise: bool = True) -> tuple[dict[str, Tensor], Tensor | None]:
         """Teacher outputs for `items` and their supervision loss (CE, or reconstruction when label-free);
@@ -346,7 +358,9 @@ class SGFD(Distiller):
         self.requires_grad_(False)
         log.info("SGFD teachers pre-trained for %d epochs and frozen", self.options.pretrain_epochs)
 
-    def loss(self, student: Recommender, rep: Representation, batch: Batch | SeqBatch, epoch: int) -> dict[str, Tensor]:
+    def loss(
+        self, student: Recommender, rep: Representation, batch: Batch | SeqBatch, epoch: int
+    ) -> dict[str, Tensor]:
         o = self.options
         if self.off:  # nothing to add (the off point): no term, no work
             return {}

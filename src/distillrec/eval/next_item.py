@@ -90,8 +90,14 @@ class NextItemEvaluator:
         return {name: total / n for name, total in sums.items()}
 
     @torch.no_grad()
-    def topk(self, score_fn: SeqScoreFn, items: Tensor, lengths: Tensor, k: int,
-             exclude: tuple[np.ndarray, np.ndarray] | None = None) -> Tensor:
+    def topk(
+        self,
+        score_fn: SeqScoreFn,
+        items: Tensor,
+        lengths: Tensor,
+        k: int,
+        exclude: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Tensor:
         """Top-k next items for given prefixes; `exclude` = (row, item) pairs removed first."""
         scores = score_fn(items.to(self.device), lengths.to(self.device)).float()
         if exclude is not None:

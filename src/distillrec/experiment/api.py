@@ -85,9 +85,18 @@ def train_one(
         return _train_owned(spec, ds, dev, cfg, run_dir, config, out, resume, quiet, log)
 
 
-def _train_owned(spec: RunSpec, ds: Dataset, dev: torch.device, cfg: TrainConfig, run_dir: Path | None,
-                 config: dict[str, Any], out: Path | str | None, resume: bool, quiet: bool,
-                 log: str | None = None) -> RunResult:
+def _train_owned(
+    spec: RunSpec,
+    ds: Dataset,
+    dev: torch.device,
+    cfg: TrainConfig,
+    run_dir: Path | None,
+    config: dict[str, Any],
+    out: Path | str | None,
+    resume: bool,
+    quiet: bool,
+    log: str | None = None,
+) -> RunResult:
     """train_one's work, done while this process owns the run folder."""
     if run_dir is not None:
         if resume and (run_dir / "metrics.json").exists():  # finished: reuse it as stored, files untouched
@@ -179,9 +188,14 @@ def train(
     return [train_one(spec, ds, out, device, resume, quiet, log) for spec in specs]
 
 
-def _resolve(model: str, dataset: Dataset | str | Path, seeds: list[int] | tuple[int, ...],
-             set: dict[str, Any] | None, distill: list[str] | str | None,  # noqa: A002
-             config: Path | str | None) -> tuple[Dataset, list[RunSpec]]:
+def _resolve(
+    model: str,
+    dataset: Dataset | str | Path,
+    seeds: list[int] | tuple[int, ...],
+    set: dict[str, Any] | None,
+    distill: list[str] | str | None,  # noqa: A002
+    config: Path | str | None,
+) -> tuple[Dataset, list[RunSpec]]:
     names = [distill] if isinstance(distill, str) else list(distill or [])
     if len(names) > 1:
         from distillrec.distill.registry import check_distill
@@ -220,7 +234,9 @@ class Run:
                 f"{self.run_dir} has not finished (no metrics.json); resume it with --resume"
             )
         self.config = read_yaml(cfg_path, "the run cannot be loaded: retrain it")
-        if not isinstance(self.config, dict) or not {"model", "params", "train", "dataset"} <= set(self.config):
+        if not isinstance(self.config, dict) or not {"model", "params", "train", "dataset"} <= set(
+            self.config
+        ):
             raise RunFileError(f"{cfg_path}: not a distillrec run configuration; retrain the run")
         self.metrics = read_json(self.run_dir / "metrics.json", RETRAIN)
         self.device = resolve_device(device)
@@ -240,8 +256,9 @@ class Run:
             try:
                 self.model.load_state_dict(state["model"])
             except (KeyError, RuntimeError):
-                raise RunFileError(f"{self.run_dir / 'best.pt'}: holds no weights of this run's model; "
-                                   "retrain the run") from None
+                raise RunFileError(
+                    f"{self.run_dir / 'best.pt'}: holds no weights of this run's model; retrain the run"
+                ) from None
         self.model.eval()
         self.features = {m: f.to(self.device) for m, f in self.dataset.features.items()}
 
@@ -306,7 +323,9 @@ def per_user_test(run: Run) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per-user test metrics of a finished run's best weights, evaluated as the trainer evaluates."""
     from distillrec.training.tasks import make_task
 
-    task = make_task(run.model.task, run.dataset, run.train_config, run.device, run.model.trainable, run.model)
+    task = make_task(
+        run.model.task, run.dataset, run.train_config, run.device, run.model.trainable, run.model
+    )
     with torch.no_grad():
         task.evaluate(run.model, run.features, "test", per_user=True)
     return task.last_per_user

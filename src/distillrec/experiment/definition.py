@@ -31,7 +31,8 @@ class ExperimentDef(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=2)
     set: dict[str, Any] = Field(default_factory=dict, description="options applied to every run")
     backbone_set: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="options for one backbone's runs, both arms (e.g. its modality input)"
+        default_factory=dict,
+        description="options for one backbone's runs, both arms (e.g. its modality input)",
     )
     sampler: Literal["auto", "tpe", "grid"] = "auto"
     sampler_seed: int = 0

@@ -40,5 +40,7 @@ def per_modality(run, split: str = "test") -> list[dict[str, Any]]:  # noqa: ANN
         inside = ev.evaluate(model_score_fn(run.model, rep), split)
         tdir = find_teacher(run, m)
         teacher = json.loads((tdir / "metrics.json").read_text())[split] if tdir else None
-        rows.append({"modality": m, "model": inside, "teacher": teacher, "teacher_dir": str(tdir) if tdir else None})
+        rows.append(
+            {"modality": m, "model": inside, "teacher": teacher, "teacher_dir": str(tdir) if tdir else None}
+        )
     return rows

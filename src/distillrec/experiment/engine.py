@@ -63,7 +63,9 @@ class Ledger:
         rid = self.run_id(spec)
         if per_user:
             self.arrays.mkdir(parents=True, exist_ok=True)
-            kept = {k: np.asarray(v, np.float32) for k, v in record["per_user"].items() if k in PER_USER_METRICS}
+            kept = {
+                k: np.asarray(v, np.float32) for k, v in record["per_user"].items() if k in PER_USER_METRICS
+            }
             tmp = self.arrays / f".{rid}.npz.tmp"
             with tmp.open("wb") as fh:
                 np.savez_compressed(fh, users=record["users"], **kept)
@@ -71,9 +73,16 @@ class Ledger:
         run_dir = Path(record["run_dir"]) if record.get("run_dir") else None
         if run_dir is not None and run_dir.is_relative_to(self.root):
             run_dir = run_dir.relative_to(self.root)
-        entry = {"id": rid, "key": spec.key(), "seed": spec.seed, "label": spec.label,
-                 "metrics": record["metrics"], "extras": record.get("extras", {}),
-                 "run_dir": str(run_dir) if run_dir else None, "per_user": per_user}
+        entry = {
+            "id": rid,
+            "key": spec.key(),
+            "seed": spec.seed,
+            "label": spec.label,
+            "metrics": record["metrics"],
+            "extras": record.get("extras", {}),
+            "run_dir": str(run_dir) if run_dir else None,
+            "per_user": per_user,
+        }
         self.root.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
             fh.write(json.dumps(entry, default=float) + "\n")
@@ -117,7 +126,9 @@ def arms_for(method: str, with_controls: bool) -> list[Arm]:
     if with_controls:
         for control, fixed in getattr(cls, "controls", {}).items():
             space = {k: d for k, d in full.items() if k not in fixed}
-            arms.append(Arm(method, control, dict(fixed), space, {k: v for k, v in off.items() if k in space}))
+            arms.append(
+                Arm(method, control, dict(fixed), space, {k: v for k, v in off.items() if k in space})
+            )
     return arms
 
 
@@ -168,7 +179,9 @@ class ExperimentResult:
     backbones: list[BackboneResult]
     failures: list[str]
     ledger: Ledger
-    pending: list[str] = field(default_factory=list)  # backbones not finished (a report written with --partial)
+    pending: list[str] = field(
+        default_factory=list
+    )  # backbones not finished (a report written with --partial)
 
 
 class Pending(Exception):
@@ -189,8 +202,9 @@ class Engine:
         self.ledger = Ledger(self.root)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage = JournalStorage(JournalFileBackend(str(self.root / "optuna.journal")))
-        self.threads = threads_per_job(definition.jobs if definition.executor != "serial" else 1,
-                                       definition.threads)
+        self.threads = threads_per_job(
+            definition.jobs if definition.executor != "serial" else 1, definition.threads
+        )
         self.failures: list[str] = []
         self.progress = progress
         self.best_valid = float("nan")
@@ -200,11 +214,18 @@ class Engine:
 
     # -- jobs
     def _job(self, spec: RunSpec, extras: tuple[str, ...] = ()) -> Job:
-        return Job(spec.model_dump_json(), self.runs_out, self.d.device, self.threads, extras,
-                   self.references.get(spec.distill or ""))
+        return Job(
+            spec.model_dump_json(),
+            self.runs_out,
+            self.d.device,
+            self.threads,
+            extras,
+            self.references.get(spec.distill or ""),
+        )
 
-    def run_specs(self, specs: list[RunSpec], extras: tuple[str, ...] = (),
-                  report: bool = False) -> list[dict[str, Any] | None]:
+    def run_specs(
+        self, specs: list[RunSpec], extras: tuple[str, ...] = (), report: bool = False
+    ) -> list[dict[str, Any] | None]:
         """Ledger entries for `specs` (None for a job that failed twice), training only what is missing.
         Report runs keep per-user test values and the plug-ins' summaries (`extras`)."""
         todo: dict[str, RunSpec] = {}
@@ -215,9 +236,11 @@ class Engine:
                 continue
             missing = [e for e in extras if e not in rec.get("extras", {})]
             run_dir = self.ledger.run_dir(rec)
-            if (missing or (report and not self.ledger.has_per_user(spec))) and run_dir and (
-                run_dir / "metrics.json"
-            ).exists():  # the run is on disk: only its summaries are made (no training)
+            if (
+                (missing or (report and not self.ledger.has_per_user(spec)))
+                and run_dir
+                and (run_dir / "metrics.json").exists()
+            ):  # the run is on disk: only its summaries are made (no training)
                 todo.setdefault(Ledger.run_id(spec), spec)
         if self.progress:
             self.progress.add(len(specs) - len(todo), len(todo))
@@ -241,35 +264,60 @@ class Engine:
             self.progress.done_one(self.best_valid)
 
     # -- specs
-    def spec(self, ds, backbone: str, point: dict[str, Any], method: str | None = None,  # noqa: ANN001
-             method_point: dict[str, Any] | None = None, seed: int = 0) -> RunSpec:
+    def spec(
+        self,
+        ds,
+        backbone: str,
+        point: dict[str, Any],
+        method: str | None = None,  # noqa: ANN001
+        method_point: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> RunSpec:
         assignments = {**self.d.set, **self.d.backbone_set.get(backbone, {})}
         for key, value in point.items():
             assignments[key if key.startswith("train.") else f"model.{key}"] = value
         for key, value in (method_point or {}).items():
             assignments[f"{method}.{key}"] = value
         # a method's options in `set` apply to that method's runs only
-        assignments = {k: v for k, v in assignments.items()
-                       if "." not in k or k.split(".", 1)[0] in ("train", "model", "data", method)}
+        assignments = {
+            k: v
+            for k, v in assignments.items()
+            if "." not in k or k.split(".", 1)[0] in ("train", "model", "data", method)
+        }
         return resolve_spec(backbone, ds.name, assignments, method, seed, source=ds.source)
 
     # -- search
-    def search(self, ds, backbone: str, study_name: str, space: Space, trials: int,  # noqa: ANN001
-               make_spec, enqueue: dict[str, Any] | None) -> Search:  # noqa: ANN001
+    def search(
+        self,
+        ds,
+        backbone: str,
+        study_name: str,
+        space: Space,
+        trials: int,  # noqa: ANN001
+        make_spec,
+        enqueue: dict[str, Any] | None,
+    ) -> Search:  # noqa: ANN001
         """Run the study `study_name` up to `trials` finished trials (resuming it); return its outcome."""
         import optuna
 
         walk = self._walks_grid(space)
         study = optuna.create_study(
-            study_name=study_name, storage=self.storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=self.d.sampler_seed, constant_liar=True,
-                                               n_startup_trials=min(4, self.d.budget)),
+            study_name=study_name,
+            storage=self.storage,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(
+                seed=self.d.sampler_seed, constant_liar=True, n_startup_trials=min(4, self.d.budget)
+            ),
         )
         if not study.trials and space:
             # a covered finite space is walked point by point (queued in order); otherwise the given point
             # (the defaults, or the distiller's off point) is tried first and TPE proposes the rest
-            for point in grid(space) if walk else ([{k: v for k, v in enqueue.items() if k in space}]
-                                                    if enqueue else []):
+            for point in (
+                grid(space)
+                if walk
+                else ([{k: v for k, v in enqueue.items() if k in space}] if enqueue else [])
+            ):
                 study.enqueue_trial(point, skip_if_exists=True)
         seeds = self.d.selection_seeds
         while True:
@@ -311,8 +359,13 @@ class Engine:
         their studies and runs (a backbone is tuned once for every report that uses it)."""
         import hashlib
 
-        protocol = {"set": self.d.set, "selection_seeds": self.d.selection_seeds, "budget": self.d.budget,
-                    "sampler": self.d.sampler, "sampler_seed": self.d.sampler_seed}
+        protocol = {
+            "set": self.d.set,
+            "selection_seeds": self.d.selection_seeds,
+            "budget": self.d.budget,
+            "sampler": self.d.sampler,
+            "sampler_seed": self.d.sampler_seed,
+        }
         if self.d.backbone_set.get(backbone):
             protocol["backbone_set"] = self.d.backbone_set[backbone]
         text = json.dumps(protocol, sort_keys=True, default=str)
@@ -320,8 +373,13 @@ class Engine:
 
     def _common_groups(self) -> dict[str, dict[str, Any]]:
         """The training, model and data options of `set` (a method's options apply to its runs only)."""
-        return route({k: v for k, v in self.d.set.items()
-                      if "." not in k or k.split(".", 1)[0] in ("train", "model", "data")})
+        return route(
+            {
+                k: v
+                for k, v in self.d.set.items()
+                if "." not in k or k.split(".", 1)[0] in ("train", "model", "data")
+            }
+        )
 
     def _capacity(self) -> int:
         return self.pool.capacity if self.pool else 1
@@ -357,13 +415,15 @@ class Engine:
             self.pool = pool
             for dataset in self.d.datasets:
                 data_opts = self._common_groups()["data"]
-                ds = load_dataset(dataset, split=data_opts.get("split", "auto"),
-                                  seed=int(data_opts.get("split_seed", 0)))
+                ds = load_dataset(
+                    dataset, split=data_opts.get("split", "auto"), seed=int(data_opts.get("split_seed", 0))
+                )
                 for backbone in self.d.backbones:
                     log.info("%s / %s: tuning", ds.name, backbone)
                     try:
-                        results.append(self._backbone(ds, backbone, search_space(backbone),
-                                                      model_class(backbone)))
+                        results.append(
+                            self._backbone(ds, backbone, search_space(backbone), model_class(backbone))
+                        )
                     except Pending as why:
                         pending.append(f"{ds.name}/{backbone} ({why})")
             self.pool = None
@@ -382,12 +442,19 @@ class Engine:
         arms = [a for m in self.d.methods for a in arms_for(m, self.d.controls)]
         searches = {"tuned": tuned}
         for arm in arms:
-            make = (lambda a: lambda p, s: self.spec(ds, backbone, tuned_point, a.method,
-                                                      {**a.fixed, **p}, seed=s))(arm)
-            searches[arm.name] = self.search(ds, backbone, f"{prefix}/{arm.name}", arm.space, B, make,
-                                             arm.off_point)
-        plain = self.search(ds, backbone, f"{prefix}/plain", space, 2 * B if arms else B, plain_spec,
-                            defaults) if arms else tuned
+            make = (
+                lambda a: (
+                    lambda p, s: self.spec(ds, backbone, tuned_point, a.method, {**a.fixed, **p}, seed=s)
+                )
+            )(arm)
+            searches[arm.name] = self.search(
+                ds, backbone, f"{prefix}/{arm.name}", arm.space, B, make, arm.off_point
+            )
+        plain = (
+            self.search(ds, backbone, f"{prefix}/plain", space, 2 * B if arms else B, plain_spec, defaults)
+            if arms
+            else tuned
+        )
         searches["plain"] = plain
         metric = "hit@20" if cls.task == "next-item" else "recall@20"
         extras = tuple(dict.fromkeys(a.method for a in arms))
@@ -395,14 +462,18 @@ class Engine:
         plain_arm = ArmResult("plain", plain_point, plain_score, trials=plain.trials)
         plain_arm.specs = [plain_spec(plain_point, s) for s in self.d.seeds]
         plain_arm.records = self.run_specs(plain_arm.specs, extras, report=True)
-        result = BackboneResult(ds.name, backbone, metric, self._valid_metric(backbone), tuned, plain_arm,
-                                searches=searches)
+        result = BackboneResult(
+            ds.name, backbone, metric, self._valid_metric(backbone), tuned, plain_arm, searches=searches
+        )
         for arm in arms:
             point, score = searches[arm.name].best
-            res = ArmResult(arm.name, {**arm.fixed, **point}, score,
-                            trials=tuned.trials + searches[arm.name].trials)
-            res.specs = [self.spec(ds, backbone, tuned_point, arm.method, {**arm.fixed, **point}, seed=s)
-                         for s in self.d.seeds]
+            res = ArmResult(
+                arm.name, {**arm.fixed, **point}, score, trials=tuned.trials + searches[arm.name].trials
+            )
+            res.specs = [
+                self.spec(ds, backbone, tuned_point, arm.method, {**arm.fixed, **point}, seed=s)
+                for s in self.d.seeds
+            ]
             res.records = self.run_specs(res.specs, (arm.method,), report=True)
             result.arms.append(res)
         if self.d.controls:
@@ -419,8 +490,9 @@ class Engine:
             for control, target in getattr(distiller_class(method), "reference_controls", {}).items():
                 label = f"{method}:{control}"
                 self.references[label] = target
-                specs = [plain_spec(tuned.best[0], s).model_copy(update={"distill": label})
-                         for s in self.d.seeds]
+                specs = [
+                    plain_spec(tuned.best[0], s).model_copy(update={"distill": label}) for s in self.d.seeds
+                ]
                 arm = ArmResult(label, dict(tuned.best[0]), float("nan"), specs, trials=tuned.trials)
                 arm.records = self.run_specs(specs, (), report=True)
                 arms.append(arm)

@@ -103,8 +103,13 @@ def _evaluate_reference(job: Job, spec, ds) -> dict[str, Any]:  # noqa: ANN001
     )
     return {
         "run_dir": None,
-        "metrics": {"valid": out["valid"], "test": out["test"], "best_epoch": 0, "epochs_run": 0,
-                    "seconds": round(time.perf_counter() - start, 2)},
+        "metrics": {
+            "valid": out["valid"],
+            "test": out["test"],
+            "best_epoch": 0,
+            "epochs_run": 0,
+            "seconds": round(time.perf_counter() - start, 2),
+        },
         "users": out["users"],
         "per_user": out["per_user_test"],
         "extras": {},
@@ -136,8 +141,13 @@ def _init_worker(parent: int) -> None:
 class Pool:
     """Submits jobs, yields outcomes as they finish, retries a failed job once."""
 
-    def __init__(self, executor: ExecutorName, jobs: int, ray_address: str | None = None,
-                 submit_fn: Callable[[Job], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        executor: ExecutorName,
+        jobs: int,
+        ray_address: str | None = None,
+        submit_fn: Callable[[Job], dict[str, Any]] | None = None,
+    ) -> None:
         if executor not in ("serial", "local", "ray"):
             raise ConfigError(f"--executor must be serial, local or ray, got {executor!r}")
         self.executor = executor
@@ -149,8 +159,12 @@ class Pool:
         if executor == "local":
             import multiprocessing as mp
 
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(os.getpid(),))
+            self._pool = ProcessPoolExecutor(
+                self.jobs,
+                mp_context=mp.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(os.getpid(),),
+            )
         elif executor == "ray":
             self._ray = _start_ray(ray_address)
             self._remote = self._ray.remote(num_cpus=1, max_retries=0)(self.fn)
@@ -229,9 +243,9 @@ def _start_ray(address: str | None):  # noqa: ANN202 - the ray module
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'ray>=2.9'") from None
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"address": address} if address else {
-            "num_cpus": os.cpu_count() or 1, "include_dashboard": False
-        }
+        kwargs: dict[str, Any] = (
+            {"address": address} if address else {"num_cpus": os.cpu_count() or 1, "include_dashboard": False}
+        )
         ray.init(log_to_driver=False, ignore_reinit_error=True, **kwargs)
     return ray
 

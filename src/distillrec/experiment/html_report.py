@@ -73,17 +73,25 @@ class Doc:
                 body.append(f"<p>{e(part)}</p>")
             elif kind == "table":
                 header, rows = part
-                body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
-                            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
-                            + "</table>")
+                body.append(
+                    "<table><tr>"
+                    + "".join(f"<th>{e(h)}</th>" for h in header)
+                    + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+                    + "</table>"
+                )
             elif kind == "figure":
                 png, caption = part
-                body.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{png}">'
-                            f"<figcaption>{e(caption)}</figcaption></figure>")
+                body.append(
+                    f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{png}">'
+                    f"<figcaption>{e(caption)}</figcaption></figure>"
+                )
             else:
                 body.append(markdown_to_html(part))
-        return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(self.title)}</title>'
-                f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+        return (
+            f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(self.title)}</title>'
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
 
     def to_markdown(self, html_name: str) -> str:
         lines = [f"# {self.title}", ""]
@@ -95,8 +103,12 @@ class Doc:
             elif kind == "table":
                 header, rows = part
                 cell = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-                lines += ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header),
-                          *["| " + " | ".join(map(cell, r)) + " |" for r in rows], ""]
+                lines += [
+                    "| " + " | ".join(map(cell, header)) + " |",
+                    "|" + "---|" * len(header),
+                    *["| " + " | ".join(map(cell, r)) + " |" for r in rows],
+                    "",
+                ]
             elif kind == "figure":
                 lines += [f"*Figure (in {html_name}): {part[1]}*", ""]
             else:
@@ -122,7 +134,9 @@ def _figure(ncols: int = 1, height: float = 3.4):  # noqa: ANN202 - (Figure, axe
 
 # ----------------------------------------------------------------------------- entry point
 def write_report(
-    path: Path | str, out: Path | str | None = None, definitions: list[Path] | None = None,
+    path: Path | str,
+    out: Path | str | None = None,
+    definitions: list[Path] | None = None,
     per_modality: bool = False,
 ) -> tuple[Path, Path]:
     """Write the report of `path` (a run folder, a folder of seed runs or an experiment folder) to `out`
@@ -151,15 +165,18 @@ def folder_kind(path: Path) -> str:
     """'run', 'seeds' or 'experiment'; anything else is refused in one line."""
     if (path / "config.yaml").is_file():
         if not (path / "metrics.json").is_file():
-            raise DistillrecError(f"{path}: the run has not finished (no metrics.json); resume it with "
-                                  "--resume")
+            raise DistillrecError(
+                f"{path}: the run has not finished (no metrics.json); resume it with --resume"
+            )
         return "run"
     if (path / "ledger.jsonl").is_file():
         return "experiment"
     if path.is_dir() and _seed_dirs(path):
         return "seeds"
-    raise DistillrecError(f"{path} is not a run folder (config.yaml, metrics.json), a folder of finished "
-                          "seed runs (seed<k>/) or an experiment folder (ledger.jsonl)")
+    raise DistillrecError(
+        f"{path} is not a run folder (config.yaml, metrics.json), a folder of finished "
+        "seed runs (seed<k>/) or an experiment folder (ledger.jsonl)"
+    )
 
 
 def _write(path: Path, text: str) -> None:
@@ -206,8 +223,17 @@ def column_families(columns: list[str]) -> dict[str, list[str]]:
     for c in columns:
         if c == "epoch":
             continue
-        key = ("valid" if c.startswith("valid_") else "time" if c in TIME_COLUMNS
-               else "lambda" if c.startswith("ckd_lambda_") else "forgetting" if "_corr_" in c else "loss")
+        key = (
+            "valid"
+            if c.startswith("valid_")
+            else "time"
+            if c in TIME_COLUMNS
+            else "lambda"
+            if c.startswith("ckd_lambda_")
+            else "forgetting"
+            if "_corr_" in c
+            else "loss"
+        )
         fam[key].append(c)
     return fam
 
@@ -245,12 +271,16 @@ def run_doc(path: Path, per_modality: bool = False) -> Doc:
     doc = Doc(f"{run.name}, seed {m['seed']}")
     if best > 0:
         score = m["valid"].get(vm, math.nan)
-        doc.text(f"Run folder {path}. Best validation {vm} {score:.4f} at epoch {best} "
-                 f"of {m['epochs_run']} run ({m['seconds']:.1f} s); the test metrics are the best-validation "
-                 f"epoch's ({_protocol(m)}).")
+        doc.text(
+            f"Run folder {path}. Best validation {vm} {score:.4f} at epoch {best} "
+            f"of {m['epochs_run']} run ({m['seconds']:.1f} s); the test metrics are the best-validation "
+            f"epoch's ({_protocol(m)})."
+        )
     else:
-        doc.text(f"Run folder {path}. The model has no epochs to train: its metrics are those of its fitted "
-                 f"state ({m['seconds']:.1f} s, {_protocol(m)}).")
+        doc.text(
+            f"Run folder {path}. The model has no epochs to train: its metrics are those of its fitted "
+            f"state ({m['seconds']:.1f} s, {_protocol(m)})."
+        )
     doc.heading("Configuration")
     doc.table(["option", "value"], _flatten(run.config))
     doc.heading("Learning curves")
@@ -276,8 +306,11 @@ def run_doc(path: Path, per_modality: bool = False) -> Doc:
         _mark_best(ax_valid, best)
         ax_valid.set(xlabel="epoch", ylabel=vm, title=f"validation {vm}")
         ax_valid.legend(fontsize=8)
-        doc.figure(fig, f"Training loss terms and validation {vm} per epoch; the dashed line marks the "
-                        f"best-validation epoch ({best}), whose weights give the test metrics.")
+        doc.figure(
+            fig,
+            f"Training loss terms and validation {vm} per epoch; the dashed line marks the "
+            f"best-validation epoch ({best}), whose weights give the test metrics.",
+        )
     at = f" (epoch {best})" if best > 0 else ""
     doc.heading(f"Test metrics{at}")
     doc.table(*metric_grid(m["test"]))
@@ -287,15 +320,19 @@ def run_doc(path: Path, per_modality: bool = False) -> Doc:
         fam = column_families(list(hist.columns))
         if fam["lambda"]:
             doc.heading("CKD's modality weights λ_m")
-            doc.figure(_curves(hist, fam["lambda"], best, "λ_m"),
-                       "CKD's counterfactual weight of each modality's distillation term, the epoch mean of "
-                       "its per-batch values (the weights of a batch sum to 1).")
+            doc.figure(
+                _curves(hist, fam["lambda"], best, "λ_m"),
+                "CKD's counterfactual weight of each modality's distillation term, the epoch mean of "
+                "its per-batch values (the weights of a batch sum to 1).",
+            )
         if fam["forgetting"]:
             doc.heading("Modality forgetting")
-            doc.figure(_curves(hist, fam["forgetting"], best, "Pearson r"),
-                       "Pearson correlation, over a fixed sample of item pairs, of the pair similarities in "
-                       "the learnt tables with the raw features' (forget_corr), with the compressed codes' "
-                       "(code_corr, cdl_corr), and of the ID table with the raw features' (id_corr).")
+            doc.figure(
+                _curves(hist, fam["forgetting"], best, "Pearson r"),
+                "Pearson correlation, over a fixed sample of item pairs, of the pair similarities in "
+                "the learnt tables with the raw features' (forget_corr), with the compressed codes' "
+                "(code_corr, cdl_corr), and of the ID table with the raw features' (id_corr).",
+            )
     _modality_section(doc, run, per_modality)
     return doc
 
@@ -356,21 +393,28 @@ def _modality_section(doc: Doc, run: RunFiles, per_modality: bool) -> None:
     ax.set_xticks(list(xs), names)
     ax.set(ylabel=f"test {vm}")
     ax.legend(fontsize=8)
-    doc.figure(fig, f"Test {vm} of each modality: its uni-modal teacher (a cached run of the same backbone "
-                    "with the other modalities mean-ablated)"
-                    + (", and the model with only that modality (the others mean-ablated)"
-                       if per_modality else "")
-                    + ", beside the model with all modalities.")
+    doc.figure(
+        fig,
+        f"Test {vm} of each modality: its uni-modal teacher (a cached run of the same backbone "
+        "with the other modalities mean-ablated)"
+        + (", and the model with only that modality (the others mean-ablated)" if per_modality else "")
+        + ", beside the model with all modalities.",
+    )
     fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
     if per_modality:
-        doc.table(["modality", f"the model ({vm})", f"uni-modal teacher ({vm})"],
-                  [["all", f"{test[vm]:.4f}", "–"], *[[n, fmt(i), fmt(t)] for n, i, t in rows]])
+        doc.table(
+            ["modality", f"the model ({vm})", f"uni-modal teacher ({vm})"],
+            [["all", f"{test[vm]:.4f}", "–"], *[[n, fmt(i), fmt(t)] for n, i, t in rows]],
+        )
     else:
-        doc.table(["modality", f"uni-modal teacher ({vm})"],
-                  [["all (the model)", f"{test[vm]:.4f}"], *[[n, fmt(t)] for n, _, t in rows]])
+        doc.table(
+            ["modality", f"uni-modal teacher ({vm})"],
+            [["all (the model)", f"{test[vm]:.4f}"], *[[n, fmt(t)] for n, _, t in rows]],
+        )
     if any(t is None for _, _, t in rows):
-        doc.text("– : no cached uni-modal teacher found for that modality (a CKD run trains and caches "
-                 "them).")
+        doc.text(
+            "– : no cached uni-modal teacher found for that modality (a CKD run trains and caches them)."
+        )
 
 
 def _teacher_metric(tdir: str | None, metric: str) -> float | None:
@@ -407,8 +451,10 @@ def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("dataset"), dict):
         out["dataset"] = {k: v for k, v in out["dataset"].items() if k != "source"}
     if isinstance(out.get("distill"), dict):  # a teacher seed left to the default follows the seed
-        out["distill"] = {m: {k: v for k, v in o.items() if k != "teacher_seed"} if isinstance(o, dict) else o
-                          for m, o in out["distill"].items()}
+        out["distill"] = {
+            m: {k: v for k, v in o.items() if k != "teacher_seed"} if isinstance(o, dict) else o
+            for m, o in out["distill"].items()
+        }
     return out
 
 
@@ -419,13 +465,17 @@ def seeds_doc(path: Path) -> Doc:
     base = _without_seed(runs[0].config)
     odd = [r.path.name for r in runs[1:] if _without_seed(r.config) != base]
     if odd:
-        raise DistillrecError(f"{path}: {', '.join(odd)} ran another configuration than {runs[0].path.name}; "
-                              "report the runs one by one")
+        raise DistillrecError(
+            f"{path}: {', '.join(odd)} ran another configuration than {runs[0].path.name}; "
+            "report the runs one by one"
+        )
     seeds = [r.metrics["seed"] for r in runs]
     vm = runs[0].metrics["valid_metric"]
     doc = Doc(f"{runs[0].name}, {len(runs)} seeds")
-    doc.text(f"Folder {path}: seeds {', '.join(map(str, seeds))}. Each seed's test metrics are those of its "
-             "own best-validation epoch; mean ± std (sample standard deviation) over seeds.")
+    doc.text(
+        f"Folder {path}: seeds {', '.join(map(str, seeds))}. Each seed's test metrics are those of its "
+        "own best-validation epoch; mean ± std (sample standard deviation) over seeds."
+    )
     doc.heading("Configuration (every seed)")
     doc.table(["option", "value"], _flatten(base))
     with_history = [r for r in runs if r.history is not None and not r.history.empty]
@@ -446,8 +496,11 @@ def seeds_doc(path: Path) -> Doc:
         ax_valid.set(xlabel="epoch", ylabel=vm, title=f"validation {vm} (★ best epoch)")
         for ax in (ax_loss, ax_valid):
             ax.legend(fontsize=8)
-        doc.figure(fig, f"Every seed's training loss and validation {vm}; a star marks each seed's "
-                        "best-validation epoch.")
+        doc.figure(
+            fig,
+            f"Every seed's training loss and validation {vm}; a star marks each seed's "
+            "best-validation epoch.",
+        )
     doc.heading("Test metrics over seeds")
     names = sorted(runs[0].metrics["test"], key=_metric_key)
     rows = []
@@ -457,9 +510,19 @@ def seeds_doc(path: Path) -> Doc:
         rows.append([name, f"{mean:.4f} ± {std:.4f}", *[f"{v:.4f}" for v in vals]])
     doc.table(["metric", "mean ± std", *[f"seed {s}" for s in seeds]], rows)
     doc.heading("Per seed")
-    doc.table(["seed", "best epoch", "epochs run", "seconds", f"valid {vm} (best)"],
-              [[str(r.metrics["seed"]), str(r.metrics["best_epoch"]), str(r.metrics["epochs_run"]),
-                f"{r.metrics['seconds']:.1f}", f"{r.metrics['valid'].get(vm, math.nan):.4f}"] for r in runs])
+    doc.table(
+        ["seed", "best epoch", "epochs run", "seconds", f"valid {vm} (best)"],
+        [
+            [
+                str(r.metrics["seed"]),
+                str(r.metrics["best_epoch"]),
+                str(r.metrics["epochs_run"]),
+                f"{r.metrics['seconds']:.1f}",
+                f"{r.metrics['valid'].get(vm, math.nan):.4f}",
+            ]
+            for r in runs
+        ],
+    )
     return doc
 
 
@@ -478,18 +541,24 @@ def experiment_doc(path: Path, definitions: list[Path]) -> Doc:
     else:
         found = find_definitions(path)
         if not found:
-            raise DistillrecError(f"{path}: no experiment definition beside it keeps its state there (out:); "
-                                  "give one with --definition FILE.yaml")
+            raise DistillrecError(
+                f"{path}: no experiment definition beside it keeps its state there (out:); "
+                "give one with --definition FILE.yaml"
+            )
     doc = Doc(f"Experiments in {path}")
-    doc.text("Each section is the engine's own report, as distillrec experiment FILE --partial writes it, "
-             f"rebuilt from the ledger; definitions: {', '.join(str(f) for f, _ in found)}.")
+    doc.text(
+        "Each section is the engine's own report, as distillrec experiment FILE --partial writes it, "
+        f"rebuilt from the ledger; definitions: {', '.join(str(f) for f, _ in found)}."
+    )
     for file, definition in found:
         text, comps = experiment_markdown(path, definition, f"distillrec experiment {file} --partial")
         if comps:
-            doc.figure(_forest(comps, definition.alpha),
-                       f"{definition.name}: relative change of the distilled arm against the tuned plain "
-                       "backbone (test), with the per-user bootstrap 95% interval; filled: significant after "
-                       f"Holm's correction (α = {definition.alpha}).")
+            doc.figure(
+                _forest(comps, definition.alpha),
+                f"{definition.name}: relative change of the distilled arm against the tuned plain "
+                "backbone (test), with the per-user bootstrap 95% interval; filled: significant after "
+                f"Holm's correction (α = {definition.alpha}).",
+            )
         doc.markdown(text)
     return doc
 

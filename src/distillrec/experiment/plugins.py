@@ -76,7 +76,8 @@ def ckd_section(comparisons: list[Any]) -> list[str]:
             lines.append(
                 f"| {c.backbone} | {c.arm} | {m} | {_mean([e['inside'][m] for e in plain]):.4f} | "
                 f"{_mean([e['inside'].get(m, np.nan) for e in dist]):.4f} | "
-                + (f"{_mean(teacher):.4f}" if teacher else "–") + " |"
+                + (f"{_mean(teacher):.4f}" if teacher else "–")
+                + " |"
             )
             lam = [e["lambda"][m] for e in dist if m in e.get("lambda", {})]
             if lam:

@@ -16,7 +16,10 @@ from distillrec.experiment.results import format_p, mean_std
 from distillrec.experiment.space import describe
 from distillrec.experiment.stats import combined_p, holm, paired_bootstrap, paired_seed_test, verdict
 
-SECONDARY = {"recall@20": ("recall@10", "ndcg@10", "ndcg@20"), "hit@20": ("hit@10", "ndcg@10", "ndcg@20", "mrr@20")}
+SECONDARY = {
+    "recall@20": ("recall@10", "ndcg@10", "ndcg@20"),
+    "hit@20": ("hit@10", "ndcg@10", "ndcg@20", "mrr@20"),
+}
 
 
 @dataclass
@@ -36,8 +39,11 @@ class Comparison:
     def values(self, which: str, metric: str | None = None) -> dict[int, float]:
         arm = self.plain if which == "plain" else self.distilled
         m = metric or self.metric
-        return {s.seed: r["metrics"]["test"][m] for s, r in zip(arm.specs, arm.records, strict=True)
-                if r is not None and m in r["metrics"]["test"]}
+        return {
+            s.seed: r["metrics"]["test"][m]
+            for s, r in zip(arm.specs, arm.records, strict=True)
+            if r is not None and m in r["metrics"]["test"]
+        }
 
     def plain_extras(self, plugin: str) -> list[dict[str, Any]]:
         return [r.get("extras", {}).get(plugin, {}) for r in self.plain.records if r]
@@ -88,8 +94,9 @@ def comparisons(result: ExperimentResult) -> list[Comparison]:
     for c, p in zip(out, adjusted, strict=True):
         c.stats["p_holm"] = p
         ci = tuple(c.stats["ci95"]) if c.stats["ci95"] else (float("nan"), float("nan"))
-        c.stats["verdict"] = verdict(c.metric, c.stats["relative_change"], p, ci, c.stats["n_seeds"],
-                                     c.stats["n_users"], alpha=d.alpha)
+        c.stats["verdict"] = verdict(
+            c.metric, c.stats["relative_change"], p, ci, c.stats["n_seeds"], c.stats["n_users"], alpha=d.alpha
+        )
     return out
 
 
@@ -103,39 +110,60 @@ def to_json(result: ExperimentResult, comps: list[Comparison]) -> dict[str, Any]
     d = result.definition
     rows = []
     for c in comps:
-        rows.append({
-            "dataset": c.dataset,
-            "backbone": c.backbone,
-            "method": c.method,
-            "arm": c.arm,
-            "metric": c.metric,
-            "plain": _summary(c.values("plain")),
-            "distilled": _summary(c.values("distilled")),
-            "relative_change": c.stats["relative_change"],
-            "p_seeds": c.stats["p_seeds"],
-            "p_users": c.stats["p_users"],
-            "p_holm": c.stats["p_holm"],
-            "ci95": c.stats["ci95"],
-            "ci95_relative": c.stats["ci95_relative"],
-            "verdict": c.stats["verdict"],
-            "trials": {"plain": c.plain.trials, "distilled": c.distilled.trials},
-            "chosen": {"plain": c.plain.point, "distilled": c.distilled.point},
-            "selection_seeds": list(d.selection_seeds),
-            "report_seeds": list(d.seeds),
-        })
-    backbones = [{
-        "dataset": b.dataset, "backbone": b.backbone, "metric": b.metric,
-        "plain": _summary({s.seed: r["metrics"]["test"][b.metric] for s, r in zip(b.plain.specs, b.plain.records,
-                                                                                   strict=True) if r}),
-        "chosen": b.plain.point, "trials": b.plain.trials,
-    } for b in result.backbones]
-    return {"experiment": d.name, "comparisons": rows, "backbones": backbones, "failures": result.failures,
-            "pending": result.pending}
+        rows.append(
+            {
+                "dataset": c.dataset,
+                "backbone": c.backbone,
+                "method": c.method,
+                "arm": c.arm,
+                "metric": c.metric,
+                "plain": _summary(c.values("plain")),
+                "distilled": _summary(c.values("distilled")),
+                "relative_change": c.stats["relative_change"],
+                "p_seeds": c.stats["p_seeds"],
+                "p_users": c.stats["p_users"],
+                "p_holm": c.stats["p_holm"],
+                "ci95": c.stats["ci95"],
+                "ci95_relative": c.stats["ci95_relative"],
+                "verdict": c.stats["verdict"],
+                "trials": {"plain": c.plain.trials, "distilled": c.distilled.trials},
+                "chosen": {"plain": c.plain.point, "distilled": c.distilled.point},
+                "selection_seeds": list(d.selection_seeds),
+                "report_seeds": list(d.seeds),
+            }
+        )
+    backbones = [
+        {
+            "dataset": b.dataset,
+            "backbone": b.backbone,
+            "metric": b.metric,
+            "plain": _summary(
+                {
+                    s.seed: r["metrics"]["test"][b.metric]
+                    for s, r in zip(b.plain.specs, b.plain.records, strict=True)
+                    if r
+                }
+            ),
+            "chosen": b.plain.point,
+            "trials": b.plain.trials,
+        }
+        for b in result.backbones
+    ]
+    return {
+        "experiment": d.name,
+        "comparisons": rows,
+        "backbones": backbones,
+        "failures": result.failures,
+        "pending": result.pending,
+    }
 
 
 # ----------------------------------------------------------------------------- markdown
 def _fmt_point(point: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "defaults"
+    return (
+        ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+        or "defaults"
+    )
 
 
 def _ms(values: dict[int, float]) -> str:
@@ -153,22 +181,33 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         "",
         f"Written by `{command}` (definition: `{d.name}`).",
         "",
-        *([f"**In progress**: not finished yet, so not in this document: {'; '.join(result.pending)}. "
-           "Rerunning the command resumes the experiment where it stopped.", ""] if result.pending else []),
+        *(
+            [
+                f"**In progress**: not finished yet, so not in this document: {'; '.join(result.pending)}. "
+                "Rerunning the command resumes the experiment where it stopped.",
+                "",
+            ]
+            if result.pending
+            else []
+        ),
         "## Protocol",
         "",
         f"Every choice on validation only. Each backbone is tuned with {d.budget} trials over its declared search "
         f"space; "
-        + ("each distilled arm then starts from the tuned backbone (its teachers too) and gets "
-           f"{d.budget} trials over the method's space, the off point (every weight 0) among them, while the "
-           f"plain arm gets {d.budget} more trials of its own: both arms have had {2 * d.budget} trials. "
-           if d.methods else "")
+        + (
+            "each distilled arm then starts from the tuned backbone (its teachers too) and gets "
+            f"{d.budget} trials over the method's space, the off point (every weight 0) among them, while the "
+            f"plain arm gets {d.budget} more trials of its own: both arms have had {2 * d.budget} trials. "
+            if d.methods
+            else ""
+        )
         + f"A trial's score is the mean validation metric over the selection seeds {d.selection_seeds}, which "
         f"are never reported. The chosen points are run on the report seeds {d.seeds}. Sampler: "
         f"{'a grid walk where one stage covers a finite space, else ' if d.sampler == 'auto' else ''}"
         f"{'TPE' if d.sampler != 'grid' else 'grid'} (seed {d.sampler_seed}). Options applied to every run: "
         f"{_fmt_point(d.set) if d.set else 'none'}"
-        + "".join(f"; {b} only: {_fmt_point(o)}" for b, o in d.backbone_set.items() if o) + ".",
+        + "".join(f"; {b} only: {_fmt_point(o)}" for b, o in d.backbone_set.items() if o)
+        + ".",
         "",
     ]
     if first is not None:
@@ -181,30 +220,50 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             "",
         ]
     anchor_col = bool(d.anchors)
-    lines += ["## Tuned backbones (test, report seeds)", "",
-              *([f"Anchor: {d.anchor_note}", ""] if d.anchor_note else []),
-              "| dataset | backbone | " + (first.metric if first else "metric") + " | secondary | "
-              + ("anchor | " if anchor_col else "") + "chosen on validation | valid score | trials | s / run |",
-              "|---|---|---|---|" + ("---|" if anchor_col else "") + "---|---|---|---|"]
+    lines += [
+        "## Tuned backbones (test, report seeds)",
+        "",
+        *([f"Anchor: {d.anchor_note}", ""] if d.anchor_note else []),
+        "| dataset | backbone | "
+        + (first.metric if first else "metric")
+        + " | secondary | "
+        + ("anchor | " if anchor_col else "")
+        + "chosen on validation | valid score | trials | s / run |",
+        "|---|---|---|---|" + ("---|" if anchor_col else "") + "---|---|---|---|",
+    ]
     for b in result.backbones:
-        plain_vals = {s.seed: r["metrics"]["test"][b.metric] for s, r in zip(b.plain.specs, b.plain.records,
-                                                                              strict=True) if r}
+        plain_vals = {
+            s.seed: r["metrics"]["test"][b.metric]
+            for s, r in zip(b.plain.specs, b.plain.records, strict=True)
+            if r
+        }
         sec = []
         for m in SECONDARY.get(b.metric, ()):
-            v = {s.seed: r["metrics"]["test"][m] for s, r in zip(b.plain.specs, b.plain.records, strict=True)
-                 if r and m in r["metrics"]["test"]}
+            v = {
+                s.seed: r["metrics"]["test"][m]
+                for s, r in zip(b.plain.specs, b.plain.records, strict=True)
+                if r and m in r["metrics"]["test"]
+            }
             if v:
                 sec.append(f"{m} {np.mean(list(v.values())):.4f}")
-        anchor = (f"{d.anchors[b.backbone]:.4f} | " if b.backbone in d.anchors else "– | ") if anchor_col else ""
+        anchor = (
+            (f"{d.anchors[b.backbone]:.4f} | " if b.backbone in d.anchors else "– | ") if anchor_col else ""
+        )
         seconds = [r["metrics"]["seconds"] for r in b.plain.records if r]
-        lines.append(f"| {b.dataset} | {b.backbone} | {_ms(plain_vals)} | {', '.join(sec)} | {anchor}"
-                     f"{_fmt_point(b.plain.point)} | {b.plain.valid_score:.4f} | {b.plain.trials} | "
-                     f"{np.mean(seconds) if seconds else float('nan'):.0f} |")
+        lines.append(
+            f"| {b.dataset} | {b.backbone} | {_ms(plain_vals)} | {', '.join(sec)} | {anchor}"
+            f"{_fmt_point(b.plain.point)} | {b.plain.valid_score:.4f} | {b.plain.trials} | "
+            f"{np.mean(seconds) if seconds else float('nan'):.0f} |"
+        )
     if comps:
-        lines += ["", "## Plain vs distilled (test)", "",
-                  "| dataset | backbone | arm | plain | distilled | change | 95% CI of the difference | "
-                  "p (seeds) | p (users) | p (Holm) | trials plain / distilled |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Plain vs distilled (test)",
+            "",
+            "| dataset | backbone | arm | plain | distilled | change | 95% CI of the difference | "
+            "p (seeds) | p (users) | p (Holm) | trials plain / distilled |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for c in comps:
             s = c.stats
             ci = f"{s['ci95'][0]:+.4f} to {s['ci95'][1]:+.4f}" if s["ci95"] else "–"
@@ -213,24 +272,38 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
                 f"{s['relative_change']:+.1%} | {ci} | {format_p(s['p_seeds'])} | {format_p(s['p_users'])} | "
                 f"{format_p(s['p_holm'])} | {c.plain.trials} / {c.distilled.trials} |"
             )
-        lines += ["", "Secondary metrics (descriptive, not tested):", "",
-                  "| dataset | backbone | arm | metric | plain | distilled |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Secondary metrics (descriptive, not tested):",
+            "",
+            "| dataset | backbone | arm | metric | plain | distilled |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in comps:
             for m in SECONDARY.get(c.metric, ()):
-                lines.append(f"| {c.dataset} | {c.backbone} | {c.arm} | {m} | {_ms(c.values('plain', m))} | "
-                             f"{_ms(c.values('distilled', m))} |")
+                lines.append(
+                    f"| {c.dataset} | {c.backbone} | {c.arm} | {m} | {_ms(c.values('plain', m))} | "
+                    f"{_ms(c.values('distilled', m))} |"
+                )
         lines += ["", "## Search (validation)", ""]
         for b in result.backbones:
             for name, search in b.searches.items():
                 best, score = search.best
-                lines.append(f"- **{b.backbone} / {name}**: {search.trials} trials ({search.failed} failed), "
-                             f"{len({tuple(sorted(p.items())) for p, _ in search.points})} distinct points; "
-                             f"best {_fmt_point(best)} ({score:.4f})")
+                lines.append(
+                    f"- **{b.backbone} / {name}**: {search.trials} trials ({search.failed} failed), "
+                    f"{len({tuple(sorted(p.items())) for p, _ in search.points})} distinct points; "
+                    f"best {_fmt_point(best)} ({score:.4f})"
+                )
         for method in dict.fromkeys(c.method for c in comps):
             if method in PLUGINS:
                 lines += ["", *PLUGINS[method].section([c for c in comps if c.method == method])]
-        lines += ["## Reading", "", *[f"- **{c.backbone} + {c.arm}** ({c.dataset}): {c.stats['verdict']}."
-                                      for c in comps], "", *mechanism_lines(comps)]
+        lines += [
+            "## Reading",
+            "",
+            *[f"- **{c.backbone} + {c.arm}** ({c.dataset}): {c.stats['verdict']}." for c in comps],
+            "",
+            *mechanism_lines(comps),
+        ]
     if result.failures:
         lines += ["## Jobs that failed twice", "", *[f"- {f}" for f in result.failures], ""]
     lines += ["## Search spaces", ""]
@@ -242,10 +315,11 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         lines.append(f"- {backbone}: {describe(search_space(backbone))}")
     for method in d.methods:
         cls = distiller_class(method)
-        lines.append(f"- {method}: {describe(parse_space(getattr(cls, 'search_space', {}), method))}; off point "
-                     f"{_fmt_point(getattr(cls, 'off_point', {}))}; controls "
-                     + (", ".join(f"{k} ({_fmt_point(v)})" for k, v in getattr(cls, 'controls', {}).items())
-                        or "none"))
+        lines.append(
+            f"- {method}: {describe(parse_space(getattr(cls, 'search_space', {}), method))}; off point "
+            f"{_fmt_point(getattr(cls, 'off_point', {}))}; controls "
+            + (", ".join(f"{k} ({_fmt_point(v)})" for k, v in getattr(cls, "controls", {}).items()) or "none")
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -257,17 +331,27 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
     for c in comps:
         if ":" in c.arm:
             continue
-        controls = [o for o in comps if o.method == c.arm and ":" in o.arm
-                    and (o.dataset, o.backbone) == (c.dataset, c.backbone)]
+        controls = [
+            o
+            for o in comps
+            if o.method == c.arm and ":" in o.arm and (o.dataset, o.backbone) == (c.dataset, c.backbone)
+        ]
         if not controls:
             continue
         parts = [f"{o.arm.split(':', 1)[1]} {o.stats['relative_change']:+.1%}" for o in controls]
         rel = c.stats["relative_change"]
-        share = "; ".join(
-            f"{o.arm.split(':', 1)[1]} reaches {o.stats['relative_change'] / rel:.0%} of it" for o in controls
-        ) if rel > 0 else "the method itself shows no gain to attribute"
-        lines.append(f"- **{c.backbone}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
-                     f"{', '.join(parts)} ({share}).")
+        share = (
+            "; ".join(
+                f"{o.arm.split(':', 1)[1]} reaches {o.stats['relative_change'] / rel:.0%} of it"
+                for o in controls
+            )
+            if rel > 0
+            else "the method itself shows no gain to attribute"
+        )
+        lines.append(
+            f"- **{c.backbone}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
+            f"{', '.join(parts)} ({share})."
+        )
     if lines:
         lines = ["Controls (relative changes against the same tuned plain arm):", "", *lines, ""]
     return lines

@@ -73,8 +73,10 @@ def parse_space(raw: dict[str, Any] | None, where: str) -> Space:
                 space[name] = Dimension(choices=tuple(spec))
             elif isinstance(spec, dict):
                 values = dict(spec)
-                integer = all(isinstance(values.get(k), int) and not isinstance(values.get(k), bool)
-                              for k in ("low", "high")) and not values.get("log", False)
+                integer = all(
+                    isinstance(values.get(k), int) and not isinstance(values.get(k), bool)
+                    for k in ("low", "high")
+                ) and not values.get("log", False)
                 space[name] = Dimension(**values, integer=values.pop("integer", integer))
             else:
                 raise ConfigError(

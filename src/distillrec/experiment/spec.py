@@ -38,7 +38,9 @@ class DataSpec(BaseModel):
 
     name: str
     source: str = ""
-    split: str = Field("auto", description="auto (x_label if present, else random 8:1:1), x_label, random or loo")
+    split: str = Field(
+        "auto", description="auto (x_label if present, else random 8:1:1), x_label, random or loo"
+    )
     split_seed: int = Field(0, description="seed of a random or leave-one-out split")
 
 

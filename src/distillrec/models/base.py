@@ -114,7 +114,9 @@ class Recommender(nn.Module):
         """Optimiser parameter groups, each with a `name`; a model may give a part its own learning rate."""
         return [{"name": "model", "params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
-    def split_param_groups(self, lr: float, name: str, part: list[nn.Parameter], part_lr: float) -> list[dict[str, Any]]:
+    def split_param_groups(
+        self, lr: float, name: str, part: list[nn.Parameter], part_lr: float
+    ) -> list[dict[str, Any]]:
         """Two optimiser groups: `part` (e.g. embedding tables) under `name` at `part_lr`, the rest at `lr`."""
         part = [p for p in part if p.requires_grad]
         ids = {id(p) for p in part}

@@ -63,7 +63,9 @@ class EdgeGraph(torch.nn.Module):
 
     def matrix_t(self, values: Tensor) -> Tensor:
         """CSR [source, target] with one value per edge (values in edge order)."""
-        return torch.sparse_csr_tensor(self.crow_t, self.col_t, values[self.by_src], (self.n_nodes, self.n_nodes))
+        return torch.sparse_csr_tensor(
+            self.crow_t, self.col_t, values[self.by_src], (self.n_nodes, self.n_nodes)
+        )
 
     def dot(self, a: Tensor, b: Tensor) -> Tensor:
         return _EdgeDot.apply(a, b, self)

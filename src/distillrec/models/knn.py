@@ -86,7 +86,9 @@ class ItemKnnGraph:
         self.uniform = is_constant(features)
         self.graph = None
         if not self.uniform:
-            self.graph = SparseGraph(knn_adjacency(features, k, weighted), symmetric=False).to(features.device)
+            self.graph = SparseGraph(knn_adjacency(features, k, weighted), symmetric=False).to(
+                features.device
+            )
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.graph is None:

@@ -73,8 +73,10 @@ def _read_checksums(folder: Path) -> dict[str, list[str]]:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError):
-        raise RunFileError(f"{path}: damaged (not readable JSON); the run's files cannot be verified — "
-                           "retrain the run in a new folder") from None
+        raise RunFileError(
+            f"{path}: damaged (not readable JSON); the run's files cannot be verified — "
+            "retrain the run in a new folder"
+        ) from None
     if not isinstance(raw, dict):
         raise RunFileError(f"{path}: damaged (not a mapping of file names to digests)")
     return {str(k): [str(d) for d in (v if isinstance(v, list) else [v])] for k, v in raw.items()}
@@ -104,8 +106,9 @@ def read_run_file(path: Path, remedy: str) -> bytes:
         raise RunFileError(f"{path}: cannot be read ({exc.strerror}); {remedy}") from None
     expected = _read_checksums(path.parent).get(path.name)
     if expected is not None and _digest(data) not in expected:
-        raise RunFileError(f"{path}: damaged (its checksum differs from the one recorded when it was written); "
-                           f"{remedy}")
+        raise RunFileError(
+            f"{path}: damaged (its checksum differs from the one recorded when it was written); {remedy}"
+        )
     return data
 
 

@@ -53,7 +53,8 @@ class NextItemTask:
         self.config = config
         self.device = device
         self.samplers = {
-            s: PrefixSampler(dataset.sequences, dataset.n_items, s, max_len) for s in ("train", "valid", "test")
+            s: PrefixSampler(dataset.sequences, dataset.n_items, s, max_len)
+            for s in ("train", "valid", "test")
         }
         if len(self.samplers["train"]) == 0:
             raise ConfigError(f"dataset {dataset.name!r} has no training event with an earlier event")
@@ -137,6 +138,8 @@ def evaluate_next(
         raise ConfigError(f"dataset {dataset.name!r} has no ordered histories")
     max_len = model.input_window if max_len is None else max_len
     sampler = PrefixSampler(seq, dataset.n_items, split, max_len)
-    evaluator = NextItemEvaluator({split: sampler}, dataset.n_items, ks, model.device, mask_history=mask_history)
+    evaluator = NextItemEvaluator(
+        {split: sampler}, dataset.n_items, ks, model.device, mask_history=mask_history
+    )
     model.eval()
     return evaluator.evaluate(sequence_score_fn(model, model.represent(features)), split)

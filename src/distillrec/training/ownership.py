@@ -40,15 +40,18 @@ def own_run_folder(run_dir: Path, wait: bool = True) -> Iterator[None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o666)
     except OSError as exc:
-        raise RunFileError(f"{run_dir}: cannot create the run folder ({exc.strerror}); choose another --out") from None
+        raise RunFileError(
+            f"{run_dir}: cannot create the run folder ({exc.strerror}); choose another --out"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fd)
             if not wait:
-                raise RunFileError(f"{run_dir} is in use by {holder}; wait for it to finish or choose another "
-                                   "--out") from None
+                raise RunFileError(
+                    f"{run_dir} is in use by {holder}; wait for it to finish or choose another --out"
+                ) from None
             log.info("waiting for %s, which holds %s", holder, run_dir)
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 def refuse_other_configuration(run_dir: Path, config: dict[str, Any]) -> None:
     """A folder that already holds a run of another configuration is never continued, reused or overwritten."""
     if (run_dir / "config.yaml").exists():
-        old = read_yaml(run_dir / "config.yaml", "the folder's configuration is unreadable: train into another --out")
+        old = read_yaml(
+            run_dir / "config.yaml", "the folder's configuration is unreadable: train into another --out"
+        )
         if without_location(old) != without_location(config):
             raise ConfigError(f"{run_dir} holds a run with another configuration; choose another --out")
 

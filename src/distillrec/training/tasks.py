@@ -24,7 +24,9 @@ from distillrec.training.scoring import model_score_fn
 class Task(Protocol):
     def batches(self, generator: torch.Generator) -> Iterator[Any]: ...
 
-    def evaluate(self, model: Recommender, features: dict, split: str, per_user: bool = False) -> dict[str, float]:
+    def evaluate(
+        self, model: Recommender, features: dict, split: str, per_user: bool = False
+    ) -> dict[str, float]:
         """Mean metrics; with `per_user`, also keep `last_per_user` = (user ids, {metric: values})."""
         ...
 
@@ -32,7 +34,9 @@ class Task(Protocol):
 class TopKTask:
     """BPR triples over the training pairs; full-ranking evaluation over all items."""
 
-    def __init__(self, dataset: Dataset, config: TrainConfig, device: torch.device, needs_sampler: bool) -> None:
+    def __init__(
+        self, dataset: Dataset, config: TrainConfig, device: torch.device, needs_sampler: bool
+    ) -> None:
         self.dataset = dataset
         self.config = config
         self.device = device
@@ -49,7 +53,9 @@ class TopKTask:
             yield Batch(users, pos, neg).to(self.device)
 
     @torch.no_grad()
-    def evaluate(self, model: Recommender, features: dict, split: str, per_user: bool = False) -> dict[str, float]:
+    def evaluate(
+        self, model: Recommender, features: dict, split: str, per_user: bool = False
+    ) -> dict[str, float]:
         rep = model.represent(features)
         result = self.evaluator.evaluate(model_score_fn(model, rep), split, per_user=per_user)
         if per_user:
@@ -62,7 +68,11 @@ TASKS: dict[str, Callable[..., Task]] = {"topk": TopKTask, "next-item": NextItem
 
 
 def make_task(
-    task: str, dataset: Dataset, config: TrainConfig, device: torch.device, trainable: bool,
+    task: str,
+    dataset: Dataset,
+    config: TrainConfig,
+    device: torch.device,
+    trainable: bool,
     model: Recommender | None = None,
 ) -> Task:
     """The task's batches and evaluation; `model` (the one trained or evaluated) sets a next-item task's

@@ -107,7 +107,9 @@ class Trainer:
         for g in groups:
             g["base_lr"] = g["lr"]
         self.trainable = model.trainable and len(groups) > 0
-        self.optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay) if self.trainable else None
+        self.optimizer = (
+            torch.optim.Adam(groups, weight_decay=config.weight_decay) if self.trainable else None
+        )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.task = make_task(model.task, dataset, config, self.device, self.trainable, model)
 
@@ -247,11 +249,22 @@ class Trainer:
                 self.model.load_state_dict(self._best_state)
         test = self.evaluate("test", per_user=True)
         if not self.quiet:
-            log.info("best epoch %d of %d: valid %s %.4f, test %s %.4f", best["epoch"], epoch, cfg.valid_metric,
-                     best["valid"].get(cfg.valid_metric, float("nan")), cfg.valid_metric,
-                     test.get(cfg.valid_metric, float("nan")))
+            log.info(
+                "best epoch %d of %d: valid %s %.4f, test %s %.4f",
+                best["epoch"],
+                epoch,
+                cfg.valid_metric,
+                best["valid"].get(cfg.valid_metric, float("nan")),
+                cfg.valid_metric,
+                test.get(cfg.valid_metric, float("nan")),
+            )
         return TrainResult(
-            best["epoch"], epoch, best["valid"], test, history, time.perf_counter() - start,
+            best["epoch"],
+            epoch,
+            best["valid"],
+            test,
+            history,
+            time.perf_counter() - start,
             getattr(self.task, "last_per_user", None),
         )
 

@@ -54,7 +54,9 @@ def load_feature(path: Path) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
         raise DataError(f"{path}: feature array must be numeric, got dtype {arr.dtype}")
     if arr.shape[1] == 0 or arr.shape[0] == 0:
-        raise DataError(f"{path}: feature array is empty (shape {tuple(arr.shape)}); give at least one row and column")
+        raise DataError(
+            f"{path}: feature array is empty (shape {tuple(arr.shape)}); give at least one row and column"
+        )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
@@ -112,8 +114,10 @@ def load_labels(path: Path, n_items: int, items_from: str, extra_rows_ok: bool =
     known = np.unique(arr[arr >= 0])  # classifiers are sized by the largest label: refuse a sparse one
     if len(known) and int(known[-1]) + 1 > 2 * len(known) + 10_000:
         row = int(np.argmax(arr))
-        raise DataError(f"{path}: entry {row} (0-based item) is {arr[row]}, far beyond the {len(known)} "
-                        "distinct labels; labels must be dense class indices 0..C-1 (or -1 for unknown)")
+        raise DataError(
+            f"{path}: entry {row} (0-based item) is {arr[row]}, far beyond the {len(known)} "
+            "distinct labels; labels must be dense class indices 0..C-1 (or -1 for unknown)"
+        )
     return arr
 
 

@@ -34,8 +34,14 @@ def warn_cold_users(source: str, parts: list) -> None:  # noqa: ANN001 - [train,
     for part, mat in zip(("valid", "test"), parts[1:], strict=True):
         cold = np.flatnonzero((np.diff(mat.indptr) > 0) & ~has_train)
         if len(cold):
-            log.warning("%s: %d users have %s interactions but none in train (first: user %d); they are "
-                        "evaluated from untrained embeddings", source, len(cold), part, int(cold[0]))
+            log.warning(
+                "%s: %d users have %s interactions but none in train (first: user %d); they are "
+                "evaluated from untrained embeddings",
+                source,
+                len(cold),
+                part,
+                int(cold[0]),
+            )
 
 
 def assemble(

@@ -126,8 +126,9 @@ def _read_sequences(path: Path, n_items_fixed: int | None, feature_file: Path | 
     return table, {"users": users, "items": items, "order": order, "x_label": x_label}
 
 
-def check_chronological_rows(table: Table, users: np.ndarray, order: np.ndarray, x_label: np.ndarray,
-                             order_name: str) -> None:
+def check_chronological_rows(
+    table: Table, users: np.ndarray, order: np.ndarray, x_label: np.ndarray, order_name: str
+) -> None:
     """Each user's events must be train, then valid, then test in `order`; the first event out of place is
     named with both lines of the file."""
     perm = np.lexsort((order, users))

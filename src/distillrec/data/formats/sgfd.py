@@ -96,7 +96,9 @@ def read_sgfd(folder: Path | str, split: str = "auto", seed: int = 0) -> Dataset
     for column, values in (("userID", users), ("itemID", items)):
         row = sparse_id_row(values)
         if row is not None:
-            raise DataError(f"{tables[row_table[row]].where(row_in_table[row])}: {sparse_id_problem(column, values)}")
+            raise DataError(
+                f"{tables[row_table[row]].where(row_in_table[row])}: {sparse_id_problem(column, values)}"
+            )
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
     feature_files = _feature_files(folder)
     features = load_features(feature_files)

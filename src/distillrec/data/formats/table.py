@@ -63,8 +63,13 @@ class Table:
             if bad.any():
                 row = int(np.argmax(bad))
                 raw = self.raw(column, row)
-                what = ("is empty" if raw == "" else f"'{raw}' is too large for an id" if np.isfinite(numbers[row])
-                        and numbers[row] == np.round(numbers[row]) else f"'{raw}' is not an integer")
+                what = (
+                    "is empty"
+                    if raw == ""
+                    else f"'{raw}' is too large for an id"
+                    if np.isfinite(numbers[row]) and numbers[row] == np.round(numbers[row])
+                    else f"'{raw}' is not an integer"
+                )
                 raise self.fail(row, f"{column} {what}")
             values = numbers.astype(np.int64)
         below = values < low
@@ -104,7 +109,6 @@ class Table:
             row = int(np.argmax(over))
             raise self.fail(row, f"{column} {values[row]} is out of range: {why}")
 
-
     def check_dense(self, column: str, values: np.ndarray, index_file: str | None = None) -> None:
         """Ids that index arrays must be the dense indices 0..N-1 (see `sparse_id_row`)."""
         row = sparse_id_row(values)
@@ -125,9 +129,11 @@ def sparse_id_row(values: np.ndarray) -> int | None:
 
 def sparse_id_problem(column: str, values: np.ndarray, index_file: str | None = None) -> str:
     hint = f" ({index_file} maps them to original ids)" if index_file else ""
-    return (f"{column} {int(values.max())} is far beyond the {len(np.unique(values))} distinct ids: ids must be "
-            f"dense indices 0..N-1{hint}; a file of original ids reads in the RecBole format (`.inter` with "
-            "`user_id:token`), which maps them")
+    return (
+        f"{column} {int(values.max())} is far beyond the {len(np.unique(values))} distinct ids: ids must be "
+        f"dense indices 0..N-1{hint}; a file of original ids reads in the RecBole format (`.inter` with "
+        "`user_id:token`), which maps them"
+    )
 
 
 def _line_scan(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

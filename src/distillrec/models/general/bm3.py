@@ -74,7 +74,9 @@ class BM3(Recommender):
 
     def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        online_u, online_i = torch.split(propagate(self.graph, ego, self.params.n_layers), [self.n_users, self.n_items])
+        online_u, online_i = torch.split(
+            propagate(self.graph, ego, self.params.n_layers), [self.n_users, self.n_items]
+        )
         online_i = online_i + self.item_emb.weight
         modal = self.modality_embeddings(features)
         user, item = self.predictor(online_u), self.predictor(online_i)
@@ -91,7 +93,9 @@ class BM3(Recommender):
         with torch.no_grad():
             target_u = F.dropout(online_u[users], drop)
             target_i = F.dropout(online_i[items], drop)
-        ui = _cos_loss(self.predictor(online_u[users]), target_i) + _cos_loss(self.predictor(online_i[items]), target_u)
+        ui = _cos_loss(self.predictor(online_u[users]), target_i) + _cos_loss(
+            self.predictor(online_i[items]), target_u
+        )
         cl = 0.0
         for m, h in rep.extras["modal"].items():
             pred_m = rep.parts[m][1][items]

@@ -79,7 +79,9 @@ class FREEDOM(Recommender):
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
         if not 0.0 <= params.dropout < 1.0:
-            raise ValueError(f"dropout (the fraction of interaction edges pruned) must be in [0, 1), got {params.dropout}")
+            raise ValueError(
+                f"dropout (the fraction of interaction edges pruned) must be in [0, 1), got {params.dropout}"
+            )
         d = params.embedding_size
         self.params = params
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
@@ -96,7 +98,9 @@ class FREEDOM(Recommender):
         prob = (deg_u[coo.row] * deg_i[coo.col]) ** -0.5
         self.register_buffer("edge_prob", torch.from_numpy(prob.astype(np.float32)), persistent=False)
         self._graphs = FeatureCache()
-        self.prune_seed = torch.initial_seed()  # the run's seed: the trainer seeds torch before building a model
+        self.prune_seed = (
+            torch.initial_seed()
+        )  # the run's seed: the trainer seeds torch before building a model
         self._epoch_graph: tuple[int, Tensor] | None = None  # (epoch, its pruned adjacency)
 
     def _item_graph(self, m: str, features: Tensor) -> ItemKnnGraph:
@@ -114,7 +118,9 @@ class FREEDOM(Recommender):
         items = items + self.n_users
         n = self.n_users + self.n_items
         adj = torch.sparse_coo_tensor(
-            torch.stack([torch.cat([users, items]), torch.cat([items, users])]), torch.cat([values, values]), (n, n)
+            torch.stack([torch.cat([users, items]), torch.cat([items, users])]),
+            torch.cat([values, values]),
+            (n, n),
         )
         return adj.coalesce().to_sparse_csr()
 

@@ -47,7 +47,9 @@ class ItemKNNCBF(Recommender):
         # scores = R @ S^T with S[i, j] = similarity of item i to its neighbour j
         return Representation(self._device_marker, self._device_marker, extras={"sim_t": sim.T.tocsr()})
 
-    def score(self, rep: Representation, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, rep: Representation, users: torch.Tensor, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
         profile: sp.csr_matrix = self.train_matrix[users.cpu().numpy()]
         scores = np.asarray((profile @ rep.extras["sim_t"]).todense(), dtype=np.float32)
         out = torch.from_numpy(scores).to(rep.user.device)

@@ -60,13 +60,17 @@ def topk_neighbours(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
     """Indices [n, k] of each row's k most cosine-similar rows (itself included), in row chunks."""
     xn = F.normalize(x.detach(), dim=1)
     k = min(k, xn.shape[0])
-    return torch.cat([torch.topk(xn[s : s + chunk] @ xn.T, k, dim=1).indices for s in range(0, len(xn), chunk)])
+    return torch.cat(
+        [torch.topk(xn[s : s + chunk] @ xn.T, k, dim=1).indices for s in range(0, len(xn), chunk)]
+    )
 
 
 def row_norm_adjacency_with_self_loops(train: sp.csr_matrix) -> sp.csr_matrix:
     """D^-1 (A + I) of the bipartite user-item graph, users first then items (MMRec's LATTICE graph)."""
     r = train.tocsr().astype(np.float32)
-    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32) + sp.identity(sum(r.shape), format="csr")
+    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32) + sp.identity(
+        sum(r.shape), format="csr"
+    )
     deg = np.asarray(adj.sum(1)).ravel()
     return (sp.diags(1.0 / deg) @ adj).tocsr().astype(np.float32)
 
@@ -98,7 +102,9 @@ class LearnedGraph:
         if self.vals is not None:
             out = out.index_add(0, self.rows, self.vals.unsqueeze(1) * x[self.cols])
         if self.uniform is not None:
-            out = out + self.uniform * self.dinv.unsqueeze(1) * (self.dinv.unsqueeze(1) * x).sum(0, keepdim=True)
+            out = out + self.uniform * self.dinv.unsqueeze(1) * (self.dinv.unsqueeze(1) * x).sum(
+                0, keepdim=True
+            )
         return out
 
 
@@ -128,7 +134,9 @@ class LATTICE(Recommender):
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         self.user_emb, self.item_emb = id_embeddings(self.n_users, self.n_items, d)
-        self.proj = nn.ModuleDict({m: nn.Linear(w, params.feat_embed_dim) for m, w in dataset.feature_dims.items()})
+        self.proj = nn.ModuleDict(
+            {m: nn.Linear(w, params.feat_embed_dim) for m, w in dataset.feature_dims.items()}
+        )
         self.modal_weight = nn.Parameter(torch.full((len(self.modalities),), 1.0 / len(self.modalities)))
         self.graph = SparseGraph(row_norm_adjacency_with_self_loops(dataset.train), symmetric=False)
         self._original = FeatureCache()
@@ -141,6 +149,7 @@ class LATTICE(Recommender):
 
     def _neighbour_indices(self, m: str, raw: Tensor, proj: Tensor) -> Tensor:
         """Top-k indices of the projections; reused for `graph_refresh` training calls on the same features."""
+
         def search(_: Tensor) -> Tensor:
             return topk_neighbours(proj, self.params.knn_k, self.params.knn_chunk)
 
@@ -173,7 +182,9 @@ class LATTICE(Recommender):
         for _ in range(self.params.n_item_layers):
             h = (1 - lam) * learned(h) + lam * sum(w * g(h) for w, g in zip(weights, original, strict=True))
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        user, item = torch.split(propagate(self.graph, ego, self.params.n_ui_layers), [self.n_users, self.n_items])
+        user, item = torch.split(
+            propagate(self.graph, ego, self.params.n_ui_layers), [self.n_users, self.n_items]
+        )
         return Representation(user, item + (F.normalize(h, dim=1) if self.params.normalize_item_graph else h))
 
     def loss(self, rep: Representation, batch: Batch) -> dict[str, Tensor]:

@@ -66,8 +66,12 @@ class MGCN(Recommender):
         self.modalities = list(dataset.features)
         self.user_emb, self.item_emb = id_embeddings(self.n_users, self.n_items, d)
         self.proj = nn.ModuleDict({m: nn.Linear(w, d) for m, w in dataset.feature_dims.items()})
-        self.purifier = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
-        self.prefer = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
+        self.purifier = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities}
+        )
+        self.prefer = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities}
+        )
         self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
         adj = sym_norm_adjacency(dataset.train)
         self.graph = SparseGraph(adj, symmetric=True)
@@ -79,7 +83,9 @@ class MGCN(Recommender):
 
     def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
         """The purified item embeddings e_id ⊙ σ(W_g (W_m f_m + b_m) + b_g), one per modality."""
-        return {m: self.item_emb.weight * self.purifier[m](self.proj[m](features[m])) for m in self.modalities}
+        return {
+            m: self.item_emb.weight * self.purifier[m](self.proj[m](features[m])) for m in self.modalities
+        }
 
     def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
@@ -94,7 +100,9 @@ class MGCN(Recommender):
             views.append(torch.cat([user_m, item_m]))
         weights = torch.softmax(torch.cat([self.query(v) for v in views], dim=1), dim=1)  # [N, M]
         common = sum(weights[:, j : j + 1] * v for j, v in enumerate(views))
-        specific = sum(self.prefer[m](content) * (v - common) for m, v in zip(self.modalities, views, strict=True))
+        specific = sum(
+            self.prefer[m](content) * (v - common) for m, v in zip(self.modalities, views, strict=True)
+        )
         side = (common + specific) / (len(views) + 1)
         user, item = torch.split(content + side, [self.n_users, self.n_items])
         return Representation(user, item, parts=parts, extras={"side": side, "content": content})

@@ -81,7 +81,9 @@ class MMGCN(Recommender):
         n_layers: int = Field(3, ge=1)
         combine: Literal["concat", "add"] = "concat"
         reg_weight: float = 1e-4
-        embedding_lr_scale: float = Field(0.01, ge=0, description="lr factor of the ID embeddings and preferences")
+        embedding_lr_scale: float = Field(
+            0.01, ge=0, description="lr factor of the ID embeddings and preferences"
+        )
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()

@@ -117,7 +117,10 @@ def modality_tables(dataset, width: int, scale: float) -> nn.ParameterDict:  # n
     codes (width columns; zero columns where a modality has fewer) times `scale` (1: the codes' own unit
     mean square, the features' scale). Deterministic: draws nothing from the random generators."""
     return nn.ParameterDict(
-        {m: nn.Parameter(pad_columns(compress_features(f, width), width) * scale) for m, f in dataset.features.items()}
+        {
+            m: nn.Parameter(pad_columns(compress_features(f, width), width) * scale)
+            for m, f in dataset.features.items()
+        }
     )
 
 
@@ -141,7 +144,9 @@ class SequentialRecommender(Recommender):
     """Base of next-item backbones; subclasses implement `represent` and `encode`."""
 
     task: ClassVar[str] = "next-item"
-    max_len: int  # newest events of a sequence the model reads; each subclass sets it from its Params (SeqParams)
+    max_len: (
+        int  # newest events of a sequence the model reads; each subclass sets it from its Params (SeqParams)
+    )
 
     def __init__(self, dataset) -> None:  # noqa: ANN001
         super().__init__()

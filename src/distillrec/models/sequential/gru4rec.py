@@ -41,7 +41,9 @@ class GRU4Rec(SequentialRecommender):
         self.max_len = params.max_len
         self.item_emb = nn.Embedding(self.n_items + 1, params.embedding_size, padding_idx=self.pad)
         self.drop = nn.Dropout(params.dropout)
-        self.gru = nn.GRU(params.embedding_size, params.hidden_size, params.num_layers, bias=False, batch_first=True)
+        self.gru = nn.GRU(
+            params.embedding_size, params.hidden_size, params.num_layers, bias=False, batch_first=True
+        )
         self.dense = nn.Linear(params.hidden_size, params.embedding_size)
         nn.init.xavier_normal_(self.item_emb.weight)
         for name, w in self.gru.named_parameters():
@@ -49,10 +51,13 @@ class GRU4Rec(SequentialRecommender):
                 nn.init.xavier_uniform_(w)
         self.item_emb.weight.data[self.pad].zero_()
         if params.modality_input and not self.modalities:
-            raise ConfigError(f"{self.name}: modality_input needs item features; dataset {dataset.name!r} has none")
+            raise ConfigError(
+                f"{self.name}: modality_input needs item features; dataset {dataset.name!r} has none"
+            )
         self.modality = (
             modality_tables(dataset, params.embedding_size, params.modality_init_scale)
-            if params.modality_input else None
+            if params.modality_input
+            else None
         )
 
     def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:

@@ -132,7 +132,9 @@ class MMSR(SequentialRecommender):
     def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         mods = ablate_tables(self.modality, ablated)
         table = self.item_emb.weight
-        return Representation(empty_users(table), table[: self.n_items], extras={"input": table, "modality": mods})
+        return Representation(
+            empty_users(table), table[: self.n_items], extras={"input": table, "modality": mods}
+        )
 
     def encode(self, rep: Representation, items: Tensor, lengths: Tensor) -> Tensor:
         items, lengths = truncate(items, lengths, self.max_len, self.pad)
@@ -166,4 +168,3 @@ class MMSR(SequentialRecommender):
 
     def modality_parameters(self) -> list[nn.Parameter]:
         return list(self.modality.values())
-

@@ -56,7 +56,9 @@ class Layout:
         for rows, w in length_buckets(lengths, width):
             cols = torch.arange(w, device=dev)
             valid = cols[None, :] < lengths[rows, None]
-            idx = torch.where(valid, first[rows, None] + cols[None, :], torch.full_like(valid, self.n, dtype=torch.long))
+            idx = torch.where(
+                valid, first[rows, None] + cols[None, :], torch.full_like(valid, self.n, dtype=torch.long)
+            )
             self.buckets.append((rows, idx, valid))
             order.append(idx[valid])
         self.inverse = torch.argsort(torch.cat(order))  # bucket-major token order -> flat order
@@ -67,7 +69,9 @@ class TransformerBlock(nn.Module):
     tokens [N, d]. With `last_only` the queries are each row's last token alone (the final block:
     nothing else is read) and the output is [B, d]."""
 
-    def __init__(self, d: int, heads: int, inner: int, hidden_dropout: float, attn_dropout: float, eps: float):
+    def __init__(
+        self, d: int, heads: int, inner: int, hidden_dropout: float, attn_dropout: float, eps: float
+    ):
         super().__init__()
         if d % heads:
             raise ValueError(f"hidden size {d} is not a multiple of the {heads} heads")
@@ -137,7 +141,11 @@ class SASRec(SequentialRecommender):
         self.drop = nn.Dropout(params.hidden_dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(
-                d, params.n_heads, params.inner_size, params.hidden_dropout, params.attn_dropout,
+                d,
+                params.n_heads,
+                params.inner_size,
+                params.hidden_dropout,
+                params.attn_dropout,
                 params.layer_norm_eps,
             )
             for _ in range(params.n_layers)
@@ -145,7 +153,9 @@ class SASRec(SequentialRecommender):
         self._init(params.init_std)
         with_modality = getattr(params, "modality_input", False)
         if with_modality and not self.modalities:
-            raise ConfigError(f"{self.name}: modality_input needs item features; dataset {dataset.name!r} has none")
+            raise ConfigError(
+                f"{self.name}: modality_input needs item features; dataset {dataset.name!r} has none"
+            )
         self.modality = modality_tables(dataset, d, params.modality_init_scale) if with_modality else None
 
     def _init(self, std: float) -> None:

@@ -26,7 +26,9 @@ class SASRM(SASRec):
 
     class Params(SASRecArchitecture):
         modality_dim: int = Field(128, ge=1, description="code width of the linear autoencoder")
-        warmup_gamma: float = Field(1.0, ge=1.0, description="asynchronous warm-up of the projections (1 = off)")
+        warmup_gamma: float = Field(
+            1.0, ge=1.0, description="asynchronous warm-up of the projections (1 = off)"
+        )
         warmup_epochs: int = Field(10, ge=0)
         legacy_constant_ratio: bool = False
 
