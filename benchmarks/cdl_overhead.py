@@ -67,9 +67,7 @@ def bench(model: str, ds, reps: int) -> dict[str, float]:  # noqa: ANN001
     cdl = Trainer(net, ds, cfg, None, distiller=distiller, device=dev, quiet=True)
     cdl_epoch = epochs(cdl, reps)
     cdl_eval = statistics.median(timed(lambda: cdl.evaluate("valid"))[0] for _ in range(3))
-    probe = statistics.median(
-        timed(lambda: distiller.on_epoch_end(cdl.model, 1))[0] for _ in range(3)
-    )
+    probe = statistics.median(timed(lambda: distiller.on_epoch_end(cdl.model, 1))[0] for _ in range(3))
     return {
         "plain_epoch_s": round(plain_epoch, 3),
         "cdl_epoch_s": round(cdl_epoch, 3),
@@ -92,7 +90,9 @@ def main() -> None:
     load = os.getloadavg()
     results = {m: bench(m, ds, args.reps) for m in args.models}
     cols = list(next(iter(results.values())))
-    print(f"scientific, {args.threads} thread(s), load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+    print(
+        f"scientific, {args.threads} thread(s), load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}"
+    )
     print(f"{'model':10}" + "".join(f"{c:>15}" for c in cols))
     for m, r in results.items():
         print(f"{m:10}" + "".join(f"{r[c]:>15}" for c in cols))
