@@ -195,3 +195,29 @@ def test_local_workers_end_when_the_driver_is_killed(tmp_path) -> None:  # noqa:
     while any(alive(p) for p in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(alive(p) for p in workers)
+
+
+def test_a_point_whose_jobs_crash_is_asked_again_before_it_costs_a_trial(tiny_folder, tmp_path, monkeypatch):
+    import optuna
+
+    d = definition(tiny_folder, tmp_path, methods=[], budget=1)
+    crashes = []
+    real = executor_mod.run_job
+
+    def crash_twice(job):  # noqa: ANN001, ANN202 - both attempts of the first selection job fail
+        if job.name.endswith("seed1001") and len(crashes) < 2:
+            crashes.append(job.name)
+            raise RuntimeError("worker lost")
+        return real(job)
+
+    monkeypatch.setattr(executor_mod, "run_job", crash_twice)
+    engine = Engine(d)
+    result = engine.run()
+    assert len(crashes) == 2 and len(result.failures) == 1  # named in the report, then recovered
+    studies = optuna.get_all_study_names(engine.storage)
+    tuned = [n for n in studies if n.endswith("/tuned")] or studies
+    trials = optuna.load_study(study_name=tuned[0], storage=engine.storage).trials
+    states = [t.state for t in trials]
+    assert states[:2] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert trials[0].params == trials[1].params  # the same point, asked again
+    assert result.backbones[0].plain.records and all(result.backbones[0].plain.records)

@@ -33,6 +33,35 @@ PER_USER_METRICS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "hit@10", "h
 
 
 # ----------------------------------------------------------------------------- the ledger
+def _point_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def failures_of(trials: list, params: dict[str, Any]) -> int:  # noqa: ANN001 - optuna FrozenTrials
+    import optuna
+
+    key = _point_key(params)
+    return sum(t.state == optuna.trial.TrialState.FAIL and _point_key(t.params) == key for t in trials)
+
+
+def budget_trials(trials: list) -> list:  # noqa: ANN001 - optuna FrozenTrials
+    """The trials that use a study's budget, in order: the completed ones, and a point that failed twice
+    (counted once). A point's first failure is asked again, so a crashed job (a killed worker, a full disk)
+    never costs an arm a trial, or the off point its place in the search."""
+    import optuna
+
+    counted, fails = [], {}
+    for t in trials:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            counted.append(t)
+        elif t.state == optuna.trial.TrialState.FAIL:
+            key = _point_key(t.params)
+            fails[key] = fails.get(key, 0) + 1
+            if fails[key] == 2:
+                counted.append(t)
+    return counted
+
+
 class Ledger:
     """Finished runs of an experiment, by specification key and seed: metrics, per-user test values,
     plug-in summaries. Written only by the driving process; small enough to keep under version control."""
@@ -321,8 +350,7 @@ class Engine:
                 study.enqueue_trial(point, skip_if_exists=True)
         seeds = self.d.selection_seeds
         while True:
-            states = [t.state for t in study.trials]
-            done = sum(s.is_finished() for s in states)
+            done = len(budget_trials(study.trials))
             # trials asked by an interrupted session and never told are evaluated again (runs cached)
             orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
             want = min(trials - done, max(1, math.ceil(self._capacity() / len(seeds))))
@@ -341,17 +369,18 @@ class Engine:
                 got = [records[Ledger.run_id(s)] for s in specs[number]]
                 if any(r is None for r in got):
                     study.tell(number, state=optuna.trial.TrialState.FAIL)
+                    if failures_of(study.trials, _point) == 1:  # asked again once before it costs a trial
+                        study.enqueue_trial(_point, skip_if_exists=False)
                     continue
                 score = float(np.mean([r["metrics"]["valid"][self._valid_metric(backbone)] for r in got]))
                 study.tell(number, score)
                 if not (score <= self.best_valid):  # NaN-safe maximum for the progress display
                     self.best_valid = score
         result = Search(study_name)
-        for t in study.trials[:trials] if len(study.trials) > trials else study.trials:
-            if t.state.is_finished():
-                result.trials += 1
-                result.points.append((dict(t.params), t.value if t.value is not None else None))
-                result.failed += t.state == optuna.trial.TrialState.FAIL
+        for t in budget_trials(study.trials)[:trials]:
+            result.trials += 1
+            result.points.append((dict(t.params), t.value if t.value is not None else None))
+            result.failed += t.state == optuna.trial.TrialState.FAIL
         return result
 
     def fingerprint(self, backbone: str) -> str:
