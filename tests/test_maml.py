@@ -72,8 +72,8 @@ def test_embeddings_stay_in_the_unit_ball_and_two_passes_share_one_backward():
         loss.backward()
         opt.step()
     # every part of the model is trained (the reference optimises only the embeddings)
-    assert model.mlp[0].weight.grad is not None and model.att1.weight.grad is not None
-    assert all(model.modal[m].weight.grad is not None for m in ds.features)
+    flows = [model.mlp[0].weight, model.att1.weight, *(model.modal[m].weight for m in ds.features)]
+    assert all(w.grad is not None and w.grad.abs().sum() > 0 and torch.isfinite(w.grad).all() for w in flows)
 
 
 def test_items_start_at_the_feature_projection_and_legacy_freezes_the_mlps():
@@ -103,4 +103,4 @@ def test_fixed_attention_keeps_the_feature_extractor_trainable():
     out = model.loss(rep, Batch(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([[4, 5], [6, 7]])))
     assert "attention_l2" not in out
     sum(out.values()).backward()
-    assert model.mlp[0].weight.grad is not None and model.att1.weight.grad is None
+    assert model.mlp[0].weight.grad.abs().sum() > 0 and model.att1.weight.grad is None
