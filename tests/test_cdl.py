@@ -23,10 +23,9 @@ from tests.test_next_item import make_seq_dataset
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cdl(ds, model="sasrec", params=None, **options) -> CDL:
-    options.setdefault("sample_pairs", 5000)
-    options.setdefault("id_only", model in ("sasrec", "gru4rec"))
-    groups = route({f"cdl.{k}": v for k, v in options.items()}, "cdl")
+def build_cdl(ds, model: str, params: dict | None = None, **options) -> CDL:
+    """CDL on `model` (with hyperparameters `params`) as a run builds it, on the CPU, without a run folder."""
+    groups = route({**(params or {}), **{f"cdl.{k}": v for k, v in options.items()}}, "cdl")
     return build_distiller(
         ["cdl"],
         ds,
@@ -36,6 +35,12 @@ def _cdl(ds, model="sasrec", params=None, **options) -> CDL:
         None,
         backbone_factory=lambda: build_model(model, ds, params),
     )
+
+
+def _cdl(ds, model="sasrec", params=None, **options) -> CDL:
+    options.setdefault("sample_pairs", 5000)
+    options.setdefault("id_only", model in ("sasrec", "gru4rec"))
+    return build_cdl(ds, model, params, **options)
 
 
 def _batch(ds) -> SeqBatch:

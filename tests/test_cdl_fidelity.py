@@ -15,6 +15,7 @@ from distillrec.errors import ConfigError
 from distillrec.experiment.spec import route
 from distillrec.models.registry import build_model
 from distillrec.models.sequential.base import compress_features
+from tests.test_cdl import build_cdl
 from tests.test_next_item import make_seq_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,16 +27,7 @@ WITH_INPUT = {"modality_input": True}
 def _cdl(ds, model: str, params: dict | None = None, **options) -> CDL:
     options.setdefault("sample_pairs", 2000)
     options.setdefault("probe_pairs", 500)
-    groups = route({**(params or {}), **{f"cdl.{k}": v for k, v in options.items()}}, "cdl")
-    return build_distiller(
-        ["cdl"],
-        ds,
-        model,
-        groups,
-        torch.device("cpu"),
-        None,
-        backbone_factory=lambda: build_model(model, ds, params),
-    )
+    return build_cdl(ds, model, params, **options)
 
 
 def _batch(ds):
