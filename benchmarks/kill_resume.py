@@ -45,6 +45,23 @@ from pathlib import Path
 import numpy as np
 
 CLI = "import torch; torch.set_num_threads(1); from distillrec.cli import main; main()"
+# Seconds a checkpoint's temporary is held open before it is synced (the variable names them; unset: none).
+# A small model's checkpoint is written in well under a millisecond on a fast disk, so a kill aimed at that
+# window lands late more often than not; holding it open makes "a kill inside a checkpoint write" certain
+# without changing what is written. Applied in the child process only, by wrapping `os.fsync`.
+HOLD_VAR = "KILL_RESUME_HOLD_CHECKPOINT_S"
+HOLD = f"""
+import os, time
+_hold = float(os.environ.get({HOLD_VAR!r}, "0") or 0)
+if _hold > 0:
+    _fsync = os.fsync
+    def _held_fsync(fd):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{{fd}}"))
+        if name.endswith(".tmp") and any(name.startswith(f".{{c}}.") for c in ("last.pt", "best.pt")):
+            time.sleep(_hold)
+        return _fsync(fd)
+    os.fsync = _held_fsync
+"""
 TIMING_COLUMNS = ("train_s", "eval_s")
 POLL_S = 0.0005
 
@@ -120,7 +137,7 @@ class RunDef:
         cmd = [
             sys.executable,
             "-c",
-            CLI,
+            HOLD + CLI,
             "train",
             "--model",
             self.model,
@@ -168,8 +185,9 @@ RUNS = {
 }
 
 
-def child_env() -> dict[str, str]:
+def child_env(hold_checkpoint_s: float = 0.0) -> dict[str, str]:
     env = dict(os.environ)
+    env[HOLD_VAR] = str(hold_checkpoint_s)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = "1"
     env["PYTHONHASHSEED"] = "0"
@@ -241,7 +259,9 @@ class Launch:
         return sum(aimed_at(t, {"scope": scope, "files": files}) for t in self.seen)
 
 
-def run_process(cmd: list[str], watcher: Watcher, log: Path, kill: dict | None = None) -> Launch:
+def run_process(
+    cmd: list[str], watcher: Watcher, log: Path, kill: dict | None = None, hold_checkpoint_s: float = 0.0
+) -> Launch:
     """Start `cmd`, watch the writes into run folders, and SIGKILL it as `kill` says: {"mode": "write" |
     "after_write" | "startup", "scope": "any" | "teachers", "files": names or None, "k": int, "delay": s}.
     "write": once k temporaries it aims at (`aimed_at`) have been seen, as soon as one is there (a write
@@ -252,7 +272,7 @@ def run_process(cmd: list[str], watcher: Watcher, log: Path, kill: dict | None =
     deadline = t0 + kill["delay"] if kill is not None and kill["mode"] == "startup" else None
     sent = False
     with open(log, "ab") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=child_env())
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=child_env(hold_checkpoint_s))
         try:
             while proc.poll() is None:
                 now = time.monotonic()
@@ -459,11 +479,13 @@ def check_run(
     max_extra: int = 8,
     plan: list[dict] | None = None,
     reference_in_process: bool = False,
+    hold_checkpoint_s: float = 0.0,
 ) -> Outcome:
     """Train `run` uninterrupted into work/A, then killed and resumed into work/B until it finishes, and
     compare. `kills` are planned from the reference's writes (or given as `plan`, with their `k`); when
     none of them landed inside a checkpoint write, up to `max_extra` more are aimed at one.
-    `reference_in_process` (only with a `plan`): the reference through the API here, not a subprocess."""
+    `reference_in_process` (only with a `plan`): the reference through the API here, not a subprocess.
+    `hold_checkpoint_s`: the killed runs hold each checkpoint's temporary open that long (see HOLD)."""
     rng = np.random.default_rng(seed)
     work.mkdir(parents=True, exist_ok=True)
     out_a, out_b = work / "A", work / "B"
@@ -492,7 +514,8 @@ def check_run(
             kill = {"mode": "write", "scope": "any", "files": CHECKPOINTS, "k": int(rng.integers(1, 3))}
         else:
             kill = None
-        launch = run_process(run.args(data, out_b, outcome.kills > 0), watcher, log, kill)
+        args = run.args(data, out_b, outcome.kills > 0)
+        launch = run_process(args, watcher, log, kill, hold_checkpoint_s)
         total += launch.seconds
         if not launch.killed:
             if launch.rc != 0:
@@ -563,6 +586,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     parser.add_argument("--json", action="store_true", help="print the JSON object only, without the table")
+    parser.add_argument(
+        "--hold-checkpoint",
+        type=float,
+        default=0.0,
+        help="seconds each checkpoint's temporary stays open in the killed runs (default 0: as written)",
+    )
     args = parser.parse_args(argv)
     kills = args.kills if args.kills is not None else (3 if args.quick else 6)
     names = [n for n in args.runs.split(",") if n]
@@ -576,7 +605,14 @@ def main(argv: list[str] | None = None) -> int:
         data = {key: DATASETS[key](work / "data" / f"kr-{key}") for key in {RUNS[n].dataset for n in names}}
         for i, name in enumerate(names):
             run = RUNS[name]
-            outcome = check_run(run, data[run.dataset], work / name, kills, args.seed * 1000 + i)
+            outcome = check_run(
+                run,
+                data[run.dataset],
+                work / name,
+                kills,
+                args.seed * 1000 + i,
+                hold_checkpoint_s=args.hold_checkpoint,
+            )
             outcomes.append(outcome)
             for d in outcome.differences:
                 print(f"{name}: {d}", file=sys.stderr)

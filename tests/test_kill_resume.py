@@ -1,5 +1,5 @@
 """kill -9 during training, the fast version of benchmarks/kill_resume.py: a small LightGCN run killed with
-SIGKILL inside a checkpoint write and once more at a moment after a later write, resumed with `--resume`
+SIGKILL inside a checkpoint write (held open 0.3 s so that the kill lands there on any disk) and once more at a moment after a later write, resumed with `--resume`
 each time, ends bit-identical to the same run trained without interruption (metrics, best epoch, best.pt
 tensors, history less its timings), with no temporary file left behind. The uninterrupted reference runs
 through the Python API in this process (one thread), which saves an interpreter's start-up."""
@@ -47,6 +47,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, kill_resume):
         max_extra=3,
         plan=plan,
         reference_in_process=True,
+        hold_checkpoint_s=0.3,  # a checkpoint's write lasts long enough for the kill to land inside it
     )
     assert outcome.differences == []
     assert outcome.identical and outcome.kills >= 2 and outcome.kills_in_checkpoint_write >= 1
