@@ -175,17 +175,39 @@ def test_mgcn_with_one_modality_side_is_half_the_modality_view():
     torch.testing.assert_close(rep.extras["side"], torch.cat([u_m, i_m]) / 2)
 
 
-def test_lattice_graph_refresh_reuses_neighbour_search_in_training_only(monkeypatch):
+def test_lattice_searches_neighbours_once_per_epoch_in_training_and_at_every_evaluation(monkeypatch):
     from distillrec.models.general import lattice
 
     calls = []
     real = lattice.topk_neighbours
     monkeypatch.setattr(lattice, "topk_neighbours", lambda *a: calls.append(1) or real(*a))
     ds = make_dataset(modalities={"only": 6})
-    model = build_model("lattice", ds, {"graph_refresh": 3})
-    for _ in range(4):
+    model = build_model("lattice", ds)
+    model.on_epoch_start(1)
+    for _ in range(3):
         model.represent(ds.features)
-    assert len(calls) == 2  # searched at calls 1 and 4
+    assert len(calls) == 1  # the epoch's first call searches, the others reuse
+    model.on_epoch_start(2)
+    model.represent(ds.features)
+    assert len(calls) == 2
     model.eval()
     model.represent(ds.features)
     assert len(calls) == 3  # evaluation always searches
+    model.train()
+    per_batch = build_model("lattice", ds, {"knn_every": "batch"})
+    calls.clear()
+    per_batch.on_epoch_start(1)
+    for _ in range(3):
+        per_batch.represent(ds.features)
+    assert len(calls) == 3
+
+
+def test_lattice_edge_values_get_gradient_while_the_neighbours_are_reused():
+    ds = make_dataset(modalities={"only": 6})
+    model = build_model("lattice", ds)
+    model.on_epoch_start(1)
+    model.represent(ds.features)  # searches
+    rep = model.represent(ds.features)  # reuses the indices
+    rep.item.sum().backward()
+    grad = model.proj["only"].weight.grad
+    assert grad is not None and grad.abs().sum() > 0

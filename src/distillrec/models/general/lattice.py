@@ -14,8 +14,10 @@ The learned graph is sparse, never items x items: for each row chunk the similar
 computed without gradient only to pick the k neighbour indices (top-k per row, self included); the n·k edge
 values cos(p_i, p_j) are then recomputed with gradient from the gathered rows, so W_m, α (and through them
 the degrees of the normalisation) get exactly the gradient of MMRec's dense top-k matrix. The indices are
-searched again at every training call (`graph_refresh` = 1) or every `graph_refresh` calls (values are always
-recomputed), and at every evaluation. A search costs n²·d_proj multiply-adds in chunks of `knn_chunk` rows.
+searched once per epoch, at its first training call, as MMRec does (`knn_every: epoch`; `batch` searches at
+every training call), and at every evaluation; the edge values are recomputed with gradient at every call.
+A search costs n²·d_proj multiply-adds in chunks of `knn_chunk` rows (on `scientific` it was 40 % of an
+epoch when repeated at every batch).
 
 Reference: CRIPAC-DIG/LATTICE and MMRec `src/models/lattice.py` (cf_model lightgcn). Departures, on purpose:
 - Any number of modalities, one learned weight each (softmax over all).
@@ -23,8 +25,9 @@ Reference: CRIPAC-DIG/LATTICE and MMRec `src/models/lattice.py` (cf_model lightg
   argument of `represent`; a learnable per-item copy would carry a modality past its ablation and sit in
   front of the projection that SGFD trains. The projections W_m stay trainable, so the learned graph still
   learns; it enters the item graph with weight 1 − λ = 0.1.
-- MMRec builds the learned graph with gradient once per epoch (first batch) and reuses it detached; here it
-  is rebuilt with gradient at every training call, since the contract has no epoch hook.
+- MMRec builds the learned graph with gradient once per epoch (first batch) and reuses it detached, so its
+  projections learn from one batch per epoch; here the neighbours are kept for the epoch but the edge
+  values are recomputed with gradient at every call, so every batch trains them.
 - Similarities below 0 are clipped to 0 so that degrees stay positive (the dense code would take a negative
   row sum to a NaN).
 - A mean-ablated modality has all similarities tied: its original graph is the uniform average and its
@@ -39,6 +42,8 @@ LATTICE has no user-side modality parameters, so `ablated` changes nothing beyon
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -122,13 +127,11 @@ class LATTICE(Recommender):
         lambda_coeff: float = 0.9
         reg_weight: float = 1e-4
         normalize_item_graph: bool = False
-        graph_refresh: int = 1
+        knn_every: Literal["epoch", "batch"] = "epoch"
         knn_chunk: int = 2048
 
     def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
         super().__init__()
-        if params.graph_refresh < 1:
-            raise ValueError(f"graph_refresh must be >= 1, got {params.graph_refresh}")
         d = params.embedding_size
         self.params = params
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
@@ -147,15 +150,20 @@ class LATTICE(Recommender):
         """The projections p_m = W_m f_m + b_m from which the learned graph is built."""
         return {m: self.proj[m](features[m]) for m in self.modalities}
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """A new epoch searches the learned graph's neighbours again (at its first training call)."""
+        self._neighbours = FeatureCache()
+
     def _neighbour_indices(self, m: str, raw: Tensor, proj: Tensor) -> Tensor:
-        """Top-k indices of the projections; reused for `graph_refresh` training calls on the same features."""
+        """Top-k indices of the projections: in training, searched once per epoch per feature tensor (a
+        counterfactual view has its own) or at every call (`knn_every: batch`); at every evaluation."""
 
         def search(_: Tensor) -> Tensor:
             return topk_neighbours(proj, self.params.knn_k, self.params.knn_chunk)
 
-        if not self.training:
+        if not self.training or self.params.knn_every == "batch":
             return search(raw)
-        return self._neighbours.get(m, raw, search, max_uses=self.params.graph_refresh)
+        return self._neighbours.get(m, raw, search)
 
     def learned_graph(self, features, weights: Tensor) -> LearnedGraph:  # noqa: ANN001
         edges, uniform = [], []

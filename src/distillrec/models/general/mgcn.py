@@ -40,7 +40,7 @@ from distillrec.models.registry import ModelParams, register
 def info_nce(view1: Tensor, view2: Tensor, temperature: float) -> Tensor:
     """Mean over rows of -log softmax_j(cos(v1_i, v2_j)/τ)[i]: row i of each view is the positive pair."""
     v1, v2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
-    logits = v1 @ v2.T / temperature
+    logits = (v1 @ v2.T).div_(temperature)  # in place: the [batch, batch] matrix is this loss's cost
     return F.cross_entropy(logits, torch.arange(len(v1), device=v1.device))
 
 
