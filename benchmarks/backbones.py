@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
     python benchmarks/backbones.py [--models lightgcn,mgcn,...] [--data scientific|baby|both]
-                                   [--reps N] [--threads T] [--json]
+                                   [--reps N] [--threads T] [--device cpu|cuda] [--json]
 
 Per model, on `scientific` (real features) and on Baby-shaped data (amazon-baby's interactions with seeded
 random features of MMRec's Baby widths, image 4096 and text 384), one thread by default:
@@ -73,10 +73,11 @@ def matmul_floor(trainer: Trainer) -> Any:
     users = trainer.task.evaluator.plan("valid").users
     n_items, d = rep.item.shape[0], rep.item.shape[-1]
     gen = torch.Generator().manual_seed(0)
-    user = torch.randn(int(rep.user.shape[0]), d, generator=gen)
-    item_t = torch.randn(n_items, d, generator=gen).T.contiguous()
+    dev = trainer.device
+    user = torch.randn(int(rep.user.shape[0]), d, generator=gen).to(dev)
+    item_t = torch.randn(n_items, d, generator=gen).T.contiguous().to(dev)
     chunk = trainer.config.eval_batch_size
-    buf = torch.empty(chunk, n_items)
+    buf = torch.empty(chunk, n_items, device=dev)
 
     def run() -> None:
         for s in range(0, len(users), chunk):
@@ -86,8 +87,9 @@ def matmul_floor(trainer: Trainer) -> Any:
     return run
 
 
-def measure(name: str, ds: Any, reps: int) -> dict[str, float]:
-    trainer = Trainer(build_model(name, ds), ds, TrainConfig(batch_size=2048, seed=0), quiet=True)
+def measure(name: str, ds: Any, reps: int, device: str) -> dict[str, float]:
+    cfg = TrainConfig(batch_size=2048, seed=0)
+    trainer = Trainer(build_model(name, ds), ds, cfg, device=torch.device(device), quiet=True)
     trainer._train_epoch(1)  # graphs, caches and allocator warmed as in any epoch after the first
     row = {"epoch_s": median_time(lambda: trainer._train_epoch(2), reps)}
     row["bare_loop_s"] = median_time(bare_loop(trainer), reps)
@@ -100,7 +102,7 @@ def measure(name: str, ds: Any, reps: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = timing_parser(__doc__, reps=3, threads=1)
+    ap = timing_parser(__doc__, reps=3, threads=1, device=True)
     ap.add_argument("--models", default=",".join(trainable_models()))
     ap.add_argument("--data", choices=("scientific", "baby", "both"), default="both")
     ap.add_argument("--baby", default="../shared/datasets/amazon-baby", help="amazon-baby folder")
@@ -113,9 +115,14 @@ def main() -> None:
     if args.data in ("baby", "both"):
         datasets["baby-shaped"] = baby_shaped(Path(args.baby))
     names = [n for n in args.models.split(",") if n]
-    result: dict[str, Any] = {"threads": torch.get_num_threads(), "reps": args.reps, "datasets": {}}
+    result: dict[str, Any] = {
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "reps": args.reps,
+        "datasets": {},
+    }
     for label, ds in datasets.items():
-        rows = {name: measure(name, ds, args.reps) for name in names}
+        rows = {name: measure(name, ds, args.reps, args.device) for name in names}
         shape = {"users": ds.n_users, "items": ds.n_items, "train_pairs": int(ds.train.nnz)}
         result["datasets"][label] = {**shape, "models": rows}
     if args.json:

@@ -30,21 +30,32 @@ from distillrec.training.scoring import model_score_fn
 from distillrec.training.trainer import Trainer
 
 
+def _sync() -> None:
+    """Wait for queued GPU work, so that a timing covers it (nothing to wait for on a CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def median_time(fn, reps: int) -> float:  # noqa: ANN001
     times = []
     for _ in range(reps):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def timing_parser(doc: str, reps: int, threads: int) -> argparse.ArgumentParser:
-    """The options every benchmark in this folder shares: repetitions, threads, JSON output."""
+def timing_parser(doc: str, reps: int, threads: int, device: bool = False) -> argparse.ArgumentParser:
+    """The options every benchmark in this folder shares: repetitions, threads, JSON output (and, where the
+    benchmark can run on a GPU, `--device`)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--reps", type=int, default=reps)
     ap.add_argument("--threads", type=int, default=threads)
     ap.add_argument("--json", action="store_true")
+    if device:
+        ap.add_argument("--device", default="cpu", help="cpu or cuda (the JSON says which ran)")
     return ap
 
 
