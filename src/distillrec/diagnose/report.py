@@ -72,10 +72,12 @@ def _not_applicable(method: str, reason: str) -> dict[str, Any]:
     }
 
 
-def _refusal(method: str, run: Run) -> str | None:
-    """Why `method` cannot run on this run's backbone (its task, its capabilities), or None."""
+def _refusal(method: str, run: Run, own_params: bool = True) -> str | None:
+    """Why `method` cannot run on this run's backbone (its task, its capabilities with the run's own
+    parameters, or with any where `own_params` is False), or None."""
+    groups = {"model": run.config["params"]} if own_params else {}
     try:
-        check_distill([method], run.config["model"], {"model": run.config["params"]})
+        check_distill([method], run.config["model"], groups)
     except ConfigError as exc:
         return str(exc)
     return None
@@ -92,7 +94,7 @@ def diagnose_ckd(run: Run, train_teachers: bool = False) -> dict[str, Any]:
     reason = (
         f"no cached uni-modal teacher for {', '.join(missing)} (train_teachers=True trains it into CKD's cache)"
         if missing
-        else "teachers from " + ", ".join(sorted({e["teacher_from"] for e in d["modalities"].values()}))
+        else "teachers: " + ", ".join(sorted({e["teacher_from"] for e in d["modalities"].values()}))
     )
     return _entry("ckd", d.pop("value"), reason, d)
 
@@ -110,7 +112,7 @@ def diagnose_sgfd(run: Run) -> dict[str, Any]:
 
 
 def diagnose_cdl(run: Run) -> dict[str, Any]:
-    why = _refusal("cdl", run)
+    why = _refusal("cdl", run, own_params=False)  # an ID-only input is a setting of the model, not its kind
     if why is not None:
         return _not_applicable("cdl", why)
     if not forgetting.has_modality_tables(run):
