@@ -19,6 +19,8 @@ from distillrec.diagnose.reliance import imbalance, sample_triples
 from distillrec.diagnose.semantics import label_signal, raw_probe, semantic_gap, unseparated_items
 from distillrec.diagnose.thresholds import Case, fit, verdict
 from distillrec.diagnose.variants import (
+    PREMISE_ROOT,
+    PREMISE_VARIANTS,
     add_noise,
     low_rank,
     snr_db,
@@ -27,6 +29,7 @@ from distillrec.diagnose.variants import (
 )
 from distillrec.errors import ConfigError, DataError, DistillrecError
 from distillrec.experiment.api import load_run, train
+from distillrec.experiment.definition import load_definition
 from distillrec.models.registry import build_model
 from distillrec.training.trainer import seed_everything
 from tests.conftest import make_dataset, write_mmrec
@@ -224,6 +227,17 @@ def test_an_id_only_next_item_model_cannot_tell_forgetting(tmp_path):
     assert "no modality item tables" in result["methods"]["cdl"]["reason"]
 
 
+def test_one_modality_without_labels_leaves_ckd_and_sgfd_not_applicable(tmp_path):
+    ds = make_dataset(n_users=30, n_items=30, modalities={"text": 5}, n_labels=0)
+    res = train("vbpr", write_mmrec(ds, tmp_path / "data"), seeds=[1], set={"epochs": 1}, out=tmp_path)[0]
+    result = diagnose(res.run_dir)
+    _check_schema(result)
+    m = result["methods"]
+    assert m["ckd"]["verdict"] == "not applicable" and "balances modalities" in m["ckd"]["reason"]
+    assert m["sgfd"]["verdict"] == "not applicable" and "no item labels" in m["sgfd"]["reason"]
+    assert m["cdl"]["verdict"] == "not applicable" and m["ckd"]["details"] == {}
+
+
 def test_bad_run_folders_are_one_line_errors(tmp_path):
     with pytest.raises(DistillrecError, match="not a run folder"):
         diagnose(tmp_path)
@@ -289,6 +303,15 @@ def test_category_path_is_stripped():
     assert strip_category_path("Angel Pads 2x2 in. Industrial & Scientific Medical. K.S. Choi Corp.") == (
         "Angel Pads 2x2 in. K.S. Choi Corp."
     )
+
+
+def test_premise_experiments_name_the_premise_variants():
+    root = Path(__file__).resolve().parents[1]
+    named = set()
+    for method in ("ckd", "sgfd", "cdl"):
+        definition = load_definition(root / "experiments" / f"diagnose-{method}.yaml")
+        named |= {d for d in definition.datasets if "/" in d}
+    assert named == {str(PREMISE_ROOT / name) for name in PREMISE_VARIANTS}
 
 
 class _Encoder:
