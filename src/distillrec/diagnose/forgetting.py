@@ -68,8 +68,8 @@ def from_checkpoint(run: Run, options: ProbeOptions | None = None) -> dict[str, 
     with torch.random.fork_rng():
         seed_everything(int(run.config["seed"]))
         initial = build_model(run.config["model"], run.dataset, run.config["params"]).to(run.device).eval()
-    first = probe.measure(initial)  # type: ignore[arg-type]
-    best = probe.measure(run.model)  # type: ignore[arg-type]
+    assert isinstance(initial, HasCorrelationTables) and isinstance(run.model, HasCorrelationTables)
+    first, best = probe.measure(initial), probe.measure(run.model)
     mods = [k.removeprefix(TARGET) for k in first if k.startswith(TARGET)]
     drops = {m: first[TARGET + m] - best[TARGET + m] for m in mods}
     return {
