@@ -7,5 +7,17 @@ Layer: above `experiment` (it loads runs and reuses the probe and per-modality d
 """
 
 from distillrec.diagnose.report import SCHEMA, THRESHOLDS, diagnose, render_markdown, render_table, rows
+from distillrec.diagnose.variants import KINDS, VariantResult, write_premise_variants, write_variant
 
-__all__ = ["SCHEMA", "THRESHOLDS", "diagnose", "render_markdown", "render_table", "rows"]
+__all__ = [
+    "KINDS",
+    "SCHEMA",
+    "THRESHOLDS",
+    "VariantResult",
+    "diagnose",
+    "render_markdown",
+    "render_table",
+    "rows",
+    "write_premise_variants",
+    "write_variant",
+]
