@@ -20,7 +20,13 @@ def probe_accuracy(x: Tensor, labels: Tensor, seed: int = 0, steps: int = 500, l
     tr, te = perm[:cut], perm[cut:]
     x = F.normalize(x.detach().double().cpu(), dim=1)
     y = labels.cpu()
-    n_cls = int(y.max()) + 1
+    w, b = _fit(x, y, tr, int(y.max()) + 1, steps, l2)
+    with torch.no_grad():
+        return float(((x[te] @ w + b).argmax(1) == y[te]).float().mean())
+
+
+def _fit(x: Tensor, y: Tensor, tr: Tensor, n_cls: int, steps: int, l2: float) -> tuple[Tensor, Tensor]:
+    """The penalised multinomial logistic regression on rows `tr` of the (normalised, float64) `x`."""
     w = torch.zeros(x.shape[1], n_cls, dtype=x.dtype, requires_grad=True)
     b = torch.zeros(n_cls, dtype=x.dtype, requires_grad=True)
     opt = torch.optim.LBFGS(
@@ -34,8 +40,27 @@ def probe_accuracy(x: Tensor, labels: Tensor, seed: int = 0, steps: int = 500, l
         return loss
 
     opt.step(closure)
-    with torch.no_grad():
-        return float(((x[te] @ w + b).argmax(1) == y[te]).float().mean())
+    return w.detach(), b.detach()
+
+
+def probe_predictions(
+    x: Tensor, labels: Tensor, folds: int = 5, seed: int = 0, steps: int = 500, l2: float = 1e-3
+) -> Tensor:
+    """Cross-fitted probe predictions: each labelled item's category as predicted by a probe fitted on the
+    other folds (so no item is judged by a probe that saw it); -1 for unlabelled items. What the features
+    alone can say about each item's category."""
+    known = (labels >= 0).nonzero().squeeze(1)
+    g = torch.Generator().manual_seed(seed)
+    perm = known[torch.randperm(len(known), generator=g)]
+    x = F.normalize(x.detach().double().cpu(), dim=1)
+    y = labels.cpu()
+    n_cls = int(y.max()) + 1
+    pred = torch.full_like(y, -1)
+    for part in perm.tensor_split(folds):
+        rest = perm[~torch.isin(perm, part)]
+        w, b = _fit(x, y, rest, n_cls, steps, l2)
+        pred[part] = (x[part] @ w + b).argmax(1)
+    return pred
 
 
 def majority_rate(labels: Tensor, seed: int = 0) -> float:

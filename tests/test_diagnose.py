@@ -1,0 +1,361 @@
+"""`distillrec.diagnose`: each premise quantity on a case whose value is known, the verdict thresholds, the
+result's schema, and the premise variants (seeded, hashed, at the SNR asked for)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from distillrec.data.registry import load_dataset
+from distillrec.diagnose import diagnose, render_markdown, render_table
+from distillrec.diagnose.forgetting import from_checkpoint, from_history
+from distillrec.diagnose.reliance import imbalance, sample_triples
+from distillrec.diagnose.semantics import label_signal, raw_probe, semantic_gap, unseparated_items
+from distillrec.diagnose.thresholds import Case, fit, verdict
+from distillrec.diagnose.variants import (
+    PREMISE_ROOT,
+    PREMISE_VARIANTS,
+    add_noise,
+    low_rank,
+    snr_db,
+    strip_category_path,
+    write_variant,
+)
+from distillrec.errors import ConfigError, DataError, DistillrecError
+from distillrec.experiment.api import load_run, train
+from distillrec.experiment.definition import load_definition
+from distillrec.models.registry import build_model
+from distillrec.training.trainer import seed_everything
+from tests.conftest import make_dataset, write_mmrec
+from tests.test_next_item import make_seq_dataset, write_seq_inter
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+VERDICTS = {"likely to help", "unlikely", "cannot tell", "not applicable"}
+
+
+# --------------------------------------------------------------------------- CKD: reliance and imbalance
+class _Popularity:
+    """A stand-in teacher: an item's score is its entry of the representation (a popularity vector)."""
+
+    def pair_score(self, rep: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return rep[items]
+
+
+def test_a_model_that_ignores_a_modality_shows_the_imbalance():
+    ds = make_dataset(n_users=40, n_items=30)
+    torch.manual_seed(0)
+    model = build_model("vbpr", ds).eval()
+    with torch.no_grad():  # the image projection outputs zero: the model cannot use the image
+        model.proj["image"].weight.zero_()
+        model.proj["image"].bias.zero_()
+    triples = sample_triples(ds, 512, seed=0)
+    if imbalance(model, ds.features, triples)["delta"]["text"] < 0:  # make the text help, as training would
+        with torch.no_grad():
+            model.proj["text"].weight.neg_()
+    # teachers scoring by training popularity: positive margins on training triples, the same per modality
+    popularity = torch.from_numpy(np.asarray(ds.train.sum(axis=0)).ravel()).float()
+    out = imbalance(model, ds.features, triples, {m: (_Popularity(), popularity) for m in ds.features})
+    assert out["delta"]["image"] == 0.0  # ablating what it ignores changes no margin
+    assert out["delta"]["text"] > 1e-4
+    assert out["teacher_margin"]["image"] == out["teacher_margin"]["text"] > 0
+    assert out["rho"]["image"] == pytest.approx(1e-8 / out["teacher_margin"]["image"])
+    assert out["rho"]["text"] == pytest.approx(out["delta"]["text"] / out["teacher_margin"]["text"], rel=1e-5)
+    # the paper's rule gives the ignored modality (almost) all the weight; the weights sum to 1
+    assert out["lambda"]["image"] > 0.99 and out["lambda"]["text"] < 0.01
+    assert out["lambda"]["image"] + out["lambda"]["text"] == pytest.approx(1.0)
+
+
+def test_triples_are_training_positives_and_unseen_negatives():
+    ds = make_dataset(n_users=40, n_items=30)
+    u, i, j = (t.numpy().copy() for t in sample_triples(ds, 300, seed=3))
+    assert (np.asarray(ds.train[u, i]).ravel() == 1).all()
+    assert (np.asarray(ds.train[u, j]).ravel() == 0).all()
+    again = sample_triples(ds, 300, seed=3)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip((u, i, j), again, strict=True))
+
+
+# --------------------------------------------------------------------------- SGFD: semantics
+def test_features_that_encode_the_labels_probe_near_one_and_leave_no_signal_beyond_them():
+    ds = make_dataset(n_users=40, n_items=120, n_labels=4)
+    lab = ds.labels.clamp(min=0)
+    g = torch.Generator().manual_seed(1)
+    ds.features = {
+        "image": torch.nn.functional.one_hot(lab, 4).float() * 5 + 0.1 * torch.randn(120, 4, generator=g),
+        "text": torch.randn(120, 6, generator=g),  # noise: probes near chance
+    }
+    probe = raw_probe(ds)
+    assert probe["image"] > 0.95
+    assert probe["text"] < 0.7
+    assert not unseparated_items(ds).any()  # the image tells every category
+    gap = semantic_gap(ds)
+    assert gap["value"] == 0.0 and gap["unseparated"]["share_unseparated"] == 0.0
+
+
+def test_label_signal_by_hand():
+    # 3 users, 4 items; categories 0, 0, 1, 1. Training: u0 has item 0 (cat 0), u1 item 2 (cat 1), u2 item 0.
+    train = sp.csr_matrix(([1, 1, 1], ([0, 1, 2], [0, 2, 0])), shape=(3, 4))
+    # test: u0 -> item 1 (cat 0, met), u1 -> item 3 (cat 1, met), u2 -> item 3 (cat 1, not met)
+    test = sp.csr_matrix(([1, 1, 1], ([0, 1, 2], [1, 3, 3])), shape=(3, 4))
+    labels = torch.tensor([0, 0, 1, 1])
+    unseparated = np.array([False, True, False, True])  # the features cannot tell items 1 and 3
+    out = label_signal(train, test, labels, unseparated)
+    assert out["share_unseparated"] == 1.0  # every test item is unseparated
+    assert out["observed"] == pytest.approx(2 / 3)
+    # permutation null: restricted categories are 0, 1, 1 (q = 1/3, 2/3); u0 met {0}, u1 {1}, u2 {0}
+    chance = (1 / 3 + 2 / 3 + 1 / 3) / 3
+    assert out["chance"] == pytest.approx(chance)
+    assert out["value"] == pytest.approx(2 / 3 - chance)
+    only_item1 = label_signal(train, test, labels, np.array([False, True, False, False]))
+    assert only_item1["share_unseparated"] == pytest.approx(1 / 3)
+    assert only_item1["observed"] == 1.0 and only_item1["chance"] == 1.0 and only_item1["value"] == 0.0
+
+
+def test_semantic_gap_refuses_a_dataset_without_labels():
+    ds = make_dataset(n_labels=0)
+    with pytest.raises(DataError, match="no item labels"):
+        semantic_gap(ds)
+
+
+# --------------------------------------------------------------------------- CDL: forgetting
+def test_forgetting_from_history_is_the_drop_to_the_best_epoch():
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3, 4],
+            "code_corr_image": [0.99, 0.95, 0.90, 0.80],
+            "code_corr_text": [0.98, 0.97, 0.97, 0.96],
+            "cdl_corr_image": [0.5, 0.7, 0.9, 0.95],
+            "loss": [4.0, 3.0, 2.0, 1.0],
+        }
+    )
+    out = from_history(history, best_epoch=3)
+    assert out["value"] == pytest.approx(0.09)
+    assert out["drop"]["text"] == pytest.approx(0.01)
+    assert out["supervised_first_best"]["image"] == [0.5, 0.9]
+    assert out["curves"]["target"]["image"] == [0.99, 0.95, 0.90, 0.80]
+    assert from_history(history.drop(columns=["code_corr_image", "code_corr_text"]), 3) is None
+
+
+def _seq_run(tmp_path: Path, params: dict, epochs: int = 3) -> Path:
+    ds = make_seq_dataset(n_users=40, n_items=50)
+    write_seq_inter(ds, tmp_path / "seqdata")
+    settings = {"epochs": epochs, "train.lr": 0.05, **params}
+    return train("gru4rec", str(tmp_path / "seqdata"), seeds=[4], set=settings, out=tmp_path / "runs")[
+        0
+    ].run_dir
+
+
+def test_frozen_modality_tables_show_no_forgetting(tmp_path):
+    run = load_run(_seq_run(tmp_path, {"modality_input": True}), device="cpu")
+    moved = from_checkpoint(run)
+    assert moved["from"].startswith("checkpoint")
+    assert moved["value"] > 1e-4  # training at a high lr moved the tables
+    # the same run with its modality tables put back to their initial values (as if frozen): no forgetting
+    seed_everything(4)
+    initial = build_model("gru4rec", run.dataset, run.config["params"])
+    with torch.no_grad():
+        for m in run.dataset.modalities:
+            run.model.modality[m].copy_(initial.modality[m])
+    frozen = from_checkpoint(run)
+    assert all(abs(d) < 1e-6 for d in frozen["drop"].values())
+
+
+# --------------------------------------------------------------------------- thresholds
+def test_threshold_fit_and_verdicts():
+    none_helped = (Case(0.1, False, "a"), Case(0.3, False, "b"))
+    assert fit(none_helped) == 0.3  # "likely" only beyond every case measured
+    mixed = (Case(0.1, False, "a"), Case(0.2, False, "b"), Case(0.5, True, "c"), Case(0.6, True, "d"))
+    assert fit(mixed) == 0.2
+    assert verdict(0.25, 0.2) == "likely to help" and verdict(0.2, 0.2) == "unlikely"
+    assert verdict(None, 0.2) == "cannot tell" and verdict(float("nan"), 0.2) == "cannot tell"
+
+
+# --------------------------------------------------------------------------- diagnose(run_dir)
+def _check_schema(result: dict) -> None:
+    assert set(result) == {"schema", "run", "model", "task", "dataset", "distill", "methods"}
+    assert result["schema"] == 1 and set(result["methods"]) == {"ckd", "sgfd", "cdl"}
+    for entry in result["methods"].values():
+        assert set(entry) == {"verdict", "quantity", "value", "threshold", "reason", "details"}
+        assert entry["verdict"] in VERDICTS and entry["reason"]
+        assert entry["value"] is None or isinstance(entry["value"], float)
+    assert json.loads(json.dumps(result, allow_nan=False)) == result  # plain JSON, no NaN
+
+
+@pytest.mark.slow
+def test_diagnose_a_topk_run_trains_then_reuses_the_teachers(tmp_path):
+    folder = write_mmrec(make_dataset(n_users=40, n_items=30), tmp_path / "data")
+    run_dir = train("vbpr", folder, seeds=[1], set={"epochs": 2}, out=tmp_path / "runs")[0].run_dir
+    first = diagnose(run_dir)
+    _check_schema(first)
+    ckd = first["methods"]["ckd"]
+    assert ckd["verdict"] == "cannot tell" and "no cached uni-modal teacher" in ckd["reason"]
+    assert first["methods"]["cdl"]["verdict"] == "not applicable"
+    assert first["methods"]["sgfd"]["verdict"] in {"likely to help", "unlikely"}
+    trained = diagnose(run_dir, train_teachers=True)["methods"]["ckd"]
+    assert {e["teacher_from"] for e in trained["details"]["modalities"].values()} == {"trained now"}
+    again = diagnose(run_dir)
+    _check_schema(again)
+    ckd = again["methods"]["ckd"]
+    assert {e["teacher_from"] for e in ckd["details"]["modalities"].values()} == {"cache"}
+    heads = [e["headroom"] for e in ckd["details"]["modalities"].values()]
+    assert ckd["value"] == max(heads) and ckd["verdict"] in {"likely to help", "unlikely"}
+    assert set(ckd["details"]["imbalance"]["lambda"]) == {"image", "text"}
+    text = render_markdown(again)
+    assert all(f"| {m} | {again['methods'][m]['verdict']} |" in text for m in ("ckd", "sgfd", "cdl"))
+    assert render_table(again).row_count == 3
+
+
+def test_diagnose_a_next_item_run(tmp_path):
+    result = diagnose(_seq_run(tmp_path, {"modality_input": True}, epochs=2))
+    _check_schema(result)
+    m = result["methods"]
+    assert m["ckd"]["verdict"] == "not applicable" and "next-item" in m["ckd"]["reason"]
+    assert m["sgfd"]["verdict"] == "not applicable" and "labels" in m["sgfd"]["reason"]
+    assert m["cdl"]["verdict"] in {"likely to help", "unlikely"}
+    assert m["cdl"]["details"]["from"].startswith("checkpoint")
+
+
+def test_an_id_only_next_item_model_cannot_tell_forgetting(tmp_path):
+    result = diagnose(_seq_run(tmp_path, {}, epochs=1))
+    assert result["methods"]["cdl"]["verdict"] == "cannot tell"
+    assert "no modality item tables" in result["methods"]["cdl"]["reason"]
+
+
+def test_one_modality_without_labels_leaves_ckd_and_sgfd_not_applicable(tmp_path):
+    ds = make_dataset(n_users=30, n_items=30, modalities={"text": 5}, n_labels=0)
+    res = train("vbpr", write_mmrec(ds, tmp_path / "data"), seeds=[1], set={"epochs": 1}, out=tmp_path)[0]
+    result = diagnose(res.run_dir)
+    _check_schema(result)
+    m = result["methods"]
+    assert m["ckd"]["verdict"] == "not applicable" and "balances modalities" in m["ckd"]["reason"]
+    assert m["sgfd"]["verdict"] == "not applicable" and "no item labels" in m["sgfd"]["reason"]
+    assert m["cdl"]["verdict"] == "not applicable" and m["ckd"]["details"] == {}
+
+
+def test_bad_run_folders_are_one_line_errors(tmp_path):
+    with pytest.raises(DistillrecError, match="not a run folder"):
+        diagnose(tmp_path)
+    (tmp_path / "config.yaml").write_text("model: vbpr\n")
+    with pytest.raises(DistillrecError, match="has not finished"):
+        diagnose(tmp_path)
+
+
+# --------------------------------------------------------------------------- variants
+def test_noise_has_the_snr_asked_for_and_is_seeded():
+    x = np.random.default_rng(0).normal(size=(800, 64)).astype(np.float32) + 0.5
+    for target in (20.0, 0.0, -10.0):
+        assert snr_db(x, add_noise(x, target, seed=1)) == pytest.approx(target, abs=0.05)
+    assert np.array_equal(add_noise(x, 3.0, seed=1), add_noise(x, 3.0, seed=1))
+    assert not np.array_equal(add_noise(x, 3.0, seed=1), add_noise(x, 3.0, seed=2))
+
+
+def test_low_rank_has_the_rank_asked_for():
+    x = np.random.default_rng(0).normal(size=(100, 20)).astype(np.float32)
+    y = low_rank(x, 3)
+    assert np.linalg.matrix_rank(y - y.mean(axis=0), tol=1e-4) == 3
+    assert np.allclose(low_rank(x, 20), x, atol=1e-4)
+    with pytest.raises(ConfigError, match="rank"):
+        low_rank(x, 0)
+
+
+def test_noise_variant_folders_are_seeded_and_hashed(tmp_path):
+    src = Path(write_mmrec(make_dataset(n_users=30, n_items=300), tmp_path / "src"))
+    a = write_variant("noise", src, tmp_path / "a", modality="image", snr_db=0, seed=1)
+    b = write_variant("noise", src, tmp_path / "b", modality="image", snr_db=0, seed=1)
+    c = write_variant("noise", src, tmp_path / "c", modality="image", snr_db=0, seed=2)
+    assert a.written == ["image_feat.npy"]
+    assert a.sha256["image_feat.npy"] == b.sha256["image_feat.npy"] != c.sha256["image_feat.npy"]
+    assert a.sha256["text_feat.npy"] == c.sha256["text_feat.npy"]  # the other modality is a copy
+    source_md = (a.path / "SOURCE.md").read_text()
+    assert a.sha256["image_feat.npy"] in source_md and "snr_db" in source_md and str(src) in source_md
+    ds = load_dataset(a.path)
+    assert ds.name == "a" and ds.modalities == ["image", "text"]  # its own dataset name
+    clean = np.load(src / "image_feat.npy")
+    assert snr_db(clean, ds.features["image"].numpy()) == pytest.approx(0.0, abs=0.3)
+    with pytest.raises(DataError, match="already exists"):
+        write_variant("noise", src, tmp_path / "a", modality="image", snr_db=0, seed=1)
+    with pytest.raises(ConfigError, match="needs snr_db"):
+        write_variant("noise", src, tmp_path / "d", modality="image")
+    with pytest.raises(ConfigError, match="unknown variant kind"):
+        write_variant("blur", src, tmp_path / "d")
+
+
+def test_drop_variant_leaves_the_modality_out(tmp_path):
+    src = write_mmrec(make_dataset(n_users=30, n_items=40), tmp_path / "src")
+    out = write_variant("drop", src, tmp_path / "image-only", modality="text")
+    assert load_dataset(out.path).modalities == ["image"]
+    assert "text_feat.npy" not in out.sha256
+
+
+def test_category_path_is_stripped():
+    text = (
+        "Shoe GOO Adhesive, 3.7 fl oz. Industrial & Scientific Tapes, Adhesives & Sealants Cyanoacrylate "
+        "Adhesives. Shoegoo."
+    )
+    assert strip_category_path(text) == "Shoe GOO Adhesive, 3.7 fl oz. Shoegoo."
+    assert strip_category_path("Slides & Cover Glass. . CB.") == "Slides & Cover Glass. CB."
+    assert strip_category_path("Angel Pads 2x2 in. Industrial & Scientific Medical. K.S. Choi Corp.") == (
+        "Angel Pads 2x2 in. K.S. Choi Corp."
+    )
+
+
+def test_premise_experiments_name_the_premise_variants():
+    root = Path(__file__).resolve().parents[1]
+    named = set()
+    for method in ("ckd", "sgfd", "cdl"):
+        definition = load_definition(root / "experiments" / f"diagnose-{method}.yaml")
+        named |= {d for d in definition.datasets if "/" in d}
+    assert named == {str(PREMISE_ROOT / name) for name in PREMISE_VARIANTS}
+
+
+class _Encoder:
+    """A stand-in sentence encoder: a hash of the text's words (what is embedded is what we check)."""
+
+    def encode(self, texts: list[str], **kwargs: object) -> np.ndarray:
+        out = np.zeros((len(texts), 8), dtype=np.float32)
+        for k, t in enumerate(texts):
+            for w in t.split():
+                out[k, sum(map(ord, w)) % 8] += 1
+        if kwargs.get("normalize_embeddings"):
+            out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out
+
+
+def test_no_category_text_variant_reembeds_the_stripped_text(tmp_path):
+    ds = make_dataset(n_users=10, n_items=6, per_user=4)
+    src = Path(write_mmrec(ds, tmp_path / "src"))
+    texts = [
+        "Glue, 15 g. Industrial & Scientific Tapes, Adhesives & Sealants. Gorilla.",
+        "Slides. . CB.",
+        "Reacher. Industrial & Scientific Material Handling Products Lifting. Vive.",
+        "File. Industrial & Scientific Abrasive & Finishing Products Hand Files. Stanley.",
+        "Tape. Industrial & Scientific Tapes Duct Tape. 3M.",
+        "Broken />. Industrial & Scientific Fasteners Nut Sets. Boltsize-It.",
+    ]
+    pd.DataFrame({"itemID": range(6), "asin": list("abcdef"), "category_id": 0, "text": texts}).to_csv(
+        src / "items.tsv", sep="\t", index=False
+    )
+    out = write_variant("no-category-text", src, tmp_path / "nocat", model=_Encoder())
+    stripped = pd.read_csv(out.path / "items_nocategory.tsv", sep="\t")["text"].tolist()
+    assert stripped == [
+        "Glue, 15 g. Gorilla.",
+        "Slides. CB.",
+        "Reacher. Vive.",
+        "File. Stanley.",
+        "Tape. 3M.",
+        "Broken />. Boltsize-It.",
+    ]
+    feats = np.load(out.path / "text_feat.npy")
+    assert feats.shape == (6, 8)
+    assert np.allclose(feats, _Encoder().encode(stripped, normalize_embeddings=True), atol=1e-6)
+    assert out.sha256["text_feat.npy"] in (out.path / "SOURCE.md").read_text()
+    with pytest.raises(DataError, match="no items.tsv"):
+        write_variant(
+            "no-category-text", write_mmrec(ds, tmp_path / "bare"), tmp_path / "x", model=_Encoder()
+        )
