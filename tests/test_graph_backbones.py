@@ -211,3 +211,23 @@ def test_lattice_edge_values_get_gradient_while_the_neighbours_are_reused():
     rep.item.sum().backward()
     grad = model.proj["only"].weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_freedom_modality_bpr_projects_only_the_batch_items_and_equals_the_all_item_projection(monkeypatch):
+    from distillrec.models.losses import dot_bpr_loss
+
+    ds = make_dataset(n_items=40, modalities={"image": 13, "text": 7})
+    model = build_model("freedom", ds)
+    rep = model.represent(ds.features)
+    g = torch.Generator().manual_seed(0)
+    users = torch.randint(ds.n_users, (16,), generator=g)
+    pos, neg = torch.randint(40, (16,), generator=g), torch.randint(40, (16, 3), generator=g)
+    rows = []
+    real = model.proj["image"].forward
+    monkeypatch.setattr(model.proj["image"], "forward", lambda x: rows.append(len(x)) or real(x))
+    got = model.loss(rep, Batch(users, pos, neg))["modal_bpr"]
+    assert rows == [len(torch.unique(torch.cat([pos, neg.reshape(-1)])))]
+    u = rep.user[users]
+    every = {m: model.proj[m](ds.features[m]) for m in model.modalities}
+    want = model.params.reg_weight * sum(dot_bpr_loss(u, e[pos], e[neg]) for e in every.values())
+    torch.testing.assert_close(got, want)

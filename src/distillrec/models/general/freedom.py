@@ -27,7 +27,8 @@ Reference: enoche/FREEDOM and MMRec `src/models/freedom.py`. Departures, each on
   `prune_every: batch` redraws at every training `represent` call (each batch) from the global generator,
   the per-step DropEdge form earlier versions used.
 FREEDOM has no user-side modality parameters, so `ablated` changes nothing beyond the features themselves.
-`parts[m] = (user, W_m f_m)`: the per-modality score its loss trains.
+The modality BPR terms score the final user vectors against W_m f_m of the batch's items, projected in the
+loss for those items only (MMRec projects every item at every batch; the values are the same).
 """
 
 from __future__ import annotations
@@ -158,13 +159,20 @@ class FREEDOM(Recommender):
         else:
             final = propagate(self.graph, ego, self.params.n_ui_layers)
         user, item = torch.split(final, [self.n_users, self.n_items])
-        item = item + h
-        parts = {m: (user, e) for m, e in self.modality_embeddings(features).items()}
-        return Representation(user, item, parts=parts)
+        # the modality BPR terms read only the batch's items: their features are projected in `loss`
+        return Representation(user, item + h, extras={"features": features})
 
     def loss(self, rep: Representation, batch: Batch) -> dict[str, Tensor]:
         u = rep.user[batch.users]
         out = {"bpr": dot_bpr_loss(u, rep.item[batch.pos], rep.item[batch.neg])}
-        modal = sum(dot_bpr_loss(u, e[batch.pos], e[batch.neg]) for _, e in rep.parts.values())
+        # W_m f_m for the batch's distinct items only (not all items at every batch: on Elec-sized data the
+        # projection of every item's 4096-d image features was most of an epoch)
+        items, where = torch.unique(torch.cat([batch.pos, batch.neg.reshape(-1)]), return_inverse=True)
+        pos, neg = where[: len(batch.pos)], where[len(batch.pos) :].view(batch.neg.shape)
+        features = rep.extras["features"]
+        modal = sum(
+            dot_bpr_loss(u, e[pos], e[neg])
+            for e in (self.proj[m](features[m][items]) for m in self.modalities)
+        )
         out["modal_bpr"] = self.params.reg_weight * modal
         return out
