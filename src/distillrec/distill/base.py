@@ -2,7 +2,7 @@
 
 Besides its hooks, a distiller class declares, for the experiment engine:
 
-- `search_space`: the options worth tuning, in the format of `experiment.space` (a list is a categorical
+- `search_space`: the options worth tuning, in the format of `models.space` (a list is a categorical
   choice, `{low, high[, log]}` a range). The declared spaces are finite (lists only), and every loss weight
   includes 0, so the off point below is one point of the space.
 - `off_point`: the options under which the student is trained exactly as the plain backbone would be (every

@@ -24,8 +24,8 @@ import numpy as np
 
 from distillrec.experiment.definition import ExperimentDef
 from distillrec.experiment.executor import Job, Outcome, Pool, threads_per_job
-from distillrec.experiment.space import Space, grid, grid_size, is_finite, parse_space, suggest
 from distillrec.experiment.spec import RunSpec, resolve_spec, route
+from distillrec.models.space import Space, grid, grid_size, is_finite, parse_space, suggest
 
 log = logging.getLogger("distillrec.experiment")
 # per-user test values kept for report runs: the compared metrics and the secondary ones
@@ -435,7 +435,8 @@ class Engine:
     # -- the protocol
     def run(self) -> ExperimentResult:
         from distillrec.data.registry import load_dataset
-        from distillrec.models.registry import model_class, search_space
+        from distillrec.models.registry import model_class
+        from distillrec.training.defaults import search_space
 
         results: list[BackboneResult] = []
         pending: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from distillrec.errors import ConfigError, validation_message
-from distillrec.experiment.space import Space, parse_space
+from distillrec.models.space import Space, parse_space
 
 _REGISTRY: dict[str, type] = {}
 
@@ -80,15 +81,16 @@ def search_grid(name: str) -> dict[str, list[Any]]:
     return dict(_yaml_defaults(name).get("grid") or {})
 
 
-def search_space(name: str) -> Space:
-    """What the experiment engine may tune for the model (its YAML's `search:` block), keys checked."""
-    from distillrec.training.config import TrainConfig  # here: the train package imports the models
-
+def search_space(name: str, train_options: Collection[str]) -> Space:
+    """What the experiment engine may tune for the model (its YAML's `search:` block), keys checked: a
+    model key against its `Params`, a `train.<option>` key against `train_options`, the trainer's fields,
+    which the caller names because the training layer sits above the models
+    (`distillrec.training.defaults.search_space` passes `TrainConfig`'s)."""
     where = str(Path(importlib.import_module(model_class(name).__module__).__file__).with_suffix(".yaml"))
     space = parse_space(_yaml_defaults(name).get("search"), where=where)
     for key in space:
         train = key.startswith("train.")
-        fields = TrainConfig.model_fields if train else model_class(name).Params.model_fields
+        fields = train_options if train else model_class(name).Params.model_fields
         if key.removeprefix("train.") not in fields:
             kind = "a TrainConfig field" if train else f"a hyperparameter of {name!r}"
             raise ConfigError(f"{where}: search key {key!r} is not {kind}")
