@@ -49,14 +49,17 @@ class Representation:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def mean_row(x: Tensor) -> Tensor:
+    """Every row of `x` replaced by their mean: an ablated modality's features, preferences or table."""
+    return x.mean(0, keepdim=True).expand_as(x)
+
+
 def mean_ablate(features: Features, modalities: set[str] | frozenset[str]) -> Features:
     """Replace each named modality's item features by their mean row (the counterfactual 'absent' input)."""
     unknown = set(modalities) - set(features)
     if unknown:
         raise KeyError(f"cannot ablate unknown modalities {sorted(unknown)}; have {sorted(features)}")
-    return {
-        m: (f.mean(dim=0, keepdim=True).expand_as(f) if m in modalities else f) for m, f in features.items()
-    }
+    return {m: (mean_row(f) if m in modalities else f) for m, f in features.items()}
 
 
 class Recommender(nn.Module):

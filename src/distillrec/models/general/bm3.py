@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.embeddings import id_embeddings
+from distillrec.models.embeddings import feature_projections, id_embeddings
 from distillrec.models.graph import SparseGraph, propagate, sym_norm_adjacency
 from distillrec.models.registry import ModelParams, register
 
@@ -63,9 +63,7 @@ class BM3(Recommender):
         self.user_emb, self.item_emb = id_embeddings(self.n_users, self.n_items, d)
         self.predictor = nn.Linear(d, d)
         nn.init.xavier_normal_(self.predictor.weight)
-        self.proj = nn.ModuleDict({m: nn.Linear(w, d) for m, w in dataset.feature_dims.items()})
-        for lin in self.proj.values():
-            nn.init.xavier_normal_(lin.weight)
+        self.proj = feature_projections(dataset.feature_dims, d, nn.init.xavier_normal_)
         self.graph = SparseGraph(sym_norm_adjacency(dataset.train), symmetric=True)
 
     def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.models.embeddings import feature_projections, xavier_table
 from distillrec.models.losses import bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
 
@@ -50,11 +51,9 @@ class DeepStyle(Recommender):
         super().__init__()
         d = params.embedding_size
         self.modalities = list(dataset.features)
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, d)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_items, d)))
-        self.proj = nn.ModuleDict({m: nn.Linear(w, d, bias=False) for m, w in dataset.feature_dims.items()})
-        for lin in self.proj.values():
-            nn.init.xavier_uniform_(lin.weight)
+        self.user_emb = xavier_table(dataset.n_users, d)
+        self.item_emb = xavier_table(dataset.n_items, d)
+        self.proj = feature_projections(dataset.feature_dims, d, bias=False)
         labels = dataset.labels if params.use_labels else None
         if labels is not None and int(labels.max()) >= 0:
             n_cat = int(labels.max()) + 1

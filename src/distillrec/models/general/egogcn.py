@@ -38,6 +38,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.models.embeddings import xavier_table
 from distillrec.models.graph import SparseGraph, sym_norm_adjacency
 from distillrec.models.refined_graph import (
     ConfidenceEdges,
@@ -75,7 +76,7 @@ class EgoGCN(Recommender):
         self.modalities = list(dataset.features)
         self.edges = UserItemEdges(dataset)
         n_nodes, c = self.edges.n_nodes, params.latent_size
-        self.id_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, params.embedding_size)))
+        self.id_emb = xavier_table(n_nodes, params.embedding_size, nn.init.xavier_normal_)
         self.encoder = FeatureEncoder(dataset.feature_dims, c)
         self.pref = UserPreferences(self.modalities, self.n_users, c)
         self.fusion = params.fusion

@@ -33,6 +33,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.models.embeddings import xavier_table
 from distillrec.models.refined_graph import (
     ConfidenceEdges,
     FeatureEncoder,
@@ -67,7 +68,7 @@ class GRCN(Recommender):
         self.modalities = list(dataset.features)
         self.edges = UserItemEdges(dataset)
         n_nodes = self.edges.n_nodes
-        self.id_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, params.embedding_size)))
+        self.id_emb = xavier_table(n_nodes, params.embedding_size, nn.init.xavier_normal_)
         self.encoder = FeatureEncoder(dataset.feature_dims, params.latent_size)
         self.pref = UserPreferences(self.modalities, self.n_users, params.latent_size)
         self.edge_weight = ConfidenceEdges(n_nodes, len(self.modalities), params.weight_mode, params.pruning)

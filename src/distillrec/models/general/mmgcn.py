@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.models.base import Batch, Recommender, Representation, mean_row
+from distillrec.models.embeddings import feature_projections, xavier_table
 from distillrec.models.graph import SparseGraph, mean_adjacency
 from distillrec.models.losses import dot_bpr_loss, mean_square_reg
 from distillrec.models.registry import ModelParams, register
@@ -53,7 +54,7 @@ class _ModalityGCN(nn.Module):
         self.comb = nn.ModuleList()
         for layer in range(n_layers):
             d_in = in_dim if layer == 0 else dim
-            self.conv.append(nn.Parameter(nn.init.xavier_normal_(torch.empty(d_in, d_in))))
+            self.conv.append(xavier_table(d_in, d_in, nn.init.xavier_normal_))
             self.self_lin.append(nn.Linear(d_in, dim))
             self.comb.append(nn.Linear(d_in + dim, dim) if combine == "concat" else nn.Linear(d_in, dim))
             nn.init.xavier_normal_(self.self_lin[-1].weight)
@@ -91,13 +92,11 @@ class MMGCN(Recommender):
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         n_nodes = self.n_users + self.n_items
-        self.id_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, d)))
+        self.id_emb = xavier_table(n_nodes, d, nn.init.xavier_normal_)
         self.user_pref = nn.ParameterDict(
-            {m: nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users, c))) for m in self.modalities}
+            {m: xavier_table(self.n_users, c, nn.init.xavier_normal_) for m in self.modalities}
         )
-        self.proj = nn.ModuleDict({m: nn.Linear(w, c) for m, w in dataset.feature_dims.items()})
-        for lin in self.proj.values():
-            nn.init.xavier_normal_(lin.weight)
+        self.proj = feature_projections(dataset.feature_dims, c, nn.init.xavier_normal_)
         self.gcn = nn.ModuleDict(
             {m: _ModalityGCN(c, d, params.n_layers, params.combine) for m in self.modalities}
         )
@@ -115,7 +114,7 @@ class MMGCN(Recommender):
 
     def _preference(self, m: str, ablated: frozenset[str]) -> Tensor:
         pref = self.user_pref[m]
-        return pref.mean(0, keepdim=True).expand_as(pref) if m in ablated else pref
+        return mean_row(pref) if m in ablated else pref
 
     def represent(self, features, ablated: frozenset[str] = frozenset()) -> Representation:  # noqa: ANN001
         items = self.modality_embeddings(features)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from distillrec.data.next_item import SeqBatch
 from distillrec.errors import ConfigError
-from distillrec.models.base import Recommender, Representation
+from distillrec.models.base import Recommender, Representation, mean_row
 from distillrec.models.registry import ModelParams
 from distillrec.models.schedules import AsyncWarmup, warmup_factors
 
@@ -126,7 +126,7 @@ def modality_tables(dataset, width: int, scale: float) -> nn.ParameterDict:  # n
 
 def ablate_tables(tables: nn.ParameterDict | dict[str, Tensor], ablated: frozenset[str]) -> dict[str, Tensor]:
     """The tables with each ablated modality's rows replaced by their mean row."""
-    return {m: (t.mean(0, keepdim=True).expand_as(t) if m in ablated else t) for m, t in tables.items()}
+    return {m: (mean_row(t) if m in ablated else t) for m, t in tables.items()}
 
 
 def fused_input(id_weight: Tensor, n_items: int, mods: dict[str, Tensor]) -> Tensor:
