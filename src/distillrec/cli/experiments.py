@@ -86,7 +86,7 @@ def experiment(
     from distillrec.training.checkpoint import atomic_write_text
 
     setup_logging(True)
-    given = {
+    given: dict[str, Any] = {
         "datasets": [x for x in dataset.split(",") if x] if dataset else None,
         "backbones": [x for x in backbones.split(",") if x] if backbones else None,
         "methods": [x for x in methods.split(",") if x] if methods is not None else None,

@@ -278,7 +278,7 @@ def _field_rows(model_cls: type[BaseModel]) -> list[tuple[str, str, str]]:
     """(name, default, description) of each field of a typed option group."""
     rows = []
     for name, field in model_cls.model_fields.items():
-        default = field.default_factory() if field.default_factory is not None else field.default
+        default = field.get_default(call_default_factory=True)
         rows.append((name, "required" if field.is_required() else repr(default), field.description or ""))
     return rows
 

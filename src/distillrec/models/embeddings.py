@@ -35,7 +35,7 @@ def feature_projections(
 ) -> nn.ModuleDict:
     """One `nn.Linear(width, dim)` per modality, its weight re-drawn by `init` (the bias keeps the
     default), all layers built before any is re-drawn."""
-    proj = nn.ModuleDict({m: nn.Linear(w, dim, bias=bias) for m, w in feature_dims.items()})
-    for lin in proj.values():
+    layers = {m: nn.Linear(w, dim, bias=bias) for m, w in feature_dims.items()}
+    for lin in layers.values():
         init(lin.weight)
-    return proj
+    return nn.ModuleDict(layers)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Representation, mean_row
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Representation, mean_row
 from distillrec.models.edge_graph import EdgeGraph, bipartite_edges
 from distillrec.models.embeddings import feature_projections, xavier_table
 from distillrec.models.losses import dot_bpr_loss, mean_square_reg
@@ -22,7 +23,7 @@ class UserItemEdges(nn.Module):
     """The training graph as directed edges, users first then items: `full` holds both directions of
     every interaction, `to_users` only item → user (the edges along which routing updates the users)."""
 
-    def __init__(self, dataset) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset) -> None:
         super().__init__()
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.n_nodes = self.n_users + self.n_items
@@ -57,10 +58,10 @@ class FeatureEncoder(nn.Module):
         super().__init__()
         self.mlp = feature_projections(feature_dims, dim, nn.init.xavier_normal_)
 
-    def forward(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def forward(self, features: Features) -> dict[str, Tensor]:
         return {m: F.leaky_relu(lin(features[m])) for m, lin in self.mlp.items()}
 
-    def pre_activation(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def pre_activation(self, features: Features) -> dict[str, Tensor]:
         """W x per modality: the extractor's output before its leaky ReLU (SGFD's student slot)."""
         return {m: lin(features[m]) for m, lin in self.mlp.items()}
 
@@ -104,6 +105,7 @@ class ConfidenceEdges(nn.Module):
         elif self.mode == "max":
             w = alpha.max(1).values
         else:
+            assert self.confidence is not None  # built for this mode
             w = (alpha * self.confidence[src]).max(1).values
         return torch.relu(w) if self.pruning else w
 

@@ -113,7 +113,9 @@ def suggest(trial: Any, space: Space, prefix: str = "") -> dict[str, Any]:
         key = prefix + name
         if dim.choices is not None:
             point[name] = trial.suggest_categorical(key, list(dim.choices))
-        elif dim.integer:
+            continue
+        assert dim.low is not None and dim.high is not None  # a range (validated)
+        if dim.integer:
             point[name] = trial.suggest_int(key, int(dim.low), int(dim.high))
         else:
             point[name] = trial.suggest_float(key, float(dim.low), float(dim.high), log=dim.log)

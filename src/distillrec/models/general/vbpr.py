@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distillrec.models.base import Batch, Recommender, Representation, mean_row
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation, mean_row
 from distillrec.models.embeddings import feature_projections, xavier_table
 from distillrec.models.losses import bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
@@ -23,7 +24,7 @@ class VBPR(Recommender):
         embedding_size: int = 64
         reg_weight: float = 1e-4
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         d = params.embedding_size
         self.modalities = list(dataset.features)
@@ -33,10 +34,10 @@ class VBPR(Recommender):
         self.proj = feature_projections(dataset.feature_dims, d)
         self.reg_weight = params.reg_weight
 
-    def modality_embeddings(self, features) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, torch.Tensor]:
         return {m: self.proj[m](features[m]) for m in self.modalities}
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         items = self.modality_embeddings(features)
         parts = {}
         for m in self.modalities:
