@@ -24,8 +24,9 @@ from distillrec.errors import ConfigError
 from distillrec.experiment.api import train
 from distillrec.experiment.spec import groups_of, resolve_spec
 from distillrec.models.base import Batch, Recommender
-from distillrec.models.registry import build_model, model_names, resolve_params, search_space
+from distillrec.models.registry import build_model, model_names, resolve_params
 from distillrec.training.checkpoint import load_checkpoint
+from distillrec.training.defaults import search_space
 from tests.conftest import make_dataset, train_killed_at_epoch
 from tests.test_next_item import make_seq_dataset
 

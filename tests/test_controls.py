@@ -14,10 +14,10 @@ from distillrec.distill.registry import build_distiller
 from distillrec.distill.sgfd import SGFD
 from distillrec.errors import ConfigError
 from distillrec.experiment.api import train
-from distillrec.experiment.space import grid, is_finite, parse_space
 from distillrec.experiment.spec import route
 from distillrec.models.base import Batch
 from distillrec.models.registry import build_model
+from distillrec.models.space import grid, is_finite, parse_space
 from distillrec.training.checkpoint import load_checkpoint
 from tests.conftest import make_dataset
 from tests.test_next_item import make_seq_dataset

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from distillrec.errors import ConfigError
-from distillrec.experiment.space import grid, grid_size, is_finite
 from distillrec.models import registry
 from distillrec.models.registry import (
     model_class,
     model_names,
     resolve_params,
     search_grid,
-    search_space,
     train_defaults,
 )
+from distillrec.models.space import grid, grid_size, is_finite
 from distillrec.training.config import TrainConfig
+from distillrec.training.defaults import search_space
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -24,14 +24,17 @@ import logging
 import math
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from distillrec.errors import DistillrecError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("distillrec")
 
@@ -103,13 +106,14 @@ class Scorer:
         if self.sequential:
             from distillrec.data.dataset import interactions_to_csr
             from distillrec.data.next_item import event_users
+            from distillrec.models.sequential.base import sequential
             from distillrec.training.next_item import sequence_score_fn
 
             seq = ds.sequences
             if seq is None:
                 raise DistillrecError(f"dataset {ds.name!r} has no ordered histories to continue")
             self.sequences = seq
-            self.sequence_fn = sequence_score_fn(self.model, self.rep)
+            self.sequence_fn = sequence_score_fn(sequential(self.model), self.rep)
             self.masks = {  # next-item protocol: nothing masked; exclude_seen drops the user's whole history
                 False: None,
                 True: interactions_to_csr(event_users(seq), seq.items, ds.n_users, ds.n_items).tocsr(),
@@ -259,7 +263,7 @@ def _validation_detail(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(run_dir: Path | str, device: str = "auto", scorer: Scorer | None = None):  # noqa: ANN201
+def create_app(run_dir: Path | str, device: str = "auto", scorer: Scorer | None = None) -> "FastAPI":
     """The FastAPI application serving the run in `run_dir` (loaded here, once; `scorer`: one already
     loaded). A missing or damaged run folder is a `DistillrecError` with one line."""
     try:
@@ -280,7 +284,7 @@ def create_app(run_dir: Path | str, device: str = "auto", scorer: Scorer | None 
         return await asyncio.get_running_loop().run_in_executor(pool, lambda: JSONResponse(fn(*args)))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         pool.shutdown(wait=False, cancel_futures=True)
 

@@ -199,7 +199,7 @@ def list_datasets(split: str = "auto", seed: int = 0) -> list[dict]:
             "builtin": entry.builtin is not None,
         }
         try:
-            info["format"] = "mmrec" if entry.builtin else detect_format(entry.path)
+            info["format"] = "mmrec" if entry.path is None else detect_format(entry.path)
             ds = _load_entry(entry, split, seed)
         except DistillrecError as exc:
             info["error"] = str(exc)

@@ -7,6 +7,8 @@ order before random keys are drawn. No Python loop runs over users or pairs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from distillrec.errors import ConfigError
@@ -72,7 +74,7 @@ def holdout_sizes(n: np.ndarray, valid: float, test: float) -> tuple[np.ndarray,
     return n_valid, n_test
 
 
-def _check_ratios(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
+def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0:
         raise ConfigError(
             f"split ratios must be three non-negative numbers summing to 1 with train > 0, got {ratios}"

@@ -2,7 +2,7 @@
 
 Besides its hooks, a distiller class declares, for the experiment engine:
 
-- `search_space`: the options worth tuning, in the format of `experiment.space` (a list is a categorical
+- `search_space`: the options worth tuning, in the format of `models.space` (a list is a categorical
   choice, `{low, high[, log]}` a range). The declared spaces are finite (lists only), and every loss weight
   includes 0, so the off point below is one point of the space.
 - `off_point`: the options under which the student is trained exactly as the plain backbone would be (every
@@ -31,9 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
 from torch import Tensor, nn
 
+from distillrec.data.dataset import Dataset
 from distillrec.models.base import OPTIONAL_FEATURE_INPUT, Batch, Recommender, Representation
+from distillrec.models.registry import ModelParams
 
 
 def protocol_members(protocol: type) -> list[str]:
@@ -60,7 +63,7 @@ class Capability:
     features: bool = False
     otherwise: str = ""
 
-    def lacking(self, model_cls: type[Recommender], params: Any = None) -> str | None:  # noqa: ANN401 - the model's Params
+    def lacking(self, model_cls: type[Recommender], params: ModelParams | None = None) -> str | None:
         """What a model of class `model_cls` built with `params` (None: with some configuration) lacks of this
         capability, in words naming the model; None when it has it."""
         name = model_cls.name
@@ -84,6 +87,7 @@ class Distiller(nn.Module):
     """Base class. Its own trainable parameters (e.g. a jointly trained teacher) join the optimiser."""
 
     name: str = ""
+    Options: ClassVar[type[BaseModel]]  # its typed options (`extra="forbid"`, each with a description)
     tasks: ClassVar[frozenset[str]] = frozenset({"topk"})  # the model tasks (Recommender.task) it applies to
     # the engine's declarations (module docstring); empty: nothing to tune, no off point, no control
     search_space: ClassVar[dict[str, Any]] = {}
@@ -96,17 +100,19 @@ class Distiller(nn.Module):
     needs: ClassVar[tuple[Capability, ...]] = ()
 
     @classmethod
-    def at_off_point(cls, options: Any) -> bool:  # noqa: ANN401 - the class's pydantic Options
+    def at_off_point(cls, options: BaseModel) -> bool:
         """Whether `options` hold every value of `off_point` (False when the class declares none)."""
         return bool(cls.off_point) and all(getattr(options, k) == v for k, v in cls.off_point.items())
 
     @classmethod
-    def backbone_needs(cls, options: Any) -> tuple[Capability, ...]:  # noqa: ANN401 - the class's pydantic Options
+    def backbone_needs(cls, options: Any) -> tuple[Capability, ...]:  # Any: each class's own Options
         """The capabilities a backbone must have for this method with `options` (default: `needs`)."""
         return cls.needs
 
     @classmethod
-    def check_backbone(cls, model_cls: type[Recommender], params: Any, options: Any) -> str | None:  # noqa: ANN401
+    def check_backbone(
+        cls, model_cls: type[Recommender], params: ModelParams | None, options: BaseModel
+    ) -> str | None:
         """Why a backbone of class `model_cls` with resolved `params` (None: with some configuration) cannot
         take this method with `options`, in one line; None when it can. Called by `registry.check_distill`."""
         for need in cls.backbone_needs(options):
@@ -115,7 +121,9 @@ class Distiller(nn.Module):
                 return f"{cls.name} needs a backbone with {need.words}; {lacks}{need.otherwise}"
         return None
 
-    def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
+    def prepare(
+        self, dataset: Dataset, backbone_factory: Callable[[], Recommender] | None, **context: Any
+    ) -> None:
         """Train or load teachers (cached by content hash). `context` holds model name, option groups,
         device and the runs root, for teachers that are themselves runs."""
 

@@ -62,7 +62,7 @@ the method (options, teacher, student heads, loss terms, warm-up).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -70,6 +70,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from distillrec.data.dataset import Dataset
+from distillrec.data.next_item import SeqBatch
 from distillrec.distill.base import Capability, Distiller
 from distillrec.distill.forgetting import (
     CORRELATION_TABLES,
@@ -88,7 +90,7 @@ from distillrec.distill.pairs import (
 from distillrec.distill.quantize import QUANTIZERS, assign_codes
 from distillrec.distill.registry import register_distiller
 from distillrec.errors import ConfigError
-from distillrec.models.base import Recommender, Representation
+from distillrec.models.base import Batch, Recommender, Representation
 from distillrec.models.schedules import AsyncWarmup, warmup_factors
 from distillrec.models.sequential.base import MODALITY_GROUP, compress_features
 
@@ -163,14 +165,16 @@ class CDL(Distiller):
         """Whether any correlation term has a weight (α = β = 0: none, whatever the wiring)."""
         return self.options.holistic_weight > 0 or self.options.code_weight > 0
 
-    def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
+    def prepare(
+        self, dataset: Dataset, backbone_factory: Callable[[], Recommender] | None, **context: Any
+    ) -> None:
         # Drawn from its own seed: the backbone's random stream (dropout, batch order) then stays that of
         # the plain run with the same seed, so that with/without-CDL runs are paired as closely as possible.
         with torch.random.fork_rng():
             torch.manual_seed(self.options.seed)
             self._prepare(dataset, backbone_factory)
 
-    def _prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None) -> None:  # noqa: ANN001
+    def _prepare(self, dataset: Dataset, backbone_factory: Callable[[], Recommender] | None) -> None:
         opt = self.options
         if backbone_factory is None:
             raise ConfigError("cdl needs the backbone to size its student heads")
@@ -194,9 +198,8 @@ class CDL(Distiller):
         if not self.distils:  # no term to supervise: no pairs, codes, codebooks or heads
             self._pairs_sampled = 0
             return
-        backbone: HasCorrelationTables = (
-            backbone_factory()
-        )  # the heads' width; the backbone is checked already
+        backbone = backbone_factory()  # the heads' width
+        assert isinstance(backbone, HasCorrelationTables)  # checked before the run (`CORRELATION_TABLES`)
         d = backbone.correlation_dim
         del backbone
         self._fit_teacher(dataset, mods)
@@ -205,11 +208,12 @@ class CDL(Distiller):
             {m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, opt.codes)) for m in mods}
         )
 
-    def _fit_teacher(self, dataset, mods: list[str]) -> None:  # noqa: ANN001
+    def _fit_teacher(self, dataset: Dataset, mods: list[str]) -> None:
         """Per modality the codes z and the codebook fitted on pairs sampled from the training sequences
         (buffers `_z_<m>`, `_codebook_<m>`), the parts' bounds and the teacher's summary statistics."""
         opt = self.options
         rng = np.random.default_rng(opt.seed)
+        assert dataset.sequences is not None  # `_prepare` refused a dataset without them
         a_np, c_np = sample_training_pairs(dataset.sequences, opt.sample_pairs, rng)
         a, c = torch.from_numpy(a_np), torch.from_numpy(c_np)
         self._pairs_sampled = len(a)
@@ -314,6 +318,7 @@ class CDL(Distiller):
         ea, ec = e[a], e[c]
         hol = code_loss = None
         if holistic:
+            assert target is not None  # asked for
             head = self.score_head[m]
             pred = pair_similarity(head(ea), head(ec), opt.similarity)
             diff2 = (pred / opt.tau - target / opt.tau).pow(2)
@@ -327,14 +332,19 @@ class CDL(Distiller):
             else:
                 hol = diff2.mean()
         if code:
+            assert codes is not None  # asked for
             delta = ea - ec if opt.code_input == "signed" else (ea - ec).abs()
             code_loss = F.cross_entropy(self.code_head[m](delta), codes)
             self.last_sizes[m] = (len(a), *delta.shape[1:])
         return hol, code_loss
 
-    def loss(self, student: Recommender, rep: Representation, batch, epoch: int) -> dict[str, Tensor]:  # noqa: ANN001
+    def loss(
+        self, student: Recommender, rep: Representation, batch: Batch | SeqBatch, epoch: int
+    ) -> dict[str, Tensor]:
         if not self.distils:  # α = β = 0 (the off point and the warm-up-only control): no term, no work
             return {}
+        # a next-item batch of a model with correlation tables: both checked before the run
+        assert isinstance(batch, SeqBatch) and isinstance(student, HasCorrelationTables)
         seq, p, q = cooccurring_pairs(batch.items, batch.lengths)
         self.last_sizes = {
             "mask": (len(batch.items), batch.items.shape[1], batch.items.shape[1]),
@@ -392,4 +402,6 @@ class CDL(Distiller):
 
     def codes_for(self, m: str, a: Tensor, c: Tensor) -> Tensor:
         """Teacher codes of item pairs (a[k], c[k]) for modality m (for inspection and tests)."""
-        return self.teacher(m, a, c, holistic=False)[1]
+        codes = self.teacher(m, a, c, holistic=False)[1]
+        assert codes is not None  # asked for
+        return codes

@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -96,7 +97,7 @@ class UniModalView(Recommender):
         self.keep = keep
         self.task = inner.task
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         return self.inner.counterfactual(features, self.keep)
 
     def score(self, rep: Representation, users: Tensor, items: Tensor | None = None) -> Tensor:
@@ -105,7 +106,7 @@ class UniModalView(Recommender):
     def pair_score(self, rep: Representation, users: Tensor, items: Tensor) -> Tensor:
         return self.inner.pair_score(rep, users, items)
 
-    def loss(self, rep: Representation, batch: Batch):  # noqa: ANN201
+    def loss(self, rep: Representation, batch: Batch) -> Tensor | dict[str, Tensor]:
         return self.inner.loss(rep, batch)
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -117,7 +118,7 @@ class UniModalView(Recommender):
     def on_epoch_start(self, epoch: int) -> None:
         self.inner.on_epoch_start(epoch)
 
-    def fit(self, dataset) -> None:  # noqa: ANN001
+    def fit(self, dataset: Dataset) -> None:
         self.inner.fit(dataset)
 
 
@@ -150,7 +151,7 @@ def teacher_dir(root: Path, dataset: Dataset, model: str, keep: str | None, key:
 
 
 def load_or_train_teacher(
-    factory,  # noqa: ANN001 - () -> Recommender, a fresh backbone
+    factory: Callable[[], Recommender],  # a fresh backbone
     dataset: Dataset,
     model: str,
     params: dict,
@@ -321,7 +322,9 @@ class CKD(Distiller):
     def full(self) -> bool:
         return self.options.teacher == FULL
 
-    def prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
+    def prepare(
+        self, dataset: Dataset, backbone_factory: Callable[[], Recommender] | None, **context: Any
+    ) -> None:
         if not self.full and len(dataset.features) < 2:
             raise ConfigError(
                 f"CKD balances modalities and needs at least two; dataset {dataset.name!r} has {dataset.modalities}"
@@ -424,7 +427,17 @@ class CKD(Distiller):
             out["ckd_generic"] = o.lambda_kd * o.lambda_g * generic
         return out
 
-    def _weights(self, student, rep, views, delta_s, delta_t, u, i, j) -> dict[str, Tensor]:  # noqa: ANN001
+    def _weights(
+        self,
+        student: HasCounterfactualView,
+        rep: Representation,
+        views: dict[str, Representation],
+        delta_s: dict[str, Tensor],
+        delta_t: dict[str, Tensor],
+        u: Tensor,
+        i: Tensor,
+        j: Tensor,
+    ) -> dict[str, Tensor]:
         names = list(views)
         mode = self.options.reweight
         if mode == "none":
@@ -523,10 +536,11 @@ def teacher_ensemble(
         reps = {m: t.represent(features) for m, t in teachers.items()}
 
     def score_fn(users: Tensor, buffer: Tensor | None) -> Tensor:
-        total = None
+        total: Tensor | None = None
         for m, t in teachers.items():
             z = zscore_rows(t.score(reps[m], users).float())
             total = z if total is None else total + z
+        assert total is not None  # CKD has a teacher per modality, two at least
         return total / len(teachers)
 
     evaluator = Evaluator(dataset, cfg.preset, cfg.ks, device, cfg.eval_batch_size)

@@ -21,12 +21,13 @@ correlation distiller supervises, and the ID table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from distillrec.data.dataset import Dataset
 from distillrec.distill.base import Capability, Distiller
 from distillrec.distill.pairs import Similarity, pair_similarity, pearson
 from distillrec.distill.registry import register_distiller
@@ -80,12 +81,15 @@ class ForgettingDiagnostic(nn.Module):
     `similarity` is that of the code view (CDL's target similarity; cosine for the plain probe); `owner`
     names the distiller in errors. Draws only from its own generator (seeded from `options.seed`)."""
 
+    probe_a: Tensor
+    probe_c: Tensor
+
     def __init__(
         self,
-        dataset,
+        dataset: Dataset,
         options: ProbeOptions,
         similarity: Similarity = "cosine",
-        owner: str = "forgetting",  # noqa: ANN001
+        owner: str = "forgetting",
     ) -> None:
         super().__init__()
         if not dataset.features:
@@ -115,12 +119,13 @@ class ForgettingDiagnostic(nn.Module):
     @torch.no_grad()
     def measure(
         self,
-        student: HasCorrelationTables,
+        student: Recommender,
         tables_of: TablesOf = own_correlation_tables,
         head_view: HeadView | None = None,
     ) -> dict[str, float]:
         """The diagnostic's columns for `student`: its supervised tables are `tables_of(student, rep)`;
         `head_view`, where given and not None for a modality, adds that modality's `cdl_corr`."""
+        assert isinstance(student, HasCorrelationTables)  # checked before the run (`CORRELATION_TABLES`)
         rep = student.represent(self.features())
         tables = tables_of(student, rep)
         ids = student.id_table()
@@ -153,7 +158,9 @@ class ForgettingProbe(Distiller):
         super().__init__()
         self.options = options
 
-    def prepare(self, dataset, backbone_factory: Callable[[], Recommender] | None, **context) -> None:  # noqa: ANN001, ANN003
+    def prepare(
+        self, dataset: Dataset, backbone_factory: Callable[[], Recommender] | None, **context: Any
+    ) -> None:
         self.probe = ForgettingDiagnostic(dataset, self.options, "cosine", owner=self.name)
 
     def on_epoch_end(self, student: Recommender, epoch: int) -> dict[str, float]:

@@ -32,7 +32,8 @@ def cooccurring_pairs(items: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, T
     valid = pos[None, :] < lengths[:, None]
     mask = valid[:, :, None] & valid[:, None, :] & (pos[:, None] < pos[None, :])
     mask &= items[:, :, None] != items[:, None, :]
-    return mask.nonzero(as_tuple=True)
+    seq, p, q = mask.nonzero(as_tuple=True)
+    return seq, p, q
 
 
 def pair_similarity(x: Tensor, y: Tensor, kind: Similarity) -> Tensor:

@@ -4,6 +4,8 @@ random draw comes from the `generator` passed in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -93,4 +95,8 @@ def vq_codebook(
     return codebook
 
 
-QUANTIZERS = {"vq": vq_codebook, "kmeans": kmeans_codebook}
+# (vectors, k, generator) -> [k, d] codebook
+QUANTIZERS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {
+    "vq": vq_codebook,
+    "kmeans": kmeans_codebook,
+}

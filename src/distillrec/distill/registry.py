@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from distillrec.data.dataset import Dataset
+from distillrec.distill.base import Distiller
 from distillrec.errors import ConfigError, validation_message
+from distillrec.models.base import Recommender
 
-_DISTILLERS: dict[str, type] = {}
+D = TypeVar("D", bound=Distiller)
+_DISTILLERS: dict[str, type[Distiller]] = {}
 
 
-def register_distiller(cls: type) -> type:
+def register_distiller(cls: type[D]) -> type[D]:
     _DISTILLERS[cls.name] = cls
     return cls
 
@@ -35,7 +39,7 @@ def distiller_names() -> list[str]:
     return sorted(_DISTILLERS)
 
 
-def distiller_class(name: str) -> type:
+def distiller_class(name: str) -> type[Distiller]:
     _discover()
     if name not in _DISTILLERS:
         raise ConfigError(f"unknown distillation method {name!r}; known: {', '.join(sorted(_DISTILLERS))}")
@@ -45,7 +49,9 @@ def distiller_class(name: str) -> type:
 TASK_WORDS = {"topk": "top-K (general)", "next-item": "next-item"}
 
 
-def check_distill(names: list[str], model: str, groups: dict[str, dict[str, Any]]):  # noqa: ANN201
+def check_distill(
+    names: list[str], model: str, groups: dict[str, dict[str, Any]]
+) -> tuple[type[Distiller], BaseModel]:
     """The distiller class and its typed options for `names` on `model`, or one ConfigError saying why not.
 
     Runs before any run folder is made or teacher trained, so a refused method leaves nothing behind. Besides
@@ -93,14 +99,14 @@ def check_distill(names: list[str], model: str, groups: dict[str, dict[str, Any]
 
 def build_distiller(
     names: list[str],
-    dataset,  # noqa: ANN001
+    dataset: Dataset,
     model: str,
     groups: dict[str, dict[str, Any]],
     device: torch.device,
     out: Path | str | None,
-    backbone_factory: Callable | None = None,
+    backbone_factory: Callable[[], Recommender] | None = None,
     seed: int | None = None,
-):  # noqa: ANN201
+) -> Distiller:
     """The prepared distiller for `names` (one method per run; composition is refused with the reason)."""
     cls, options = check_distill(names, model, groups)
     distiller = cls(options)

@@ -32,7 +32,8 @@ widths are read off one throwaway backbone in `prepare`: each model names its wi
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from distillrec.data.dataset import Dataset
 from distillrec.data.next_item import SeqBatch
 from distillrec.distill.base import Capability, Distiller
 from distillrec.distill.registry import register_distiller
@@ -236,7 +238,9 @@ class SGFD(Distiller):
         o = self.options
         return o.kd_weight == 0 and (o.ce_weight == 0 or o.teacher != "joint")
 
-    def prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
+    def prepare(
+        self, dataset: Dataset, backbone_factory: Callable[[], Recommender] | None, **context: Any
+    ) -> None:
         if self.off:
             # Off: the modules are built (cheap) from a forked generator, so the student's random stream is
             # the plain backbone's; nothing is pre-trained.
@@ -245,7 +249,9 @@ class SGFD(Distiller):
         else:
             self._prepare(dataset, backbone_factory, **context)
 
-    def _prepare(self, dataset, backbone_factory, **context) -> None:  # noqa: ANN001, ANN003
+    def _prepare(
+        self, dataset: Dataset, backbone_factory: Callable[[], Recommender] | None, **context: Any
+    ) -> None:
         o = self.options
         if not dataset.features:
             raise ConfigError(f"SGFD distils item features; dataset {dataset.name!r} has none")
@@ -259,6 +265,8 @@ class SGFD(Distiller):
             raise ConfigError(
                 "sgfd.labels=shuffled permutes the item labels; it needs them (and label_free off)"
             )
+        if backbone_factory is None:
+            raise ConfigError("SGFD needs a backbone factory to read the student's widths")
         device = torch.device(context.get("device", "cpu"))
         # The student's widths, read off one throwaway backbone (each model names its widths its own way);
         # built here, it is part of the run's random stream, as it always was (forked at the off point).
@@ -306,7 +314,7 @@ class SGFD(Distiller):
         if o.teacher == "pretrained" and not self.off:
             self._pretrain(device)
 
-    def _student_slot(self, student: HasModalityEmbeddings):  # noqa: ANN202 - a bound method of the student
+    def _student_slot(self, student: HasModalityEmbeddings) -> Callable[[Features], dict[str, Tensor]]:
         """Where the student is read: before the extractor's final activation, or its output."""
         if self.options.student_slot == "pre_activation":
             return student.pre_activation_embeddings
@@ -337,10 +345,15 @@ class SGFD(Distiller):
         if not supervise:
             return t, None
         if self.options.label_free:
-            loss = sum(F.mse_loss(self.decoders[m](t[m]), self.features[m][items]) for m in self.modalities)
+            decoders = self.decoders
+            assert decoders is not None  # built for label-free use
+            loss = cast(
+                Tensor, sum(F.mse_loss(decoders[m](t[m]), self.features[m][items]) for m in self.modalities)
+            )
             return t, loss / len(self.modalities)
         y = self.labels[items]
-        cls = sum(labelled_ce(self.classifiers[m](t[m]), y) for m in self.modalities) / len(self.modalities)
+        cls = cast(Tensor, sum(labelled_ce(self.classifiers[m](t[m]), y) for m in self.modalities))
+        cls = cls / len(self.modalities)
         fuse = labelled_ce(self.fusion(torch.cat([t[m] for m in self.modalities], dim=-1)), y)
         return t, cls + fuse
 
@@ -352,6 +365,7 @@ class SGFD(Distiller):
         for _ in range(self.options.pretrain_epochs):
             for chunk in torch.randperm(len(known), device=device).split(1024):
                 _, loss = self.teacher_terms(known[chunk])
+                assert loss is not None  # supervised
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -370,10 +384,13 @@ class SGFD(Distiller):
         t, supervision = self.teacher_terms(items, supervise)
         out: dict[str, Tensor] = {}
         if supervise:
+            assert supervision is not None  # asked for
             out["sgfd_ce"] = o.ce_weight * supervision
         if o.kd_weight == 0:
             return out
-        kl, mse = 0.0, 0.0
+        assert s_all is not None  # read above when kd_weight > 0
+        kl: Tensor | float = 0.0
+        mse: Tensor | float = 0.0
         for m in self.modalities:
             s = F.normalize(s_all[m][items], dim=-1)
             target = t[m] if o.teacher_receives_kd_grad else t[m].detach()
@@ -384,7 +401,7 @@ class SGFD(Distiller):
                     t_logits = t_logits.detach()
                 kl = kl + response_kd(t_logits, self.classifiers[m](s), o.t_decay)
         n = len(self.modalities)
-        out["sgfd_feature"] = o.kd_weight * mse / n
+        out["sgfd_feature"] = cast(Tensor, o.kd_weight * mse / n)  # a tensor: there is a modality
         if not o.label_free:
-            out["sgfd_response"] = o.kd_weight * kl / n
+            out["sgfd_response"] = cast(Tensor, o.kd_weight * kl / n)
         return out

@@ -23,7 +23,9 @@ from distillrec.data.registry import load_dataset
 from distillrec.errors import DistillrecError
 from distillrec.eval.ranking import Evaluator
 from distillrec.experiment.spec import RunSpec, groups_of, read_config_file, resolve_spec, route
+from distillrec.models.base import Representation
 from distillrec.models.registry import build_model
+from distillrec.models.sequential.base import sequential
 from distillrec.training.checkpoint import (
     RunFileError,
     load_checkpoint,
@@ -262,7 +264,7 @@ class Run:
         self.model.eval()
         self.features = {m: f.to(self.device) for m, f in self.dataset.features.items()}
 
-    def representation(self):  # noqa: ANN201
+    def representation(self) -> Representation:
         with torch.no_grad():
             return self.model.represent(self.features)
 
@@ -272,7 +274,9 @@ class Run:
         if self.model.task == "next-item":
             from distillrec.training.next_item import evaluate_next
 
-            return evaluate_next(self.model, self.dataset, self.features, split, ks or self.train_config.ks)
+            return evaluate_next(
+                sequential(self.model), self.dataset, self.features, split, ks or self.train_config.ks
+            )
         ev = Evaluator(
             self.dataset, preset or self.train_config.preset, ks or self.train_config.ks, self.device
         )
@@ -296,7 +300,9 @@ class Run:
             from distillrec.training.next_item import recommend_next
 
             with torch.no_grad():
-                return recommend_next(self.model, ds, self.features, users, k, exclude_seen).numpy()
+                return recommend_next(
+                    sequential(self.model), ds, self.features, users, k, exclude_seen
+                ).numpy()
         preset = "strict" if exclude_seen else self.train_config.preset
         ev = Evaluator(ds, preset, (k,), self.device)
         if exclude_seen:  # every known interaction, test included

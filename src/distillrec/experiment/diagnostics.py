@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distillrec.distill.ckd import teacher_dir, teacher_key
 from distillrec.eval.ranking import Evaluator
 from distillrec.training.config import TrainConfig
 from distillrec.training.scoring import model_score_fn
 
+if TYPE_CHECKING:
+    from distillrec.experiment.api import Run
 
-def find_teacher(run, modality: str) -> Path | None:  # noqa: ANN001 - an experiment.api.Run
+
+def find_teacher(run: Run, modality: str) -> Path | None:
     """The cached uni-modal teacher run matching this run's data, backbone, settings and seed."""
     info = run.metrics.get("distill_info", {}).get("teachers", {})
     if info.get(modality):
@@ -29,7 +32,7 @@ def find_teacher(run, modality: str) -> Path | None:  # noqa: ANN001 - an experi
     return path if (path / "metrics.json").exists() else None
 
 
-def per_modality(run, split: str = "test") -> list[dict[str, Any]]:  # noqa: ANN001
+def per_modality(run: Run, split: str = "test") -> list[dict[str, Any]]:
     """One row per modality: the model's metrics with only that modality, and its teacher's, if cached."""
     ev = Evaluator(run.dataset, run.train_config.preset, run.train_config.ks, run.device)
     rows = []

@@ -16,16 +16,27 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from distillrec.experiment.definition import ExperimentDef
 from distillrec.experiment.executor import Job, Outcome, Pool, threads_per_job
-from distillrec.experiment.space import Space, grid, grid_size, is_finite, parse_space, suggest
 from distillrec.experiment.spec import RunSpec, resolve_spec, route
+from distillrec.models.space import Space, grid, grid_size, is_finite, parse_space, suggest
+from distillrec.training.checkpoint import npz_bytes
+
+if TYPE_CHECKING:  # imported where used, so that planning an experiment stays cheap
+    from optuna.trial import FrozenTrial
+
+    from distillrec.data.dataset import Dataset
+    from distillrec.models.base import Recommender
+
+# (search point, seed) -> the run's spec
+SpecMaker = Callable[[dict[str, Any], int], RunSpec]
 
 log = logging.getLogger("distillrec.experiment")
 # per-user test values kept for report runs: the compared metrics and the secondary ones
@@ -37,20 +48,21 @@ def _point_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def failures_of(trials: list, params: dict[str, Any]) -> int:  # noqa: ANN001 - optuna FrozenTrials
+def failures_of(trials: list[FrozenTrial], params: dict[str, Any]) -> int:
     import optuna
 
     key = _point_key(params)
     return sum(t.state == optuna.trial.TrialState.FAIL and _point_key(t.params) == key for t in trials)
 
 
-def budget_trials(trials: list) -> list:  # noqa: ANN001 - optuna FrozenTrials
+def budget_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trials that use a study's budget, in order: the completed ones, and a point that failed twice
     (counted once). A point's first failure is asked again, so a crashed job (a killed worker, a full disk)
     never costs an arm a trial, or the off point its place in the search."""
     import optuna
 
-    counted, fails = [], {}
+    counted: list[FrozenTrial] = []
+    fails: dict[str, int] = {}
     for t in trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
             counted.append(t)
@@ -96,8 +108,7 @@ class Ledger:
                 k: np.asarray(v, np.float32) for k, v in record["per_user"].items() if k in PER_USER_METRICS
             }
             tmp = self.arrays / f".{rid}.npz.tmp"
-            with tmp.open("wb") as fh:
-                np.savez_compressed(fh, users=record["users"], **kept)
+            tmp.write_bytes(npz_bytes(users=record["users"], **kept))
             tmp.replace(self.arrays / f"{rid}.npz")
         run_dir = Path(record["run_dir"]) if record.get("run_dir") else None
         if run_dir is not None and run_dir.is_relative_to(self.root):
@@ -186,7 +197,7 @@ class ArmResult:
     point: dict[str, Any]
     valid_score: float
     specs: list[RunSpec] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any] | None] = field(default_factory=list)  # None: a run that failed twice
     trials: int = 0
 
 
@@ -295,10 +306,10 @@ class Engine:
     # -- specs
     def spec(
         self,
-        ds,
+        ds: Dataset,
         backbone: str,
         point: dict[str, Any],
-        method: str | None = None,  # noqa: ANN001
+        method: str | None = None,
         method_point: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> RunSpec:
@@ -318,14 +329,14 @@ class Engine:
     # -- search
     def search(
         self,
-        ds,
+        ds: Dataset,
         backbone: str,
         study_name: str,
         space: Space,
-        trials: int,  # noqa: ANN001
-        make_spec,
+        trials: int,
+        make_spec: SpecMaker,
         enqueue: dict[str, Any] | None,
-    ) -> Search:  # noqa: ANN001
+    ) -> Search:
         """Run the study `study_name` up to `trials` finished trials (resuming it); return its outcome."""
         import optuna
 
@@ -366,8 +377,8 @@ class Engine:
             flat = [s for group in specs.values() for s in group]
             records = dict(zip([Ledger.run_id(s) for s in flat], self.run_specs(flat), strict=True))
             for number, _point in sorted(batch, key=lambda np_: np_[0]):
-                got = [records[Ledger.run_id(s)] for s in specs[number]]
-                if any(r is None for r in got):
+                got = [r for s in specs[number] if (r := records[Ledger.run_id(s)]) is not None]
+                if len(got) < len(specs[number]):
                     study.tell(number, state=optuna.trial.TrialState.FAIL)
                     if failures_of(study.trials, _point) == 1:  # asked again once before it costs a trial
                         study.enqueue_trial(_point, skip_if_exists=False)
@@ -435,7 +446,8 @@ class Engine:
     # -- the protocol
     def run(self) -> ExperimentResult:
         from distillrec.data.registry import load_dataset
-        from distillrec.models.registry import model_class, search_space
+        from distillrec.models.registry import model_class
+        from distillrec.training.defaults import search_space
 
         results: list[BackboneResult] = []
         pending: list[str] = []
@@ -458,7 +470,7 @@ class Engine:
             self.pool = None
         return ExperimentResult(self.d, results, self.failures, self.ledger, pending)
 
-    def _backbone(self, ds, backbone: str, space: Space, cls) -> BackboneResult:  # noqa: ANN001
+    def _backbone(self, ds: Dataset, backbone: str, space: Space, cls: type[Recommender]) -> BackboneResult:
         from distillrec.models.registry import default_params
 
         B = self.d.budget
@@ -509,7 +521,7 @@ class Engine:
             result.arms += self._reference_arms(tuned, plain_spec)
         return result
 
-    def _reference_arms(self, tuned: Search, plain_spec) -> list[ArmResult]:  # noqa: ANN001
+    def _reference_arms(self, tuned: Search, plain_spec: SpecMaker) -> list[ArmResult]:
         """Controls that are evaluated, not trained (CKD's teacher ensemble), from the tuned backbone's
         settings and each report seed (no search: their trials are the tuned backbone's)."""
         from distillrec.distill.registry import distiller_class

@@ -16,9 +16,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 from distillrec.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used: a worker process loads only what its job needs
+    from distillrec.data.dataset import Dataset
+    from distillrec.experiment.spec import RunSpec
 
 log = logging.getLogger("distillrec.experiment")
 
@@ -54,7 +59,7 @@ class Outcome:
 
 
 @lru_cache(maxsize=4)
-def _dataset(source: str, name: str, split: str, split_seed: int):  # noqa: ANN202 - a Dataset
+def _dataset(source: str, name: str, split: str, split_seed: int) -> Dataset:
     from distillrec.data.registry import load_dataset
 
     return load_dataset(source if source and Path(source).exists() else name, split=split, seed=split_seed)
@@ -72,18 +77,20 @@ def run_job(job: Job) -> dict[str, Any]:
     spec = RunSpec.model_validate_json(job.spec_json)
     ds = _dataset(spec.data.source, spec.data.name, spec.data.split, spec.data.split_seed)
     if job.evaluate:
-        return _evaluate_reference(job, spec, ds)
+        return _evaluate_reference(job.evaluate, job, spec, ds)
     result = train_one(spec, ds, job.out, job.device, resume=True, quiet=True)
-    per_user_file = result.run_dir / PER_USER_FILE
+    run_dir = result.run_dir
+    assert run_dir is not None, "a job's run has its folder under the job's root"
+    per_user_file = run_dir / PER_USER_FILE
     if not per_user_file.exists():  # a run finished before per-user values were kept: evaluate it again
         from distillrec.experiment.api import load_run, per_user_test
 
-        users, per_user = per_user_test(load_run(result.run_dir, device=job.device))
+        users, per_user = per_user_test(load_run(run_dir, device=job.device))
     else:
         users, per_user = read_per_user(per_user_file)
-    extras = {name: extract(name, result.run_dir, result.metrics) for name in job.extras}
+    extras = {name: extract(name, run_dir, result.metrics) for name in job.extras}
     return {
-        "run_dir": str(result.run_dir),
+        "run_dir": str(run_dir),
         "metrics": {k: result.metrics[k] for k in ("valid", "test", "best_epoch", "epochs_run", "seconds")},
         "users": users,
         "per_user": per_user,
@@ -91,12 +98,13 @@ def run_job(job: Job) -> dict[str, Any]:
     }
 
 
-def _evaluate_reference(job: Job, spec, ds) -> dict[str, Any]:  # noqa: ANN001
-    """A control that is a model of its own built from cached runs (e.g. an ensemble of teachers)."""
+def _evaluate_reference(target: str, job: Job, spec: RunSpec, ds: Dataset) -> dict[str, Any]:
+    """A control that is a model of its own built from cached runs (e.g. an ensemble of teachers);
+    `target` ("module:function") evaluates it."""
     import importlib
     import time
 
-    module, name = job.evaluate.split(":")
+    module, name = target.split(":")
     start = time.perf_counter()
     out = getattr(importlib.import_module(module), name)(
         ds, spec.model, spec.params, spec.train_config(), spec.seed, job.device, job.out
@@ -154,8 +162,8 @@ class Pool:
         self.jobs = max(1, jobs if executor != "serial" else 1)
         self.fn = submit_fn or _guarded
         self._pool: ProcessPoolExecutor | None = None
-        self._ray = None
-        self._remote = None
+        self._ray: Any = None  # the ray module and the remote job function, with the ray executor
+        self._remote: Any = None
         if executor == "local":
             import multiprocessing as mp
 
@@ -237,7 +245,7 @@ def _outcome(job: Job, raw: dict[str, Any], attempts: int) -> Outcome:
     return Outcome(job, raw["ok"], None, attempts)
 
 
-def _start_ray(address: str | None):  # noqa: ANN202 - the ray module
+def _start_ray(address: str | None) -> ModuleType:
     try:
         import ray
     except ImportError:

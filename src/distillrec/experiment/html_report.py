@@ -23,11 +23,18 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from distillrec.errors import DistillrecError
+
+if TYPE_CHECKING:  # matplotlib and pandas are imported where a figure or a table is made
+    import numpy as np
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from distillrec.experiment.report import Comparison
 
 METRIC_ORDER = ("recall", "ndcg", "precision", "map", "hit", "mrr")
 TIME_COLUMNS = ("train_s", "eval_s")
@@ -125,7 +132,8 @@ def markdown_to_html(text: str) -> str:
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
 
 
-def _figure(ncols: int = 1, height: float = 3.4):  # noqa: ANN202 - (Figure, axes)
+def _figure(ncols: int = 1, height: float = 3.4) -> tuple[Figure, np.ndarray]:
+    """A figure and its row of `ncols` axes."""
     from matplotlib.figure import Figure  # no pyplot: no backend, no global state
 
     fig = Figure(figsize=(5.4 * ncols, height), layout="constrained")
@@ -348,7 +356,7 @@ def _protocol(metrics: dict[str, Any]) -> str:
     return "next-item protocol: full ranking" if next_item else f"{metrics.get('preset', '')} preset"
 
 
-def _curves(hist: Any, columns: list[str], best: int, ylabel: str):  # noqa: ANN202 - a Figure
+def _curves(hist: pd.DataFrame, columns: list[str], best: int, ylabel: str) -> Figure:
     """One line per column; `<kind>_corr_<modality>` columns: a colour per kind, a line style per modality."""
     fig, (ax,) = _figure(1)
     kinds = list(dict.fromkeys(c.split("_corr_")[0] for c in columns))
@@ -596,7 +604,7 @@ def experiment_markdown(path: Path, definition: Any, command: str) -> tuple[str,
     return markdown(result, comps, command), comps
 
 
-def _forest(comps: list[Any], alpha: float):  # noqa: ANN202 - a Figure
+def _forest(comps: list[Comparison], alpha: float) -> Figure:
     fig, (ax,) = _figure(1, height=0.45 * len(comps) + 1.2)
     for y, c in enumerate(reversed(comps)):
         rel, ci, p = c.stats["relative_change"], c.stats.get("ci95_relative"), c.stats.get("p_holm")

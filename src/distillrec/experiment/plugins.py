@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Plugin:
     section: Callable[[list[Any]], list[str]]  # list of experiment.report.Comparison
 
 
-def _history(run_dir: Path):  # noqa: ANN202 - a DataFrame or None
+def _history(run_dir: Path) -> pd.DataFrame | None:
     import pandas as pd
 
     path = Path(run_dir) / "history.csv"

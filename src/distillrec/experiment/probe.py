@@ -7,9 +7,18 @@ tolerance: the penalised problem has one optimum, so the accuracy does not depen
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from distillrec.errors import DataError
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from distillrec.experiment.api import Run
 
 
 def probe_accuracy(x: Tensor, labels: Tensor, seed: int = 0, steps: int = 500, l2: float = 1e-3) -> float:
@@ -72,14 +81,17 @@ def majority_rate(labels: Tensor, seed: int = 0) -> float:
     return float(torch.bincount(y).max()) / len(y)
 
 
-def run_probe(run) -> dict[str, float]:  # noqa: ANN001 - an experiment.api.Run
+def run_probe(run: Run) -> dict[str, float]:
     """Probe accuracy of each modality's extractor output of a finished run."""
+    labels = run.dataset.labels
+    if labels is None:
+        raise DataError(f"dataset {run.dataset.name!r} has no category labels to probe")
     with torch.no_grad():
         emb = run.model.modality_embeddings(run.features)
-    return {m: probe_accuracy(e, run.dataset.labels) for m, e in emb.items()}
+    return {m: probe_accuracy(e, labels) for m, e in emb.items()}
 
 
-def category_overlap(train, test, labels: Tensor) -> tuple[float, float]:  # noqa: ANN001 - scipy CSR matrices
+def category_overlap(train: sp.spmatrix, test: sp.spmatrix, labels: Tensor) -> tuple[float, float]:
     """How predictive the category labels are of what users pick next.
 
     Returns (share of labelled test interactions whose item's category occurs among the user's training

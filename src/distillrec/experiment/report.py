@@ -13,8 +13,8 @@ import numpy as np
 from distillrec.experiment.engine import ArmResult, ExperimentResult
 from distillrec.experiment.plugins import PLUGINS
 from distillrec.experiment.results import format_p, mean_std
-from distillrec.experiment.space import describe
 from distillrec.experiment.stats import combined_p, holm, paired_bootstrap, paired_seed_test, verdict
+from distillrec.models.space import describe, parse_space
 
 SECONDARY = {
     "recall@20": ("recall@10", "ndcg@10", "ndcg@20"),
@@ -308,8 +308,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         lines += ["## Jobs that failed twice", "", *[f"- {f}" for f in result.failures], ""]
     lines += ["## Search spaces", ""]
     from distillrec.distill.registry import distiller_class
-    from distillrec.experiment.space import parse_space
-    from distillrec.models.registry import search_space
+    from distillrec.training.defaults import search_space
 
     for backbone in d.backbones:
         lines.append(f"- {backbone}: {describe(search_space(backbone))}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class ConfigRuns:
         return {s: m[split][metric] for s, m in self.metrics.items() if metric in m[split]}
 
 
-def collect(paths: list[Path | str]) -> list[ConfigRuns]:
+def collect(paths: Sequence[Path | str]) -> list[ConfigRuns]:
     """Group run folders by configuration; a folder holding seed<k>/ sub-folders counts as one config."""
     groups: dict[str, dict[int, dict]] = {}
     for raw in paths:

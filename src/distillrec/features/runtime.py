@@ -38,14 +38,15 @@ def offline() -> Iterator[None]:
     progress bars off: ours is the one that counts items)."""
     saved = {k: os.environ.get(k) for k in OFFLINE_VARS}
     os.environ.update({k: "1" for k in OFFLINE_VARS})
-    bars = None
+    restore_bars: Callable[[], None] | None = None
     try:
         from transformers.utils import logging as hf_logging
 
-        bars = hf_logging.is_progress_bar_enabled()
+        if hf_logging.is_progress_bar_enabled():
+            restore_bars = hf_logging.enable_progress_bar
         hf_logging.disable_progress_bar()
     except ImportError:
-        hf_logging = None
+        pass
     try:
         yield
     finally:
@@ -54,8 +55,8 @@ def offline() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if hf_logging is not None and bars:
-            hf_logging.enable_progress_bar()
+        if restore_bars is not None:
+            restore_bars()
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

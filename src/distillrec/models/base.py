@@ -8,10 +8,15 @@ per training step or per evaluation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from distillrec.data.dataset import Dataset
+
+if TYPE_CHECKING:
+    from distillrec.models.registry import ModelParams  # the registry imports this module
 
 Features = dict[str, Tensor]
 
@@ -49,14 +54,17 @@ class Representation:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def mean_row(x: Tensor) -> Tensor:
+    """Every row of `x` replaced by their mean: an ablated modality's features, preferences or table."""
+    return x.mean(0, keepdim=True).expand_as(x)
+
+
 def mean_ablate(features: Features, modalities: set[str] | frozenset[str]) -> Features:
     """Replace each named modality's item features by their mean row (the counterfactual 'absent' input)."""
     unknown = set(modalities) - set(features)
     if unknown:
         raise KeyError(f"cannot ablate unknown modalities {sorted(unknown)}; have {sorted(features)}")
-    return {
-        m: (f.mean(dim=0, keepdim=True).expand_as(f) if m in modalities else f) for m, f in features.items()
-    }
+    return {m: (mean_row(f) if m in modalities else f) for m, f in features.items()}
 
 
 class Recommender(nn.Module):
@@ -69,9 +77,11 @@ class Recommender(nn.Module):
     """
 
     name: ClassVar[str] = ""
-    task: ClassVar[str] = "topk"
+    task: str = "topk"  # a class attribute; a wrapper (CKD's uni-modal view) sets its inner model's
     trainable: ClassVar[bool] = True
     uses_features: ClassVar[bool] = False
+    Params: ClassVar[type[ModelParams]]  # the hyperparameters, each with its default
+    params: ModelParams  # the resolved ones, set by `build_model`
 
     def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         raise NotImplementedError
@@ -151,8 +161,9 @@ class Recommender(nn.Module):
             return False
         return params is None or bool(getattr(params, OPTIONAL_FEATURE_INPUT))
 
-    def fit(self, dataset) -> None:  # noqa: ANN001 - non-learned baselines build their state here
-        """Called once before training; learned models need nothing here."""
+    def fit(self, dataset: Dataset) -> None:
+        """Called once before training: non-learned baselines build their state here; learned models need
+        nothing."""
 
     @property
     def device(self) -> torch.device:

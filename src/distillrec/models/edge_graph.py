@@ -7,6 +7,8 @@ as CSR products in both directions, so neither pass scatters per-edge [E, d] ten
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -43,6 +45,13 @@ class EdgeGraph(torch.nn.Module):
     `aggregate(x, w)` (Σ_{e→v} w_e x[src_e]) run as CSR products in both directions, so neither the
     forward nor the backward pass scatters per-edge [E, d] tensors. Buffers are not saved in checkpoints.
     """
+
+    src: Tensor
+    dst: Tensor
+    crow: Tensor
+    by_src: Tensor
+    crow_t: Tensor
+    col_t: Tensor
 
     def __init__(self, src: Tensor, dst: Tensor, n_nodes: int) -> None:
         super().__init__()
@@ -92,13 +101,13 @@ class _EdgeDot(torch.autograd.Function):
     """s_e = a[src_e]·b[dst_e]; grads: ∂a = Gᵀ b, ∂b = G a with G[dst, src] = grad_e."""
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, graph: EdgeGraph) -> Tensor:  # noqa: ANN001
+    def forward(ctx: Any, a: Tensor, b: Tensor, graph: EdgeGraph) -> Tensor:
         ctx.save_for_backward(a, b)
         ctx.graph = graph
         return _rowdot(a, graph.src, b, graph.dst)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         a, b = ctx.saved_tensors
         g = ctx.graph
         grad = grad.contiguous()
@@ -111,13 +120,13 @@ class _EdgeSpMM(torch.autograd.Function):
     """out[v] = Σ_{e: dst_e = v} w_e x[src_e]; grads: ∂x = Wᵀ grad, ∂w_e = grad[dst_e]·x[src_e]."""
 
     @staticmethod
-    def forward(ctx, weight: Tensor, x: Tensor, graph: EdgeGraph) -> Tensor:  # noqa: ANN001
+    def forward(ctx: Any, weight: Tensor, x: Tensor, graph: EdgeGraph) -> Tensor:
         ctx.save_for_backward(weight, x)
         ctx.graph = graph
         return graph.matrix(weight) @ x
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         weight, x = ctx.saved_tensors
         g = ctx.graph
         grad = grad.contiguous()

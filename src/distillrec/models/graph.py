@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -62,12 +63,12 @@ class _SymmetricSpMM(torch.autograd.Function):
     """y = A x for a symmetric sparse A: the backward is again A g (no transpose, no generic COO autograd)."""
 
     @staticmethod
-    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx: Any, adj: Tensor, x: Tensor) -> Tensor:
         ctx.adj = adj
         return adj @ x
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
         return None, ctx.adj @ grad
 
 
@@ -86,7 +87,8 @@ class SparseGraph(torch.nn.Module):
         self._mat = to_torch_csr(mat)
         self._mat_t = None if symmetric else to_torch_csr(mat.T.tocsr())
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - move the sparse tensors with .to(device)
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> SparseGraph:
+        # the sparse tensors are plain attributes (no sparse buffers): moved here with `.to(device)`
         self._mat = fn(self._mat)
         if self._mat_t is not None:
             self._mat_t = fn(self._mat_t)
@@ -100,12 +102,12 @@ class SparseGraph(torch.nn.Module):
 
 class _GeneralSpMM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, mat: Tensor, mat_t: Tensor, x: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx: Any, mat: Tensor, mat_t: Tensor, x: Tensor) -> Tensor:
         ctx.mat_t = mat_t
         return mat @ x
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor]:
         return None, None, ctx.mat_t @ grad
 
 

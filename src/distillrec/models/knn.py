@@ -30,10 +30,10 @@ def knn_graph(features: Tensor, k: int, chunk: int = 2048, normalise: str = "sym
         ar = torch.arange(sim.shape[0])
         if n > 1:
             sim[ar, ar + start] = -torch.inf
-        v, idx = torch.topk(sim, k, dim=1)
+        top, idx = torch.topk(sim, k, dim=1)
         rows.append((ar + start).repeat_interleave(k))
         cols.append(idx.reshape(-1))
-        vals.append(v.reshape(-1))
+        vals.append(top.reshape(-1))
     r = torch.cat(rows).numpy()
     c = torch.cat(cols).numpy()
     v = torch.cat(vals).numpy().astype(np.float32)

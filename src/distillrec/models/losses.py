@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -14,7 +16,7 @@ def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
 def l2_reg(*tensors: Tensor) -> Tensor:
     """Sum of squared L2 norms / 2 divided by the batch size (the usual BPR embedding regulariser)."""
     batch = tensors[0].shape[0]
-    return sum(t.pow(2).sum() for t in tensors) / (2 * batch)
+    return cast(Tensor, sum(t.pow(2).sum() for t in tensors)) / (2 * batch)
 
 
 def dot_bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:

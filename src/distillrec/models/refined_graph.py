@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Representation, mean_row
 from distillrec.models.edge_graph import EdgeGraph, bipartite_edges
+from distillrec.models.embeddings import feature_projections, xavier_table
 from distillrec.models.losses import dot_bpr_loss, mean_square_reg
 
 
@@ -21,7 +23,7 @@ class UserItemEdges(nn.Module):
     """The training graph as directed edges, users first then items: `full` holds both directions of
     every interaction, `to_users` only item → user (the edges along which routing updates the users)."""
 
-    def __init__(self, dataset) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset) -> None:
         super().__init__()
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.n_nodes = self.n_users + self.n_items
@@ -54,14 +56,12 @@ class FeatureEncoder(nn.Module):
 
     def __init__(self, feature_dims: dict[str, int], dim: int) -> None:
         super().__init__()
-        self.mlp = nn.ModuleDict({m: nn.Linear(w, dim) for m, w in feature_dims.items()})
-        for lin in self.mlp.values():
-            nn.init.xavier_normal_(lin.weight)
+        self.mlp = feature_projections(feature_dims, dim, nn.init.xavier_normal_)
 
-    def forward(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def forward(self, features: Features) -> dict[str, Tensor]:
         return {m: F.leaky_relu(lin(features[m])) for m, lin in self.mlp.items()}
 
-    def pre_activation(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def pre_activation(self, features: Features) -> dict[str, Tensor]:
         """W x per modality: the extractor's output before its leaky ReLU (SGFD's student slot)."""
         return {m: lin(features[m]) for m, lin in self.mlp.items()}
 
@@ -72,12 +72,12 @@ class UserPreferences(nn.Module):
     def __init__(self, modalities: list[str], n_users: int, dim: int) -> None:
         super().__init__()
         self.table = nn.ParameterDict(
-            {m: nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, dim))) for m in modalities}
+            {m: xavier_table(n_users, dim, nn.init.xavier_normal_) for m in modalities}
         )
 
     def forward(self, m: str, ablated: frozenset[str] = frozenset()) -> Tensor:
         pref = self.table[m]
-        return pref.mean(0, keepdim=True).expand_as(pref) if m in ablated else pref
+        return mean_row(pref) if m in ablated else pref
 
     def reg(self, users: Tensor) -> Tensor:
         """Mean squared entries of the batch users' preferences, summed over modalities."""
@@ -96,9 +96,7 @@ class ConfidenceEdges(nn.Module):
         self.mode = mode
         self.pruning = pruning
         self.confidence = (
-            nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, n_modalities)))
-            if mode == "confid"
-            else None
+            xavier_table(n_nodes, n_modalities, nn.init.xavier_normal_) if mode == "confid" else None
         )
 
     def forward(self, alpha: Tensor, src: Tensor) -> Tensor:
@@ -107,6 +105,7 @@ class ConfidenceEdges(nn.Module):
         elif self.mode == "max":
             w = alpha.max(1).values
         else:
+            assert self.confidence is not None  # built for this mode
             w = (alpha * self.confidence[src]).max(1).values
         return torch.relu(w) if self.pruning else w
 

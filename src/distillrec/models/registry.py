@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from distillrec.data.dataset import Dataset
 from distillrec.errors import ConfigError, validation_message
-from distillrec.experiment.space import Space, parse_space
+from distillrec.models.base import Recommender
+from distillrec.models.space import Space, parse_space
 
-_REGISTRY: dict[str, type] = {}
+R = TypeVar("R", bound=Recommender)
+_REGISTRY: dict[str, type[Recommender]] = {}
 
 
 class ModelParams(BaseModel):
@@ -22,7 +27,7 @@ class ModelParams(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def register(cls: type) -> type:
+def register(cls: type[R]) -> type[R]:
     if not getattr(cls, "name", ""):
         raise TypeError(f"{cls.__name__} has no registry name")
     _REGISTRY[cls.name] = cls
@@ -57,14 +62,17 @@ def canonical_name(name: str) -> str:
     return folded[name.lower()]
 
 
-def model_class(name: str) -> type:
+def model_class(name: str) -> type[Recommender]:
     return _REGISTRY[canonical_name(name)]
 
 
+def _yaml_path(name: str) -> Path:
+    """The YAML file beside the model's module."""
+    return Path(inspect.getfile(model_class(name))).with_suffix(".yaml")
+
+
 def _yaml_defaults(name: str) -> dict[str, Any]:
-    cls = model_class(name)
-    module = importlib.import_module(cls.__module__)
-    path = Path(module.__file__).with_name(f"{Path(module.__file__).stem}.yaml")
+    path = _yaml_path(name)
     if not path.exists():
         return {}
     return yaml.safe_load(path.read_text()) or {}
@@ -80,15 +88,16 @@ def search_grid(name: str) -> dict[str, list[Any]]:
     return dict(_yaml_defaults(name).get("grid") or {})
 
 
-def search_space(name: str) -> Space:
-    """What the experiment engine may tune for the model (its YAML's `search:` block), keys checked."""
-    from distillrec.training.config import TrainConfig  # here: the train package imports the models
-
-    where = str(Path(importlib.import_module(model_class(name).__module__).__file__).with_suffix(".yaml"))
+def search_space(name: str, train_options: Collection[str]) -> Space:
+    """What the experiment engine may tune for the model (its YAML's `search:` block), keys checked: a
+    model key against its `Params`, a `train.<option>` key against `train_options`, the trainer's fields,
+    which the caller names because the training layer sits above the models
+    (`distillrec.training.defaults.search_space` passes `TrainConfig`'s)."""
+    where = str(_yaml_path(name))
     space = parse_space(_yaml_defaults(name).get("search"), where=where)
     for key in space:
         train = key.startswith("train.")
-        fields = TrainConfig.model_fields if train else model_class(name).Params.model_fields
+        fields = train_options if train else model_class(name).Params.model_fields
         if key.removeprefix("train.") not in fields:
             kind = "a TrainConfig field" if train else f"a hyperparameter of {name!r}"
             raise ConfigError(f"{where}: search key {key!r} is not {kind}")
@@ -110,7 +119,7 @@ def resolve_params(name: str, overrides: dict[str, Any] | None = None) -> ModelP
         raise ConfigError(f"model {name!r}: {validation_message(exc)}") from None
 
 
-def build_model(name: str, dataset, overrides: dict[str, Any] | None = None):  # noqa: ANN001, ANN201
+def build_model(name: str, dataset: Dataset, overrides: dict[str, Any] | None = None) -> Recommender:
     """A fresh model for `dataset` with validated hyperparameters."""
     cls = model_class(name)
     params = resolve_params(name, overrides)

@@ -130,10 +130,17 @@ def write_yaml(path: Path, obj: Any) -> None:
     write_run_file(path, yaml.safe_dump(obj, sort_keys=False).encode())
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """The arrays as a compressed .npz file's bytes."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    write_run_file(path, buf.getvalue())
+    # numpy's stub reads **arrays as possibly holding its `allow_pickle` keyword (not passed: older numpy
+    # versions lack it)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    write_run_file(path, npz_bytes(**arrays))
 
 
 def read_json(path: Path, remedy: str) -> Any:

@@ -9,22 +9,27 @@ one-off way to mask them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
+from torch import Tensor
 
 from distillrec.data.dataset import Dataset
 from distillrec.data.next_item import PrefixSampler, SeqBatch, check_chronological
 from distillrec.errors import ConfigError
 from distillrec.eval.next_item import NextItemEvaluator
-from distillrec.models.sequential.base import SeqParams, SequentialRecommender
+from distillrec.models.base import Features, Recommender, Representation
+from distillrec.models.sequential.base import SeqParams, SequentialRecommender, sequential
 from distillrec.training.config import TrainConfig
 
 DEFAULT_WINDOW: int = SeqParams.model_fields["max_len"].default  # a next-item model's max_len by default
 
 
-def sequence_score_fn(model, rep):  # noqa: ANN001, ANN201 - a SequentialRecommender and its Representation
+def sequence_score_fn(
+    model: SequentialRecommender, rep: Representation
+) -> Callable[[Tensor, Tensor], Tensor]:
     """(items, lengths) -> scores over all items, for one representation."""
 
     def fn(items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -72,9 +77,13 @@ class NextItemTask:
             yield batch.to(self.device)
 
     @torch.no_grad()
-    def evaluate(self, model, features: dict, split: str, per_user: bool = False) -> dict[str, float]:  # noqa: ANN001
+    def evaluate(
+        self, model: Recommender, features: Features, split: str, per_user: bool = False
+    ) -> dict[str, float]:
         rep = model.represent(features)
-        result = self.evaluator.evaluate(sequence_score_fn(model, rep), split, per_sample=per_user)
+        result = self.evaluator.evaluate(
+            sequence_score_fn(sequential(model), rep), split, per_sample=per_user
+        )
         if per_user:  # one held-out event per sample; the sample's user names it
             users = self.samplers[split].users.astype(np.int64)
             self.last_per_user = (users, {k: v.numpy() for k, v in self.evaluator.last_per_sample.items()})
@@ -86,7 +95,7 @@ def recommend_next(
     model: SequentialRecommender,
     dataset: Dataset,
     features: dict,
-    users,  # noqa: ANN001 - array-like of user ids
+    users: ArrayLike,
     k: int = 10,
     exclude_seen: bool = False,
     max_len: int | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from distillrec.data.dataset import Dataset
@@ -16,12 +17,15 @@ from distillrec.data.sampling import NegativeSampler, epoch_batches
 from distillrec.errors import ConfigError
 from distillrec.eval.ranking import Evaluator
 from distillrec.models.base import Batch, Recommender
+from distillrec.models.sequential.base import sequential
 from distillrec.training.config import TrainConfig
 from distillrec.training.next_item import NextItemTask
 from distillrec.training.scoring import model_score_fn
 
 
 class Task(Protocol):
+    last_per_user: tuple[np.ndarray, dict[str, np.ndarray]]  # set by `evaluate(..., per_user=True)`
+
     def batches(self, generator: torch.Generator) -> Iterator[Any]: ...
 
     def evaluate(
@@ -45,11 +49,13 @@ class TopKTask:
 
     def batches(self, generator: torch.Generator) -> Iterator[Batch]:
         n_neg = self.config.n_negatives
+        sampler = self.sampler
+        assert sampler is not None, "only a trainable model's task makes training batches"
         for users, pos in epoch_batches(self.dataset.train, self.config.batch_size, generator):
             if n_neg == 1:
-                neg = self.sampler.sample(users, generator)
+                neg = sampler.sample(users, generator)
             else:
-                neg = self.sampler.sample(users.repeat_interleave(n_neg), generator).view(-1, n_neg)
+                neg = sampler.sample(users.repeat_interleave(n_neg), generator).view(-1, n_neg)
             yield Batch(users, pos, neg).to(self.device)
 
     @torch.no_grad()
@@ -80,5 +86,5 @@ def make_task(
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; known: {sorted(TASKS)}")
     if task == "next-item" and model is not None:
-        return NextItemTask(dataset, config, device, trainable, model.input_window)
+        return NextItemTask(dataset, config, device, trainable, sequential(model).input_window)
     return TASKS[task](dataset, config, device, trainable)

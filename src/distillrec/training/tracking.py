@@ -11,9 +11,12 @@ events a killed session wrote after its last checkpoint are hidden and each curv
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distillrec.errors import ConfigError
+
+if TYPE_CHECKING:  # tensorboard is an optional extra
+    from torch.utils.tensorboard import SummaryWriter
 
 TRACKERS = ("tensorboard",)
 
@@ -47,7 +50,7 @@ class TensorBoardTracker(Tracker):
             raise ConfigError('--log tensorboard needs tensorboard: pip install -e ".[track]"') from None
         self._writer_class = SummaryWriter
         self.log_dir = Path(log_dir)
-        self.writer = None
+        self.writer: SummaryWriter | None = None
 
     def log(self, row: dict[str, Any]) -> None:
         step = int(row["epoch"])

@@ -19,10 +19,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from distillrec.data.dataset import Dataset
 from distillrec.errors import ConfigError, DistillrecError
@@ -31,6 +32,11 @@ from distillrec.training.checkpoint import load_checkpoint, save_checkpoint, wri
 from distillrec.training.config import TrainConfig
 from distillrec.training.tasks import make_task
 from distillrec.training.tracking import Tracker
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from distillrec.distill.base import Distiller  # the layer above: distillers are handed in
 
 log = logging.getLogger("distillrec.training")
 RESTART = "run again without --resume to start the run over"
@@ -80,7 +86,7 @@ class Trainer:
         dataset: Dataset,
         config: TrainConfig,
         run_dir: Path | None = None,
-        distiller=None,  # noqa: ANN001 - a distill.base.Distiller
+        distiller: Distiller | None = None,
         device: torch.device | str = "cpu",
         quiet: bool = False,
         tracker: Tracker | None = None,  # each history row goes to it too (training.tracking)
@@ -159,7 +165,9 @@ class Trainer:
         if self.distiller is not None:
             # a distiller may schedule the backbone's named groups (KDSR's asynchronous warm-up)
             factors = {**factors, **self.distiller.lr_multipliers(epoch)}
-        for group in self.optimizer.param_groups:
+        optimizer = self.optimizer
+        assert optimizer is not None, "only a trainable model trains"
+        for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factors.get(group.get("name", ""), 1.0)
         # once per epoch, before its batches; a resumed run calls it for the epoch it continues with
         self.model.on_epoch_start(epoch)
@@ -171,33 +179,35 @@ class Trainer:
             terms = dict(out) if isinstance(out, dict) else {"loss": out}
             if self.distiller is not None:
                 terms.update(self.distiller.loss(self.model, rep, batch, epoch))
-            total = sum(terms.values())
+            total = cast(Tensor, sum(terms.values()))
             if not torch.isfinite(total):
                 raise DistillrecError(
                     f"the loss became {total.item()} at epoch {epoch}; try a lower lr or stronger regularisation"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             total.backward()
             if self.config.clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]], self.config.clip_grad_norm
+                    [p for g in optimizer.param_groups for p in g["params"]], self.config.clip_grad_norm
                 )
-            self.optimizer.step()
+            optimizer.step()
             for name, v in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(v.detach())
             n_batches += 1
-        out = {name: s / max(1, n_batches) for name, s in sums.items()}
-        if len(out) > 1:
-            out["loss_total"] = sum(out.values())
+        means = {name: s / max(1, n_batches) for name, s in sums.items()}
+        if len(means) > 1:
+            means["loss_total"] = sum(means.values())
         if self.distiller is not None:
-            out.update(self.distiller.on_epoch_end(self.model, epoch))
-        return out
+            means.update(self.distiller.on_epoch_end(self.model, epoch))
+        return means
 
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config
         start = time.perf_counter()
         self.model.fit(self.dataset)
-        epoch, best, history, bad = 0, {"epoch": 0, "score": -math.inf, "valid": {}}, [], 0
+        epoch, bad = 0, 0
+        best: dict[str, Any] = {"epoch": 0, "score": -math.inf, "valid": {}}
+        history: list[dict[str, Any]] = []
         last = self.run_dir / "last.pt" if self.run_dir else None
         if resume and last is not None and last.exists():
             epoch, best, history, bad = self._restore(load_checkpoint(last, self.device, RESTART))
@@ -237,8 +247,8 @@ class Trainer:
                     self.tracker.log(row)
                     progress.update(epoch, row, best)
                     if self.run_dir:
-                        save_checkpoint(last, self._state(epoch, best, history, bad))
-                        self._write_history(history)
+                        save_checkpoint(self.run_dir / "last.pt", self._state(epoch, best, history, bad))
+                        self._write_history(self.run_dir, history)
                     if bad >= cfg.patience:
                         log.info("early stop at epoch %d (best %d)", epoch, best["epoch"])
                         break
@@ -268,7 +278,7 @@ class Trainer:
             getattr(self.task, "last_per_user", None),
         )
 
-    def _write_history(self, history: list[dict[str, Any]]) -> None:
+    def _write_history(self, run_dir: Path, history: list[dict[str, Any]]) -> None:
         keys: list[str] = []
         for row in history:
             keys += [k for k in row if k not in keys]
@@ -276,7 +286,7 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-        write_run_file(self.run_dir / "history.csv", buf.getvalue().encode())
+        write_run_file(run_dir / "history.csv", buf.getvalue().encode())
 
 
 def _live_display() -> bool:
@@ -306,7 +316,7 @@ class _progress:
 
     def __init__(self, total: int, done: int, quiet: bool) -> None:
         self.total, self.done, self.quiet = total, done, quiet
-        self.bar = None
+        self.bar: Progress | None = None
         if not quiet and _live_display():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -320,12 +330,12 @@ class _progress:
             )
             self.task = self.bar.add_task("train", total=total, completed=done, info="")
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self) -> _progress:
         if self.bar:
             self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc):  # noqa: ANN002, ANN204
+    def __exit__(self, *exc: Any) -> None:
         if self.bar:
             self.bar.__exit__(*exc)
 

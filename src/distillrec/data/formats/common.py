@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from distillrec.data.dataset import Dataset, Sequences, interactions_to_csr
@@ -27,9 +28,9 @@ def check_folder(folder: Path | str) -> Path:
     return folder
 
 
-def warn_cold_users(source: str, parts: list) -> None:  # noqa: ANN001 - [train, valid, test] CSR
+def warn_cold_users(source: str, parts: list[sp.csr_matrix]) -> None:
     """Users evaluated with no training interaction are scored from their initial embedding: legal, but
-    rarely intended, so it is said once (MMRec's splits never produce them)."""
+    rarely intended, so it is said once (MMRec's splits never produce them). `parts`: [train, valid, test]."""
     has_train = np.diff(parts[0].indptr) > 0
     for part, mat in zip(("valid", "test"), parts[1:], strict=True):
         cold = np.flatnonzero((np.diff(mat.indptr) > 0) & ~has_train)

@@ -101,7 +101,7 @@ def _read_sequences(path: Path, n_items_fixed: int | None, feature_file: Path | 
     table = read_table(path)
     table.require(USER, ITEM)
     order, order_name = order_column(table)
-    if order is None:
+    if order is None or order_name is None:
         raise DataError(
             f"{path}: missing required column 'position' (or 'timestamp'); columns found: {', '.join(table.columns)}"
         )

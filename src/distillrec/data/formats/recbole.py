@@ -97,7 +97,9 @@ def find_files(folder: Path, name: str | None) -> tuple[str, bool]:
     return found[0]
 
 
-def _int_tokens(tokens: np.ndarray, table: Table, rows: np.ndarray, column: str, why: Path) -> np.ndarray:
+def _int_tokens(
+    tokens: np.ndarray, table: Table, rows: np.ndarray, column: str, why: Path | None
+) -> np.ndarray:
     """Item tokens read as integer ids (to index feature rows); the first bad token names its line."""
     numbers = pd.to_numeric(pd.Series(tokens, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 0) | (numbers >= 2.0**63)
@@ -128,17 +130,17 @@ class _Items:
             bounds = np.cumsum([0] + [len(p[0]) for p in pieces])
             ids = [codes[a:b].astype(np.int64) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
             return ids, np.asarray(uniques, dtype=object)
-        out = []
+        out: list[np.ndarray] = []
         for tokens, table, rows, column in pieces:
-            ids = _int_tokens(tokens, table, rows, column, self.first_file)
-            over = ids >= self.rows
+            piece = _int_tokens(tokens, table, rows, column, self.first_file)
+            over = piece >= self.rows
             if over.any():
                 i = int(np.argmax(over))
                 raise table.fail(
                     int(rows[i]),
-                    f"{column} {ids[i]} is out of range: {self.first_file} has only {self.rows} rows",
+                    f"{column} {piece[i]} is out of range: {self.first_file} has only {self.rows} rows",
                 )
-            out.append(ids)
+            out.append(piece)
         return out, np.arange(self.rows).astype(str).astype(object)
 
 

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
-from distillrec.models.embeddings import id_embeddings
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
+from distillrec.models.embeddings import feature_projections, id_embeddings
 from distillrec.models.graph import SparseGraph, propagate, sym_norm_adjacency
 from distillrec.models.registry import ModelParams, register
 
@@ -54,7 +55,9 @@ class BM3(Recommender):
         cl_weight: float = 2.0
         modality_score_weight: float = 0.1
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    params: Params
+
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         d = params.embedding_size
         self.params = params
@@ -63,16 +66,14 @@ class BM3(Recommender):
         self.user_emb, self.item_emb = id_embeddings(self.n_users, self.n_items, d)
         self.predictor = nn.Linear(d, d)
         nn.init.xavier_normal_(self.predictor.weight)
-        self.proj = nn.ModuleDict({m: nn.Linear(w, d) for m, w in dataset.feature_dims.items()})
-        for lin in self.proj.values():
-            nn.init.xavier_normal_(lin.weight)
+        self.proj = feature_projections(dataset.feature_dims, d, nn.init.xavier_normal_)
         self.graph = SparseGraph(sym_norm_adjacency(dataset.train), symmetric=True)
 
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         """The Linear projection h_m = W_m f_m + b_m of each modality's raw features."""
         return {m: self.proj[m](features[m]) for m in self.modalities}
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         online_u, online_i = torch.split(
             propagate(self.graph, ego, self.params.n_layers), [self.n_users, self.n_items]
@@ -96,7 +97,7 @@ class BM3(Recommender):
         ui = _cos_loss(self.predictor(online_u[users]), target_i) + _cos_loss(
             self.predictor(online_i[items]), target_u
         )
-        cl = 0.0
+        cl: Tensor | float = 0.0
         for m, h in rep.extras["modal"].items():
             pred_m = rep.parts[m][1][items]
             with torch.no_grad():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
 from distillrec.models.embeddings import id_embeddings
 from distillrec.models.losses import bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
@@ -18,12 +19,12 @@ class BPRMF(Recommender):
         embedding_size: int = 64
         reg_weight: float = 1e-4
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         self.user_emb, self.item_emb = id_embeddings(dataset.n_users, dataset.n_items, params.embedding_size)
         self.reg_weight = params.reg_weight
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         return Representation(self.user_emb.weight, self.item_emb.weight)
 
     def loss(self, rep: Representation, batch: Batch) -> torch.Tensor:

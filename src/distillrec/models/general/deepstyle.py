@@ -30,7 +30,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
+from distillrec.models.embeddings import feature_projections, xavier_table
 from distillrec.models.losses import bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
 
@@ -46,15 +48,15 @@ class DeepStyle(Recommender):
         content_reg_weight: float = 1e-3
         use_labels: bool = True
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    category: Tensor
+
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         d = params.embedding_size
         self.modalities = list(dataset.features)
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, d)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_items, d)))
-        self.proj = nn.ModuleDict({m: nn.Linear(w, d, bias=False) for m, w in dataset.feature_dims.items()})
-        for lin in self.proj.values():
-            nn.init.xavier_uniform_(lin.weight)
+        self.user_emb = xavier_table(dataset.n_users, d)
+        self.item_emb = xavier_table(dataset.n_items, d)
+        self.proj = feature_projections(dataset.feature_dims, d, bias=False)
         labels = dataset.labels if params.use_labels else None
         if labels is not None and int(labels.max()) >= 0:
             n_cat = int(labels.max()) + 1
@@ -73,14 +75,14 @@ class DeepStyle(Recommender):
         self.reg_weight = params.reg_weight
         self.content_reg_weight = params.content_reg_weight
 
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         return {m: self.proj[m](features[m]) for m in self.modalities}
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         content = self.modality_embeddings(features)
         total = sum(content.values())
         item = total - self.category_emb[self.category] + self.item_emb
-        parts = {m: (self.user_emb, content[m]) for m in self.modalities}
+        parts: dict[str, tuple[Tensor, Tensor]] = {m: (self.user_emb, content[m]) for m in self.modalities}
         return Representation(self.user_emb, item, parts=parts, extras={"content": total})
 
     def loss(self, rep: Representation, batch: Batch) -> Tensor:

@@ -30,14 +30,16 @@ Departures from the reference code (feiyuchen7/EgoGCN Model_routing_21sp.py), an
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
+from distillrec.models.embeddings import xavier_table
 from distillrec.models.graph import SparseGraph, sym_norm_adjacency
 from distillrec.models.refined_graph import (
     ConfidenceEdges,
@@ -69,13 +71,13 @@ class EgoGCN(Recommender):
         n_id_layers: int = Field(3, ge=0)
         reg_weight: float = 1e-4
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         self.edges = UserItemEdges(dataset)
         n_nodes, c = self.edges.n_nodes, params.latent_size
-        self.id_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, params.embedding_size)))
+        self.id_emb = xavier_table(n_nodes, params.embedding_size, nn.init.xavier_normal_)
         self.encoder = FeatureEncoder(dataset.feature_dims, c)
         self.pref = UserPreferences(self.modalities, self.n_users, c)
         self.fusion = params.fusion
@@ -97,10 +99,10 @@ class EgoGCN(Recommender):
             self.edge_weight = ConfidenceEdges(n_nodes, len(self.modalities), "confid", pruning=True)
         self.reg_weight = params.reg_weight
 
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         return self.encoder(features)
 
-    def pre_activation_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def pre_activation_embeddings(self, features: Features) -> dict[str, Tensor]:
         return self.encoder.pre_activation(features)
 
     def _soft_views(self, xs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -108,7 +110,7 @@ class EgoGCN(Recommender):
         out = {}
         for m in self.modalities:
             total = xs[m]
-            for o, gate in self.gates[m].items():
+            for o, gate in cast(nn.ModuleDict, self.gates[m]).items():
                 total = total + torch.sigmoid(gate(xs[o])) * xs[o]
             out[m] = total / len(self.modalities)
         return out
@@ -145,7 +147,7 @@ class EgoGCN(Recommender):
             out = out + h
         return out
 
-    def represent(self, features, ablated: frozenset[str] = frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         items = self.modality_embeddings(features)
         xs = {m: F.normalize(torch.cat([self.pref(m, ablated), items[m]]), dim=1) for m in self.modalities}
         if self.fusion == "soft":

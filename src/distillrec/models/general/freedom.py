@@ -33,14 +33,15 @@ loss for those items only (MMRec projects every item at every batch; the values 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
 from distillrec.models.embeddings import id_embeddings
 from distillrec.models.feature_cache import FeatureCache
 from distillrec.models.graph import SparseGraph, propagate, sym_norm_adjacency, symmetric_spmm
@@ -77,7 +78,12 @@ class FREEDOM(Recommender):
             "(earlier versions)",
         )
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    params: Params
+    edge_users: Tensor
+    edge_items: Tensor
+    edge_prob: Tensor
+
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         if not 0.0 <= params.dropout < 1.0:
             raise ValueError(
@@ -141,17 +147,18 @@ class FREEDOM(Recommender):
             return self.pruned_adjacency()
         if self._epoch_graph is None or self._epoch_graph[1].device != self.edge_prob.device:
             self.on_epoch_start(self._epoch_graph[0] if self._epoch_graph is not None else 0)
+        assert self._epoch_graph is not None, "a training pass with edge dropout draws its graph first"
         return self._epoch_graph[1]
 
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         """The Linear projection W_m f_m + b_m of each modality (scored by the modality BPR terms)."""
         return {m: self.proj[m](features[m]) for m in self.modalities}
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         h = self.item_emb.weight
         graphs = {m: self._item_graph(m, features[m]) for m in self.modalities}
         for _ in range(self.params.n_mm_layers):
-            h = sum(self.mix[m] * graphs[m](h) for m in self.modalities)
+            h = cast(Tensor, sum(self.mix[m] * graphs[m](h) for m in self.modalities))
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         if self.training and self.params.dropout > 0:
             adj = self.training_adjacency()
@@ -170,9 +177,12 @@ class FREEDOM(Recommender):
         items, where = torch.unique(torch.cat([batch.pos, batch.neg.reshape(-1)]), return_inverse=True)
         pos, neg = where[: len(batch.pos)], where[len(batch.pos) :].view(batch.neg.shape)
         features = rep.extras["features"]
-        modal = sum(
-            dot_bpr_loss(u, e[pos], e[neg])
-            for e in (self.proj[m](features[m][items]) for m in self.modalities)
+        modal = cast(
+            Tensor,
+            sum(
+                dot_bpr_loss(u, e[pos], e[neg])
+                for e in (self.proj[m](features[m][items]) for m in self.modalities)
+            ),
         )
         out["modal_bpr"] = self.params.reg_weight * modal
         return out

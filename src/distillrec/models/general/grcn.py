@@ -32,7 +32,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
+from distillrec.models.embeddings import xavier_table
 from distillrec.models.refined_graph import (
     ConfidenceEdges,
     FeatureEncoder,
@@ -61,13 +63,13 @@ class GRCN(Recommender):
         pruning: bool = True
         reg_weight: float = 1e-4
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         self.edges = UserItemEdges(dataset)
         n_nodes = self.edges.n_nodes
-        self.id_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, params.embedding_size)))
+        self.id_emb = xavier_table(n_nodes, params.embedding_size, nn.init.xavier_normal_)
         self.encoder = FeatureEncoder(dataset.feature_dims, params.latent_size)
         self.pref = UserPreferences(self.modalities, self.n_users, params.latent_size)
         self.edge_weight = ConfidenceEdges(n_nodes, len(self.modalities), params.weight_mode, params.pruning)
@@ -75,13 +77,13 @@ class GRCN(Recommender):
         self.n_id_layers = params.n_id_layers
         self.reg_weight = params.reg_weight
 
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         return self.encoder(features)
 
-    def pre_activation_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def pre_activation_embeddings(self, features: Features) -> dict[str, Tensor]:
         return self.encoder.pre_activation(features)
 
-    def represent(self, features, ablated: frozenset[str] = frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         items = self.modality_embeddings(features)
         graph = self.edges.full
         reps, alphas = {}, []

@@ -10,9 +10,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
+from distillrec.data.dataset import Dataset
 from distillrec.errors import ConfigError
-from distillrec.models.base import Recommender, Representation
+from distillrec.models.base import Features, Recommender, Representation
 from distillrec.models.knn import knn_graph
 from distillrec.models.registry import ModelParams, register
 
@@ -27,7 +29,9 @@ class ItemKNNCBF(Recommender):
         k: int = 50
         modalities: list[str] | None = None  # None = every modality of the dataset
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    _device_marker: Tensor
+
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         names = params.modalities or list(dataset.features)
         missing = [m for m in names if m not in dataset.features]
@@ -40,7 +44,7 @@ class ItemKNNCBF(Recommender):
         self.train_matrix = dataset.train
         self.register_buffer("_device_marker", torch.zeros(0))
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         """The neighbour graph is built from the features given, so ablating a modality changes it."""
         x = torch.cat([F.normalize(features[m].float(), dim=1) for m in self.modalities], dim=1)
         sim = knn_graph(x.cpu() / len(self.modalities) ** 0.5, self.k, normalise="none")  # = mean cosine

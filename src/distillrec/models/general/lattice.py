@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
 from distillrec.models.embeddings import id_embeddings
 from distillrec.models.feature_cache import FeatureCache
 from distillrec.models.graph import SparseGraph, propagate
@@ -90,22 +91,22 @@ class LearnedGraph:
     def __init__(
         self, n: int, edges: list[tuple[Tensor, Tensor, Tensor]], uniform: list[Tensor], k: int, like: Tensor
     ) -> None:
-        self.rows = torch.cat([e[0] for e in edges]) if edges else None
-        self.cols = torch.cat([e[1] for e in edges]) if edges else None
-        vals = torch.cat([e[2] for e in edges]) if edges else None
         deg = like.new_zeros(n)
-        if vals is not None:
-            deg = deg.index_add(0, self.rows, vals)
+        if edges:
+            rows, cols, vals = (torch.cat([e[c] for e in edges]) for c in range(3))
+            deg = deg.index_add(0, rows, vals)
         self.uniform = sum(w * k / n for w in uniform) if uniform else None
         if self.uniform is not None:
             deg = deg + self.uniform * n
         self.dinv = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
-        self.vals = None if vals is None else vals * self.dinv[self.rows] * self.dinv[self.cols]
+        # (rows, cols, normalised values) of the sparse parts
+        self.sparse = (rows, cols, vals * self.dinv[rows] * self.dinv[cols]) if edges else None
 
     def __call__(self, x: Tensor) -> Tensor:
         out = torch.zeros_like(x)
-        if self.vals is not None:
-            out = out.index_add(0, self.rows, self.vals.unsqueeze(1) * x[self.cols])
+        if self.sparse is not None:
+            rows, cols, vals = self.sparse
+            out = out.index_add(0, rows, vals.unsqueeze(1) * x[cols])
         if self.uniform is not None:
             out = out + self.uniform * self.dinv.unsqueeze(1) * (self.dinv.unsqueeze(1) * x).sum(
                 0, keepdim=True
@@ -130,7 +131,9 @@ class LATTICE(Recommender):
         knn_every: Literal["epoch", "batch"] = "epoch"
         knn_chunk: int = 2048
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    params: Params
+
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         d = params.embedding_size
         self.params = params
@@ -146,7 +149,7 @@ class LATTICE(Recommender):
         self._neighbours = FeatureCache()
         self._constant = FeatureCache()
 
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         """The projections p_m = W_m f_m + b_m from which the learned graph is built."""
         return {m: self.proj[m](features[m]) for m in self.modalities}
 
@@ -165,7 +168,7 @@ class LATTICE(Recommender):
             return search(raw)
         return self._neighbours.get(m, raw, search)
 
-    def learned_graph(self, features, weights: Tensor) -> LearnedGraph:  # noqa: ANN001
+    def learned_graph(self, features: Features, weights: Tensor) -> LearnedGraph:
         edges, uniform = [], []
         for j, (m, p) in enumerate(self.modality_embeddings(features).items()):
             if self._constant.get(m, features[m], is_constant):
@@ -181,7 +184,7 @@ class LATTICE(Recommender):
     def _original_graph(self, m: str, features: Tensor) -> ItemKnnGraph:
         return self._original.get(m, features, lambda f: ItemKnnGraph(f, self.params.knn_k, weighted=True))
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         weights = torch.softmax(self.modal_weight, dim=0)
         learned = self.learned_graph(features, weights)
         original = [self._original_graph(m, features[m]) for m in self.modalities]

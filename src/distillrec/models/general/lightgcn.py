@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
 from distillrec.models.embeddings import id_embeddings
 from distillrec.models.graph import SparseGraph, propagate, sym_norm_adjacency
 from distillrec.models.losses import bpr_loss, l2_reg
@@ -24,7 +25,7 @@ class LightGCN(Recommender):
         n_layers: int = 2
         reg_weight: float = 1e-4
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.user_emb, self.item_emb = id_embeddings(self.n_users, self.n_items, params.embedding_size)
@@ -32,7 +33,7 @@ class LightGCN(Recommender):
         self.n_layers = params.n_layers
         self.reg_weight = params.reg_weight
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         final = propagate(self.graph, ego, self.n_layers)
         user, item = torch.split(final, [self.n_users, self.n_items])

@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
 from distillrec.models.registry import ModelParams, register
 
 _SCORE_BUDGET = 1 << 24  # elements of the [users, items, 5d] attention tensor per scoring chunk
@@ -93,7 +94,7 @@ class MAML(Recommender):
         legacy_signed_cov: bool = False
         legacy_embeddings_only: bool = False
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         d, h = params.embedding_size, params.hidden_size
         self.p = params
@@ -132,10 +133,10 @@ class MAML(Recommender):
                 prm.requires_grad_(False)
 
     # ------------------------------------------------------------------ feature extractor
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         return {m: self.modal[m](features[m]) for m in self.modalities}
 
-    def feature_projection(self, features) -> Tensor:  # noqa: ANN001
+    def feature_projection(self, features: Features) -> Tensor:
         """f_i for every item: the MLP over the normalised per-modality embeddings, clipped to norm 1."""
         parts = self.modality_embeddings(features)
         x = _l2norm(torch.cat([parts[m] for m in self.modalities], dim=1))
@@ -162,7 +163,7 @@ class MAML(Recommender):
             if bool(over.any()):
                 emb.mul_(torch.where(over, clip / norm, torch.ones_like(norm)))
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         self._project_embeddings()
         return Representation(
             self.user_emb, self.item_emb, extras={"feature": self.feature_projection(features)}

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation
 from distillrec.models.embeddings import id_embeddings
 from distillrec.models.feature_cache import FeatureCache
 from distillrec.models.graph import SparseGraph, propagate, sym_norm_adjacency
@@ -58,7 +59,9 @@ class MGCN(Recommender):
         cl_weight: float = 0.01
         cl_temperature: float = 0.2
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    params: Params
+
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         d = params.embedding_size
         self.params = params
@@ -81,13 +84,13 @@ class MGCN(Recommender):
     def _item_graph(self, m: str, features: Tensor) -> ItemKnnGraph:
         return self._graphs.get(m, features, lambda f: ItemKnnGraph(f, self.params.knn_k, weighted=True))
 
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         """The purified item embeddings e_id ⊙ σ(W_g (W_m f_m + b_m) + b_g), one per modality."""
         return {
             m: self.item_emb.weight * self.purifier[m](self.proj[m](features[m])) for m in self.modalities
         }
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         content = propagate(self.graph, ego, self.params.n_ui_layers)
         views, parts = [], {}

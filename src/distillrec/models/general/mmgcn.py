@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation, mean_row
+from distillrec.models.embeddings import feature_projections, xavier_table
 from distillrec.models.graph import SparseGraph, mean_adjacency
 from distillrec.models.losses import dot_bpr_loss, mean_square_reg
 from distillrec.models.registry import ModelParams, register
@@ -53,11 +55,13 @@ class _ModalityGCN(nn.Module):
         self.comb = nn.ModuleList()
         for layer in range(n_layers):
             d_in = in_dim if layer == 0 else dim
-            self.conv.append(nn.Parameter(nn.init.xavier_normal_(torch.empty(d_in, d_in))))
-            self.self_lin.append(nn.Linear(d_in, dim))
-            self.comb.append(nn.Linear(d_in + dim, dim) if combine == "concat" else nn.Linear(d_in, dim))
-            nn.init.xavier_normal_(self.self_lin[-1].weight)
-            nn.init.xavier_normal_(self.comb[-1].weight)
+            self.conv.append(xavier_table(d_in, d_in, nn.init.xavier_normal_))
+            self_lin = nn.Linear(d_in, dim)
+            comb = nn.Linear(d_in + dim, dim) if combine == "concat" else nn.Linear(d_in, dim)
+            self.self_lin.append(self_lin)
+            self.comb.append(comb)
+            nn.init.xavier_normal_(self_lin.weight)
+            nn.init.xavier_normal_(comb.weight)
 
     def forward(self, x: Tensor, graph: SparseGraph, id_emb: Tensor) -> Tensor:
         for w, lin, comb in zip(self.conv, self.self_lin, self.comb, strict=True):
@@ -85,19 +89,17 @@ class MMGCN(Recommender):
             0.01, ge=0, description="lr factor of the ID embeddings and preferences"
         )
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         d, c = params.embedding_size, params.latent_size
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         n_nodes = self.n_users + self.n_items
-        self.id_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, d)))
+        self.id_emb = xavier_table(n_nodes, d, nn.init.xavier_normal_)
         self.user_pref = nn.ParameterDict(
-            {m: nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users, c))) for m in self.modalities}
+            {m: xavier_table(self.n_users, c, nn.init.xavier_normal_) for m in self.modalities}
         )
-        self.proj = nn.ModuleDict({m: nn.Linear(w, c) for m, w in dataset.feature_dims.items()})
-        for lin in self.proj.values():
-            nn.init.xavier_normal_(lin.weight)
+        self.proj = feature_projections(dataset.feature_dims, c, nn.init.xavier_normal_)
         self.gcn = nn.ModuleDict(
             {m: _ModalityGCN(c, d, params.n_layers, params.combine) for m in self.modalities}
         )
@@ -105,7 +107,7 @@ class MMGCN(Recommender):
         self.reg_weight = params.reg_weight
         self.embedding_lr_scale = params.embedding_lr_scale
 
-    def modality_embeddings(self, features) -> dict[str, Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
         return {m: self.proj[m](features[m]) for m in self.modalities}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -115,17 +117,18 @@ class MMGCN(Recommender):
 
     def _preference(self, m: str, ablated: frozenset[str]) -> Tensor:
         pref = self.user_pref[m]
-        return pref.mean(0, keepdim=True).expand_as(pref) if m in ablated else pref
+        return mean_row(pref) if m in ablated else pref
 
-    def represent(self, features, ablated: frozenset[str] = frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         items = self.modality_embeddings(features)
         parts = {}
-        total = None
+        total: Tensor | None = None
         for m in self.modalities:
             x = F.normalize(torch.cat([self._preference(m, ablated), items[m]]), dim=1)
             out = self.gcn[m](x, self.graph, self.id_emb)
             total = out if total is None else total + out
             parts[m] = (out[: self.n_users], out[self.n_users :])
+        assert total is not None  # a feature model has a modality
         final = total / len(self.modalities)
         return Representation(final[: self.n_users], final[self.n_users :], parts=parts)
 

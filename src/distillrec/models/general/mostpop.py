@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from distillrec.models.base import Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Features, Recommender, Representation
 from distillrec.models.registry import ModelParams, register
 
 
@@ -17,11 +19,14 @@ class MostPop(Recommender):
     class Params(ModelParams):
         pass
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    popularity: Tensor
+    ones: Tensor
+
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         pop = np.asarray(dataset.train.sum(0)).ravel().astype(np.float32)
         self.register_buffer("popularity", torch.from_numpy(pop).unsqueeze(1))
         self.register_buffer("ones", torch.ones(dataset.n_users, 1))
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         return Representation(self.ones, self.popularity)

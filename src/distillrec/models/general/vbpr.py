@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distillrec.models.base import Batch, Recommender, Representation
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import Batch, Features, Recommender, Representation, mean_row
+from distillrec.models.embeddings import feature_projections, xavier_table
 from distillrec.models.losses import bpr_loss, l2_reg
 from distillrec.models.registry import ModelParams, register
 
@@ -22,34 +24,25 @@ class VBPR(Recommender):
         embedding_size: int = 64
         reg_weight: float = 1e-4
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__()
         d = params.embedding_size
         self.modalities = list(dataset.features)
-        self.user_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, d)))
-        self.item_id = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_items, d)))
-        self.user_pref = nn.ParameterDict(
-            {
-                m: nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, d)))
-                for m in self.modalities
-            }
-        )
-        self.proj = nn.ModuleDict({m: nn.Linear(w, d) for m, w in dataset.feature_dims.items()})
-        for lin in self.proj.values():
-            nn.init.xavier_uniform_(lin.weight)
+        self.user_id = xavier_table(dataset.n_users, d)
+        self.item_id = xavier_table(dataset.n_items, d)
+        self.user_pref = nn.ParameterDict({m: xavier_table(dataset.n_users, d) for m in self.modalities})
+        self.proj = feature_projections(dataset.feature_dims, d)
         self.reg_weight = params.reg_weight
 
-    def modality_embeddings(self, features) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    def modality_embeddings(self, features: Features) -> dict[str, torch.Tensor]:
         return {m: self.proj[m](features[m]) for m in self.modalities}
 
-    def represent(self, features, ablated=frozenset()) -> Representation:  # noqa: ANN001
+    def represent(self, features: Features, ablated: frozenset[str] = frozenset()) -> Representation:
         items = self.modality_embeddings(features)
         parts = {}
         for m in self.modalities:
             pref = self.user_pref[m]
-            if m in ablated:
-                pref = pref.mean(0, keepdim=True).expand_as(pref)
-            parts[m] = (pref, items[m])
+            parts[m] = (mean_row(pref) if m in ablated else pref, items[m])
         user = torch.cat([self.user_id] + [parts[m][0] for m in self.modalities], dim=1)
         item = torch.cat([self.item_id] + [parts[m][1] for m in self.modalities], dim=1)
         return Representation(user, item, parts=parts)

@@ -19,16 +19,18 @@ with the ID table. Off by default: the plain models are unchanged.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from distillrec.data.dataset import Dataset
 from distillrec.data.next_item import SeqBatch
 from distillrec.errors import ConfigError
-from distillrec.models.base import Recommender, Representation
+from distillrec.models.base import Recommender, Representation, mean_row
 from distillrec.models.registry import ModelParams
 from distillrec.models.schedules import AsyncWarmup, warmup_factors
 
@@ -67,6 +69,9 @@ def fit_linear_autoencoder(features: Tensor, dim: int) -> tuple[Tensor, Tensor, 
 
 class FeatureCompressor(nn.Module):
     """Frozen linear encoder of one modality's features (fitted on the dataset's features at init)."""
+
+    mean: Tensor
+    components: Tensor
 
     def __init__(self, features: Tensor, dim: int) -> None:
         super().__init__()
@@ -112,7 +117,7 @@ class ModalityInputParams(WarmupParams):
     )
 
 
-def modality_tables(dataset, width: int, scale: float) -> nn.ParameterDict:  # noqa: ANN001
+def modality_tables(dataset: Dataset, width: int, scale: float) -> nn.ParameterDict:
     """One trainable [n_items, width] table per modality, initialised from the features' linear-autoencoder
     codes (width columns; zero columns where a modality has fewer) times `scale` (1: the codes' own unit
     mean square, the features' scale). Deterministic: draws nothing from the random generators."""
@@ -126,7 +131,7 @@ def modality_tables(dataset, width: int, scale: float) -> nn.ParameterDict:  # n
 
 def ablate_tables(tables: nn.ParameterDict | dict[str, Tensor], ablated: frozenset[str]) -> dict[str, Tensor]:
     """The tables with each ablated modality's rows replaced by their mean row."""
-    return {m: (t.mean(0, keepdim=True).expand_as(t) if m in ablated else t) for m, t in tables.items()}
+    return {m: (mean_row(t) if m in ablated else t) for m, t in tables.items()}
 
 
 def fused_input(id_weight: Tensor, n_items: int, mods: dict[str, Tensor]) -> Tensor:
@@ -143,12 +148,12 @@ def pad_columns(x: Tensor, d: int) -> Tensor:
 class SequentialRecommender(Recommender):
     """Base of next-item backbones; subclasses implement `represent` and `encode`."""
 
-    task: ClassVar[str] = "next-item"
+    task = "next-item"
     max_len: (
         int  # newest events of a sequence the model reads; each subclass sets it from its Params (SeqParams)
     )
 
-    def __init__(self, dataset) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset) -> None:
         super().__init__()
         if dataset.sequences is None:
             raise ConfigError(f"dataset {dataset.name!r} has no ordered histories; {self.name} needs them")
@@ -165,7 +170,7 @@ class SequentialRecommender(Recommender):
         """Scores of every item for each sequence vector: [B, n_items]."""
         return h @ rep.item.T
 
-    def loss(self, rep: Representation, batch: SeqBatch) -> Tensor:
+    def loss(self, rep: Representation, batch: SeqBatch) -> Tensor:  # type: ignore[override]  # next-item batches
         """Cross-entropy of the next item over all items (RecBole's CE loss)."""
         logits = self.score_sequences(rep, self.encode(rep, batch.items, batch.lengths))
         return F.cross_entropy(logits, batch.target)
@@ -225,6 +230,13 @@ class SequentialRecommender(Recommender):
         return warmup_factors(schedule, (MODALITY_GROUP,), epoch)
 
 
+def sequential(model: Recommender) -> SequentialRecommender:
+    """A next-item model as the sequential contract every next-item backbone implements."""
+    if not isinstance(model, SequentialRecommender):
+        raise TypeError(f"{type(model).__name__} is a next-item model outside SequentialRecommender")
+    return model
+
+
 def empty_users(table: Tensor) -> Tensor:
     """The (empty) user matrix of a next-item Representation."""
     return table.new_zeros(0, table.shape[1])
@@ -237,8 +249,9 @@ def length_buckets(lengths: Tensor, width: int) -> list[tuple[Tensor, int]]:
     return [((widths == w).nonzero(as_tuple=True)[0], int(w)) for w in torch.unique(widths).tolist()]
 
 
-def by_length_buckets(fn, items: Tensor, lengths: Tensor) -> Tensor:  # noqa: ANN001 - (items, lengths) -> [b, d]
-    """fn applied per length bucket to left-aligned rows trimmed to the bucket's width; rows back in order."""
+def by_length_buckets(fn: Callable[[Tensor, Tensor], Tensor], items: Tensor, lengths: Tensor) -> Tensor:
+    """fn((items, lengths) -> [b, d]) applied per length bucket to left-aligned rows trimmed to the bucket's
+    width; rows back in order."""
     parts, order = [], []
     for rows, w in length_buckets(lengths, items.shape[1]):
         parts.append(fn(items[rows, :w], lengths[rows]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from distillrec.data.dataset import Dataset
 from distillrec.data.next_item import truncate
 from distillrec.errors import ConfigError
 from distillrec.models.base import Features, Representation
@@ -36,7 +37,7 @@ class GRU4Rec(SequentialRecommender):
         num_layers: int = 1
         dropout: float = 0.3
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__(dataset)
         self.max_len = params.max_len
         self.item_emb = nn.Embedding(self.n_items + 1, params.embedding_size, padding_idx=self.pad)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from distillrec.data.dataset import Dataset
 from distillrec.data.next_item import truncate
 from distillrec.models.base import Features, Representation
 from distillrec.models.registry import register
@@ -113,7 +114,7 @@ class MMSR(SequentialRecommender):
         )
         modality_init_scale: float = Field(1.0, gt=0, description="factor on the scale `modality_init` gives")
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__(dataset)
         d = params.hidden_size
         self.max_len, self.last_n = params.max_len, params.last_n
@@ -124,7 +125,7 @@ class MMSR(SequentialRecommender):
         self.modality = modality_tables(dataset, d, base * params.modality_init_scale)
         self.rgat = RelationalAttention(d, params.leaky_alpha, params.attn_dropout)
         self.gate = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1))
-        for lin in (self.gate[0], self.gate[2]):
+        for lin in [layer for layer in self.gate if isinstance(layer, nn.Linear)]:
             nn.init.normal_(lin.weight, 0.0, params.init_std)
             nn.init.zeros_(lin.bias)
         self.drop = nn.Dropout(params.dropout)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distillrec.data.dataset import Dataset
 from distillrec.data.next_item import truncate
 from distillrec.errors import ConfigError
 from distillrec.models.base import Features, Representation
@@ -131,7 +132,7 @@ class SASRec(SequentialRecommender):
     class Params(SASRecArchitecture, ModalityInputParams):
         pass
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: SASRecArchitecture) -> None:
         super().__init__(dataset)
         d = params.hidden_size
         self.max_len = params.max_len
@@ -151,12 +152,15 @@ class SASRec(SequentialRecommender):
             for _ in range(params.n_layers)
         )
         self._init(params.init_std)
-        with_modality = getattr(params, "modality_input", False)
-        if with_modality and not self.modalities:
+        # SASRM's Params share the architecture but take the features their own way (no modality_input)
+        modality = params if isinstance(params, ModalityInputParams) and params.modality_input else None
+        if modality is not None and not self.modalities:
             raise ConfigError(
                 f"{self.name}: modality_input needs item features; dataset {dataset.name!r} has none"
             )
-        self.modality = modality_tables(dataset, d, params.modality_init_scale) if with_modality else None
+        self.modality = (
+            modality_tables(dataset, d, modality.modality_init_scale) if modality is not None else None
+        )
 
     def _init(self, std: float) -> None:
         for mod in self.modules():

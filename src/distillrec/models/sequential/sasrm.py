@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from distillrec.data.dataset import Dataset
 from distillrec.models.base import Features, Representation
 from distillrec.models.registry import register
 from distillrec.models.sequential.base import FeatureCompressor, empty_users
@@ -32,15 +33,15 @@ class SASRM(SASRec):
         warmup_epochs: int = Field(10, ge=0)
         legacy_constant_ratio: bool = False
 
-    def __init__(self, dataset, params: Params) -> None:  # noqa: ANN001
+    def __init__(self, dataset: Dataset, params: Params) -> None:
         super().__init__(dataset, params)
         d = params.hidden_size
-        self.compress = nn.ModuleDict(
-            {m: FeatureCompressor(f, params.modality_dim) for m, f in dataset.features.items()}
-        )
-        self.proj = nn.ModuleDict({m: nn.Linear(c.dim, d) for m, c in self.compress.items()})
-        for m, lin in self.proj.items():  # projected codes start at the ID embeddings' scale
-            nn.init.normal_(lin.weight, 0.0, params.init_std / self.compress[m].dim ** 0.5)
+        compress = {m: FeatureCompressor(f, params.modality_dim) for m, f in dataset.features.items()}
+        self.compress = nn.ModuleDict(compress)
+        proj = {m: nn.Linear(c.dim, d) for m, c in compress.items()}
+        self.proj = nn.ModuleDict(proj)
+        for m, lin in proj.items():  # projected codes start at the ID embeddings' scale
+            nn.init.normal_(lin.weight, 0.0, params.init_std / compress[m].dim ** 0.5)
             nn.init.zeros_(lin.bias)
 
     def modality_embeddings(self, features: Features) -> dict[str, Tensor]:
