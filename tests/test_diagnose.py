@@ -359,3 +359,45 @@ def test_no_category_text_variant_reembeds_the_stripped_text(tmp_path):
         write_variant(
             "no-category-text", write_mmrec(ds, tmp_path / "bare"), tmp_path / "x", model=_Encoder()
         )
+
+
+# --------------------------------------------------------------------------- the command line
+def _cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    from distillrec.cli import main
+
+    monkeypatch.setattr("sys.argv", ["distillrec", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr()
+    return int(exit_.value.code or 0), out.out, out.err
+
+
+def test_diagnose_command_prints_the_verdicts_and_its_json_is_the_api_result(tmp_path, monkeypatch, capsys):
+    run_dir = _seq_run(tmp_path, {"modality_input": True}, epochs=2)
+    code, out, _ = _cli(monkeypatch, capsys, "diagnose", str(run_dir), "--json")
+    assert code == 0
+    result = json.loads(out)
+    _check_schema(result)
+    assert result == json.loads(json.dumps(diagnose(run_dir)))
+    code, out, _ = _cli(monkeypatch, capsys, "diagnose", str(run_dir))
+    assert code == 0 and all(result["methods"][m]["verdict"] in out for m in ("ckd", "sgfd", "cdl"))
+    code, _, err = _cli(monkeypatch, capsys, "diagnose", str(tmp_path))
+    assert code == 2 and err.count("error:") == 1 and "not a run folder" in err
+
+
+def test_variant_command_writes_the_same_folder_as_the_api(tmp_path, monkeypatch, capsys):
+    source = write_mmrec(make_dataset(n_users=20, n_items=25), tmp_path / "data")
+    args = ["variant", "noise", "--source", str(source), "--snr-db", "5", "--seed", "3"]
+    code, out, _ = _cli(monkeypatch, capsys, *args, "--out", str(tmp_path / "cli"))
+    assert code == 0 and "wrote" in out and "image_feat.npy" in out
+    api = write_variant("noise", source, tmp_path / "api", snr_db=5.0, seed=3)
+    written = np.load(tmp_path / "cli" / "image_feat.npy")
+    np.testing.assert_array_equal(written, np.load(api.path / "image_feat.npy"))
+    code, _, err = _cli(monkeypatch, capsys, *args, "--out", str(tmp_path / "cli"))
+    assert code == 2 and "not empty" in err  # refused without --force
+    code, _, err = _cli(
+        monkeypatch, capsys, "variant", "blur", "--source", str(source), "--out", str(tmp_path / "x")
+    )
+    assert code == 2 and "unknown variant kind" in err

@@ -2,12 +2,13 @@
 
 Each command is a thin function in the module of its group (`runs`: train, evaluate, recommend, serve and
 the demo; `experiments`: compare, experiment, report; `data`: datasets, features; `catalogue`: models,
-options); what they print is drawn by `render`. They are registered here, in the order `--help` lists them.
+options; `diagnosis`: diagnose, variant); what they print is drawn by `render`. They are registered here,
+in the order `--help` lists them.
 """
 
 from __future__ import annotations
 
-from distillrec.cli import catalogue, data, experiments, runs
+from distillrec.cli import catalogue, data, diagnosis, experiments, runs
 from distillrec.cli.application import app, main
 
 for _name, _command in (
@@ -23,6 +24,8 @@ for _name, _command in (
     ("report", experiments.report),
     ("serve", runs.serve),
     ("features", data.features),
+    ("diagnose", diagnosis.diagnose),
+    ("variant", diagnosis.variant),
 ):
     app.command(_name)(_command)
 

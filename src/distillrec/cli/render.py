@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from distillrec.data.dataset import Dataset
+    from distillrec.diagnose import VariantResult
     from distillrec.experiment.api import Run, RunResult
     from distillrec.experiment.definition import ExperimentDef
     from distillrec.experiment.engine import ExperimentResult
@@ -311,3 +312,20 @@ def show_features_written(result: FeatureResult) -> None:
             f"{result.n_items - result.n_with_data} items without data have zero rows; "
             f"{result.mask_path} marks the items with data"
         )
+
+
+# -- diagnosis and dataset variants
+
+
+def show_diagnosis(result: dict[str, Any]) -> None:
+    from distillrec.diagnose import render_table
+
+    console.print(render_table(result))
+    console.print(f"run folder: {result['run']}")
+
+
+def show_variants_written(results: Sequence[VariantResult]) -> None:
+    for r in results:
+        params = ", ".join(f"{k}={v}" for k, v in r.params.items() if v is not None)
+        changed = ", ".join(r.written) if r.written else "no file changed"
+        console.print(f"wrote {r.path} ({r.kind}: {params}; {changed}; SHA-256 in SOURCE.md)")

@@ -92,7 +92,7 @@ def diagnose_ckd(run: Run, train_teachers: bool = False) -> dict[str, Any]:
     d = reliance.modality_reliance(run, train_teachers=train_teachers)
     missing = [m for m, e in d["modalities"].items() if e["teacher"] is None]
     reason = (
-        f"no cached uni-modal teacher for {', '.join(missing)} (train_teachers=True trains it into CKD's cache)"
+        f"no cached uni-modal teacher for {', '.join(missing)} (--train-teachers, or train_teachers=True in Python, trains it into CKD's cache)"
         if missing
         else "teachers: " + ", ".join(sorted({e["teacher_from"] for e in d["modalities"].values()}))
     )

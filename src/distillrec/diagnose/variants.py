@@ -191,7 +191,7 @@ def write_variant(
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    m = params.get("modality")
+    m = str(params.get("modality", ""))
     skip = {f"{m}_feat.npy"} if kind == "drop" else set()
     if kind == "drop" and m not in discover_modalities(src):
         raise DataError(f"{src}: no {m}_feat.npy to drop")
