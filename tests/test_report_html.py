@@ -65,6 +65,27 @@ def test_seed_folder_report(tmp_path, one_thread):
     assert "seed 1" in page and "seed 2" in page
 
 
+def test_seed_folder_inside_an_experiment_leaves_the_selection_seeds_out(tmp_path, one_thread):
+    exp = tmp_path / "exp"
+    results = train("bprmf", make_dataset(), seeds=[1, 2, 1001], set={"epochs": 2}, out=exp / "runs")
+    (exp / "ledger.jsonl").write_text("")
+    folder = results[0].run_dir.parent
+    md = write_report(folder, tmp_path / "seeds.html")[1].read_text()
+    vals = [r.metrics["test"]["recall@20"] for r in results[:2]]
+    mean, std = sum(vals) / 2, abs(vals[0] - vals[1]) / 2**0.5
+    assert f"| recall@20 | {mean:.4f} ± {std:.4f} | {vals[0]:.4f} | {vals[1]:.4f} |" in md
+    assert "seed 1001" not in md and "Left out: seeds 1001" in md
+    # with the definition, its own selection seeds are the ones left out
+    definition = tmp_path / "def.yaml"
+    definition.write_text("datasets: [scientific]\nbackbones: [bprmf]\nselection_seeds: [2]\nseeds: [1, 3]\n")
+    md = write_report(folder, tmp_path / "seeds2.html", [definition])[1].read_text()
+    assert "Left out: seeds 2," in md and "seed 1001" in md
+    # outside an experiment folder every seed is reported
+    (exp / "ledger.jsonl").unlink()
+    md = write_report(folder, tmp_path / "seeds3.html")[1].read_text()
+    assert "Left out" not in md and "seed 1001" in md
+
+
 def test_bad_input_is_one_error_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(DistillrecError, match="is not a run folder"):
         write_report(tmp_path)

@@ -159,7 +159,7 @@ def write_report(
     elif per_modality:
         raise DistillrecError("--per-modality applies to one run folder")
     elif kind == "seeds":
-        doc = seeds_doc(path)
+        doc = seeds_doc(path, selection_seeds(path, definitions or []))
     else:
         doc = experiment_doc(path, definitions or [])
     md = target.with_suffix(".md")
@@ -466,10 +466,38 @@ def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def seeds_doc(path: Path) -> Doc:
+def selection_seeds(path: Path, definitions: list[Path]) -> tuple[set[int], str] | None:
+    """The seeds of `path`'s runs that an experiment used only for selection (never to be reported), when
+    `path` lies inside an experiment folder (an ancestor holds ledger.jsonl): the definitions' selection
+    seeds when given, else every seed above SELECTION_SEED_BASE (where the engine numbers them)."""
+    from distillrec.experiment.definition import SELECTION_SEED_BASE, load_definition
+
+    root = next((a for a in Path(path).resolve().parents if (a / "ledger.jsonl").is_file()), None)
+    if root is None:
+        return None
+    if definitions:
+        seeds = {s for d in definitions for s in load_definition(d).selection_seeds}
+        return seeds, f"the selection seeds of {', '.join(str(d) for d in definitions)}"
+    seeds = {int(p.name[4:]) for p in _seed_dirs(path) if int(p.name[4:]) > SELECTION_SEED_BASE}
+    return (
+        seeds,
+        f"seeds above {SELECTION_SEED_BASE}, where the experiment engine numbers its selection seeds",
+    )
+
+
+def seeds_doc(path: Path, selection: tuple[set[int], str] | None = None) -> Doc:
+    """Every seed run of a folder, overlaid; inside an experiment folder the selection seeds (`selection`:
+    the seeds and how they were found) are left out, since an experiment never reports them."""
     from distillrec.experiment.results import mean_std
 
-    runs = [read_run(p) for p in _seed_dirs(path)]
+    dirs = _seed_dirs(path)
+    left_out = sorted(int(p.name[4:]) for p in dirs if selection and int(p.name[4:]) in selection[0])
+    dirs = [p for p in dirs if int(p.name[4:]) not in left_out]
+    if not dirs:
+        raise DistillrecError(
+            f"{path}: only selection seeds ({', '.join(map(str, left_out))}), nothing to report"
+        )
+    runs = [read_run(p) for p in dirs]
     base = _without_seed(runs[0].config)
     odd = [r.path.name for r in runs[1:] if _without_seed(r.config) != base]
     if odd:
@@ -484,6 +512,11 @@ def seeds_doc(path: Path) -> Doc:
         f"Folder {path}: seeds {', '.join(map(str, seeds))}. Each seed's test metrics are those of its "
         "own best-validation epoch; mean ± std (sample standard deviation) over seeds."
     )
+    if left_out and selection is not None:
+        doc.text(
+            f"Left out: seeds {', '.join(map(str, left_out))}, which the experiment this folder belongs to "
+            f"used for selection only and never reports ({selection[1]})."
+        )
     doc.heading("Configuration (every seed)")
     doc.table(["option", "value"], _flatten(base))
     with_history = [r for r in runs if r.history is not None and not r.history.empty]
