@@ -288,6 +288,26 @@ def test_train_api_writes_a_next_item_run(tmp_path):
     assert {"hit@5", "hit@20", "ndcg@5", "mrr@20"} <= set(res.metrics["test"])
 
 
+def test_strict_preset_masks_the_history_in_training_and_in_a_loaded_run(tmp_path):
+    from distillrec.experiment.api import load_run, train
+    from distillrec.training.next_item import evaluate_next
+
+    ds = make_seq_dataset()
+    cfg = TrainConfig(ks=[5, 10, 20], valid_metric="mrr@10")
+    assert not NextItemTask(ds, cfg, torch.device("cpu"), True).evaluator.mask_history  # RecBole's protocol
+    strict = cfg.model_copy(update={"preset": "strict"})
+    assert NextItemTask(ds, strict, torch.device("cpu"), True).evaluator.mask_history
+    write_seq_inter(ds, tmp_path / "seqdata")
+    res = train("gru4rec", str(tmp_path / "seqdata"), seeds=[1], set={"epochs": 1}, out=tmp_path / "runs")[0]
+    run = load_run(res.run_dir, device="cpu")
+    model, feats = run.model, run.features
+    masked = evaluate_next(model, run.dataset, feats, "test", run.train_config.ks, mask_history=True)
+    plain = evaluate_next(model, run.dataset, feats, "test", run.train_config.ks, mask_history=False)
+    assert run.evaluate("test", preset="strict") == masked
+    assert run.evaluate("test") == plain == run.evaluate("test", preset="mmrec")
+    assert masked != plain  # some targets' ranks move once the history is masked
+
+
 def test_modality_models_warm_up_their_tables():
     ds = make_seq_dataset()
     model = build_model("mmsr", ds, {"warmup_gamma": 4.0, "warmup_epochs": 2})

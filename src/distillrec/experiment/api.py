@@ -274,8 +274,14 @@ class Run:
         if self.model.task == "next-item":
             from distillrec.training.next_item import evaluate_next
 
+            strict = (preset or self.train_config.preset) == "strict"  # strict masks the user's history
             return evaluate_next(
-                sequential(self.model), self.dataset, self.features, split, ks or self.train_config.ks
+                sequential(self.model),
+                self.dataset,
+                self.features,
+                split,
+                ks or self.train_config.ks,
+                mask_history=strict,
             )
         ev = Evaluator(
             self.dataset, preset or self.train_config.preset, ks or self.train_config.ks, self.device

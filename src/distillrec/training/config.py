@@ -26,7 +26,9 @@ class TrainConfig(BaseModel):
     valid_metric: str = Field("recall@20", description="METRIC@K that selects the best epoch")
     ks: list[int] = Field(default_factory=lambda: [10, 20, 50], description="cut-offs K evaluated")
     preset: Literal["mmrec", "strict"] = Field(
-        "mmrec", description="mmrec: test masks train only (MMRec's protocol); strict: train and valid"
+        "mmrec",
+        description="mmrec: test masks train only (MMRec's protocol; next-item: the history stays rankable, "
+        "RecBole's); strict: every known interaction but the target (train and valid; next-item: the history)",
     )
     eval_batch_size: int = Field(4096, ge=1, description="users scored per block in full ranking")
     seed: int = Field(999, description="the run's seed")

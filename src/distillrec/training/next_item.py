@@ -3,8 +3,8 @@ evaluation of the held-out events.
 
 The prefixes are cut to the model's own window (`SequentialRecommender.input_window`, its Params'
 `max_len`; 50 by default, RecBole's window), so that a batch holds exactly what the model reads. Items of a
-user's history stay rankable at evaluation (RecBole's protocol); `evaluate_next(mask_history=True)` is the
-one-off way to mask them.
+user's history stay rankable at evaluation (RecBole's protocol, the `mmrec` preset); the `strict` preset
+masks them (every known interaction other than the target, as `strict` does for top-K runs).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class NextItemTask:
             config.ks,
             device,
             config.eval_batch_size,
-            mask_history=False,  # RecBole's protocol; the training config has no switch for it
+            mask_history=config.preset == "strict",  # mmrec: RecBole's protocol, history stays rankable
         )
 
     def batches(self, generator: torch.Generator) -> Iterator[SeqBatch]:
