@@ -156,6 +156,14 @@ def test_partial_report_trains_nothing_and_names_what_is_pending(tiny_folder, tm
     again = Engine(d, partial=True).run()
     assert again.pending == [] and again.backbones[0].plain.records == finished.backbones[0].plain.records
     assert "In progress" not in markdown(again, comparisons(again), "test")
+    # another definition sharing the study searches on past this budget: its running trial changes nothing here
+    import optuna
+
+    engine = Engine(d, partial=True)
+    for summary in optuna.get_all_study_summaries(engine.storage):
+        optuna.load_study(study_name=summary.study_name, storage=engine.storage).ask()
+    shared = engine.run()
+    assert shared.pending == [] and shared.backbones[0].plain.records == finished.backbones[0].plain.records
 
 
 def test_local_workers_end_when_the_driver_is_killed(tmp_path) -> None:  # noqa: ANN001

@@ -365,8 +365,8 @@ class Engine:
             # trials asked by an interrupted session and never told are evaluated again (runs cached)
             orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
             want = min(trials - done, max(1, math.ceil(self._capacity() / len(seeds))))
-            if want <= 0 and not orphans:
-                break
+            if want <= 0:  # this budget is spent; a trial still running beyond it is another definition's
+                break  # (a longer search of the same shared study, e.g. a plain arm's extra trials)
             if self.partial:
                 raise Pending(f"{study_name}: {done} of {trials} trials finished")
             batch: list[tuple[int, dict[str, Any]]] = [(t.number, dict(t.params)) for t in orphans]
