@@ -79,24 +79,30 @@ def bench(model: str, ds, reps: int) -> dict[str, float]:  # noqa: ANN001
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["gru4rec", "sasrec"])
+def overhead_main(doc: str, default_models: list[str], bench_one) -> None:  # noqa: ANN001
+    """Shared by the distillation-overhead benchmarks: options, one `bench_one(model, ds, reps)` per model on
+    `scientific`, a table with the load average, and the JSON line."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=default_models)
     ap.add_argument("--reps", type=int, default=3, help="timed epochs per arm (median)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("scientific")
     load = os.getloadavg()
-    results = {m: bench(m, ds, args.reps) for m in args.models}
+    results = {m: bench_one(m, ds, args.reps) for m in args.models}
     cols = list(next(iter(results.values())))
     print(
         f"scientific, {args.threads} thread(s), load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'model':10}" + "".join(f"{c:>15}" for c in cols))
+    print(f"{'model':10}" + "".join(f"{c:>16}" for c in cols))
     for m, r in results.items():
-        print(f"{m:10}" + "".join(f"{r[c]:>15}" for c in cols))
+        print(f"{m:10}" + "".join(f"{r[c]!s:>16}" for c in cols))
     print(json.dumps({"threads": args.threads, "loadavg": round(load[0], 2), "results": results}))
+
+
+def main() -> None:
+    overhead_main(__doc__, ["gru4rec", "sasrec"], bench)
 
 
 if __name__ == "__main__":

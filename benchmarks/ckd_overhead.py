@@ -16,32 +16,18 @@ the load average is printed, since ratios on a loaded machine are noisier. The l
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import time
 from typing import Any
 
 import torch
+from cdl_overhead import epochs, overhead_main  # this folder is on sys.path when run
 
 from distillrec.data.dataset import Dataset
-from distillrec.data.registry import load_dataset
 from distillrec.distill.registry import build_distiller
 from distillrec.experiment.spec import groups_of, resolve_spec
 from distillrec.models.registry import build_model
 from distillrec.training.trainer import Trainer, seed_everything
-
-
-def epoch_seconds(trainer: Trainer, reps: int) -> float:
-    """Median seconds of `reps` training epochs after one warm-up epoch."""
-    trainer._train_epoch(1)
-    times = []
-    for e in range(2, reps + 2):
-        t0 = time.perf_counter()
-        trainer._train_epoch(e)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def view_seconds(trainer: Trainer, reps: int) -> float:
@@ -68,7 +54,7 @@ def bench(model: str, ds: Dataset, reps: int) -> dict[str, Any]:
 
     seed_everything(spec.seed)
     plain = Trainer(build_model(spec.model, ds, spec.params), ds, cfg, None, device=dev, quiet=True)
-    plain_epoch = epoch_seconds(plain, reps)
+    plain_epoch = epochs(plain, reps)
     views = view_seconds(plain, reps)
 
     seed_everything(spec.seed)
@@ -84,7 +70,7 @@ def bench(model: str, ds: Dataset, reps: int) -> dict[str, Any]:
         seed=spec.seed,
     )
     ckd = Trainer(net, ds, cfg, None, distiller=distiller, device=dev, quiet=True)
-    ckd_epoch = epoch_seconds(ckd, reps)
+    ckd_epoch = epochs(ckd, reps)
     floor = plain_epoch + views
     return {
         "modalities": len(ds.features),
@@ -98,23 +84,7 @@ def bench(model: str, ds: Dataset, reps: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["vbpr", "mmgcn", "grcn"])
-    ap.add_argument("--reps", type=int, default=3, help="timed epochs per arm (median)")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    ds = load_dataset("scientific")
-    load = os.getloadavg()
-    results = {m: bench(m, ds, args.reps) for m in args.models}
-    cols = list(next(iter(results.values())))
-    print(
-        f"scientific, {args.threads} thread(s), load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}"
-    )
-    print(f"{'model':10}" + "".join(f"{c:>16}" for c in cols))
-    for m, r in results.items():
-        print(f"{m:10}" + "".join(f"{r[c]!s:>16}" for c in cols))
-    print(json.dumps({"threads": args.threads, "loadavg": round(load[0], 2), "results": results}))
+    overhead_main(__doc__, ["vbpr", "mmgcn", "grcn"], bench)
 
 
 if __name__ == "__main__":
