@@ -188,6 +188,7 @@ RUNS = {
 def child_env(hold_checkpoint_s: float = 0.0) -> dict[str, str]:
     env = dict(os.environ)
     env[HOLD_VAR] = str(hold_checkpoint_s)
+    env["DISTILLREC_CHECKPOINT_INTERVAL_S"] = "0"  # a checkpoint every epoch: the most writes to kill inside
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = "1"
     env["PYTHONHASHSEED"] = "0"

@@ -51,6 +51,13 @@ def write_mmrec(ds: Dataset, folder) -> str:  # noqa: ANN001
     return str(folder)
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_every_epoch(monkeypatch):
+    """Tests kill and resume runs at given epochs: every epoch writes its checkpoint (the strictest cadence;
+    the default time-based one is tested on its own in test_trainer.py)."""
+    monkeypatch.setenv("DISTILLREC_CHECKPOINT_INTERVAL_S", "0")
+
+
 @pytest.fixture
 def tiny() -> Dataset:
     return make_dataset()

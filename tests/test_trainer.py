@@ -150,3 +150,49 @@ def test_recommend_reproduces_test_masking(tmp_path, tiny):
     for u, row in enumerate(seen.tolist()):
         assert not set(row) & set(known[u].indices.tolist())
     assert run.evaluate("test") == pytest.approx(r.metrics["test"])
+
+
+def test_checkpoints_are_written_at_the_interval_with_the_same_outcome(tmp_path, tiny, monkeypatch):
+    """With a long interval the run folder is written once, at the last epoch, and holds exactly what a run
+    writing every epoch holds (the conftest default is every epoch)."""
+    import distillrec.training.trainer as trainer_module
+
+    settings = {"epochs": 6, "patience": 50}
+    every = train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "every")[0]
+    writes: list[tuple[str, int]] = []
+    original = trainer_module.save_checkpoint
+
+    def counted(path, state, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        writes.append((path.name, state["epoch"]))
+        return original(path, state, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", counted)
+    monkeypatch.setenv("DISTILLREC_CHECKPOINT_INTERVAL_S", "1e9")
+    once = train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "once")[0]
+    assert writes == [("best.pt", once.metrics["best_epoch"]), ("last.pt", 6)]
+    assert once.metrics["test"] == every.metrics["test"] and once.metrics["valid"] == every.metrics["valid"]
+    a, b = (load_checkpoint(r.run_dir / "best.pt") for r in (every, once))
+    assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    history = pd.read_csv(once.run_dir / "history.csv")
+    assert list(history["epoch"]) == list(range(1, 7))
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_and_ends_identical(tmp_path, tiny, monkeypatch):
+    settings = {"epochs": 6, "patience": 50}
+    full = train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "a")[0]
+    monkeypatch.setenv("DISTILLREC_CHECKPOINT_INTERVAL_S", "1e9")
+    train_killed_at_epoch(monkeypatch, 4, "lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "b")
+    (killed,) = (tmp_path / "b").rglob("seed5")
+    assert not (killed / "last.pt").exists()  # nothing written yet: the resumed run starts over
+    resumed = train("lightgcn", tiny, seeds=[5], set=settings, out=tmp_path / "b", resume=True)[0]
+    assert resumed.metrics["test"] == full.metrics["test"]
+    assert resumed.metrics["best_epoch"] == full.metrics["best_epoch"]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf"])
+def test_a_bad_checkpoint_interval_is_one_config_error(monkeypatch, value):
+    from distillrec.training.trainer import checkpoint_interval
+
+    monkeypatch.setenv("DISTILLREC_CHECKPOINT_INTERVAL_S", value)
+    with pytest.raises(ConfigError, match="DISTILLREC_CHECKPOINT_INTERVAL_S"):
+        checkpoint_interval()

@@ -6,6 +6,12 @@ terms; every `eval_every` epochs rank all items for the validation users.
 Early stopping keeps the best-validation weights (`best.pt`); `last.pt` holds everything needed to
 resume (weights, optimiser, RNG states, history), so an interrupted run ends exactly as an
 uninterrupted one with the same seed. Test metrics are computed once, for the best-validation weights.
+
+The run folder's `last.pt`, `best.pt` and `history.csv` are written together at the end of an epoch once
+`checkpoint_interval_s` seconds (environment variable DISTILLREC_CHECKPOINT_INTERVAL_S, default 5) have
+passed since the last write, and always at the last epoch and at an early stop: on small data an epoch takes
+less time than its synced checkpoint, and an interrupted run redoes at most that many seconds of work
+(exactly, as it resumes from the RNG states of its last checkpoint). 0 writes every epoch.
 """
 
 from __future__ import annotations
@@ -40,6 +46,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("distillrec.training")
 RESTART = "run again without --resume to start the run over"
+CHECKPOINT_INTERVAL_VAR = "DISTILLREC_CHECKPOINT_INTERVAL_S"
+DEFAULT_CHECKPOINT_INTERVAL_S = 5.0
+
+
+def checkpoint_interval() -> float:
+    """Seconds between checkpoint writes: DISTILLREC_CHECKPOINT_INTERVAL_S, else the default."""
+    import os
+
+    raw = os.environ.get(CHECKPOINT_INTERVAL_VAR, "").strip()
+    if not raw:
+        return DEFAULT_CHECKPOINT_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(
+            f"{CHECKPOINT_INTERVAL_VAR}={raw!r}: give the seconds between checkpoints (0: every epoch)"
+        )
+    return value
 
 
 def seed_everything(seed: int) -> None:
@@ -90,6 +116,7 @@ class Trainer:
         device: torch.device | str = "cpu",
         quiet: bool = False,
         tracker: Tracker | None = None,  # each history row goes to it too (training.tracking)
+        checkpoint_interval_s: float | None = None,  # None: checkpoint_interval()
     ) -> None:
         self.model = model.to(device)
         self.dataset = dataset
@@ -99,6 +126,9 @@ class Trainer:
         self.device = torch.device(device)
         self.quiet = quiet
         self.tracker = tracker or Tracker()
+        self.checkpoint_interval_s = (
+            checkpoint_interval() if checkpoint_interval_s is None else checkpoint_interval_s
+        )
         self.features = {m: f.to(self.device) for m, f in dataset.features.items()}
         metric_k = config.valid_metric.split("@")
         if len(metric_k) != 2 or int(metric_k[1]) not in config.ks:
@@ -218,6 +248,8 @@ class Trainer:
             best = {"epoch": 0, "score": 0.0, "valid": self.evaluate("valid")}
         elif bad < cfg.patience:
             progress = _progress(cfg.epochs, epoch, self.quiet)
+            best_state: dict[str, Tensor] | None = None  # best weights not yet in best.pt
+            written = time.perf_counter()
             with progress:
                 while epoch < cfg.epochs:
                     epoch += 1
@@ -232,23 +264,25 @@ class Trainer:
                         score = valid[cfg.valid_metric]
                         if score > best["score"]:
                             best, bad = {"epoch": epoch, "score": score, "valid": valid}, 0
-                            if self.run_dir:
-                                save_checkpoint(
-                                    self.run_dir / "best.pt",
-                                    {"model": self.model.state_dict(), "epoch": epoch},
-                                )
-                            else:
-                                self._best_state = {
-                                    k: v.detach().clone() for k, v in self.model.state_dict().items()
-                                }
+                            best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                            self._best_state = best_state
                         else:
                             bad += 1
                     history.append(row)
                     self.tracker.log(row)
                     progress.update(epoch, row, best)
-                    if self.run_dir:
+                    due = time.perf_counter() - written >= self.checkpoint_interval_s
+                    if self.run_dir and (due or epoch == cfg.epochs or bad >= cfg.patience):
+                        # best.pt before last.pt: a kill between the two leaves a best.pt ahead of last.pt,
+                        # which the resumed run, retracing the same epochs, writes again identically
+                        if best_state is not None:
+                            save_checkpoint(
+                                self.run_dir / "best.pt", {"model": best_state, "epoch": best["epoch"]}
+                            )
+                            best_state = None
                         save_checkpoint(self.run_dir / "last.pt", self._state(epoch, best, history, bad))
                         self._write_history(self.run_dir, history)
+                        written = time.perf_counter()
                     if bad >= cfg.patience:
                         log.info("early stop at epoch %d (best %d)", epoch, best["epoch"])
                         break
