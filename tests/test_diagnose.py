@@ -401,3 +401,67 @@ def test_variant_command_writes_the_same_folder_as_the_api(tmp_path, monkeypatch
         monkeypatch, capsys, "variant", "blur", "--source", str(source), "--out", str(tmp_path / "x")
     )
     assert code == 2 and "unknown variant kind" in err
+
+
+# --------------------------------------------------------------------------- the proof (diagnose-proof)
+def _outcome(value, change, helped, verdict="unlikely"):  # noqa: ANN001, ANN202
+    from distillrec.diagnose.proof import Outcome
+
+    return Outcome("ckd", "d", "b", "x.yaml", "run", value, verdict, 0.3, change, None, 0.5, 5, helped)
+
+
+def test_proof_summary_counts_verdicts_and_ranks_quantity_against_gain():
+    from distillrec.diagnose.proof import markdown, spearman, summary
+
+    assert spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.3, 0.2, 0.4])[0] == pytest.approx(0.8)
+    assert spearman([1.0, 2.0], [0.1, 0.2]) == (None, None, 2)  # too few pairs
+    cases = [
+        _outcome(0.1, -0.01, False),
+        _outcome(0.2, 0.00, False),
+        _outcome(0.5, 0.04, True, "likely to help"),
+        _outcome(0.6, 0.05, False, "likely to help"),  # a wrong verdict
+        _outcome(None, 0.01, False, "cannot tell"),  # named nothing, measured nothing
+    ]
+    s = summary(cases)["ckd"]
+    assert (s["cases"], s["helped"], s["verdicts_named"], s["verdicts_right"]) == (5, 1, 4, 3)
+    assert s["spearman_n"] == 4 and s["spearman_rho"] == pytest.approx(1.0)
+    assert s["threshold_refit"] == pytest.approx(0.6)  # 0.2 and 0.6 err once each: the larger, cautious one
+    text = markdown(cases, ["x.yaml: d/other (pending)"], "distillrec diagnose-proof x.yaml")
+    assert "## CKD" in text and "helped in 1 of 5" in text and "Not finished yet" in text
+    assert text.count("| d | b |") == 5
+
+
+def test_proof_reads_a_finished_experiment_and_diagnoses_its_plain_run(tmp_path):
+    """End to end on a tiny experiment: one comparison, diagnosed on the plain arm's first report seed."""
+    import yaml
+
+    from distillrec.diagnose.proof import collect, to_json
+    from distillrec.experiment.engine import Engine
+
+    ds = make_dataset(n_users=60, n_items=50, per_user=8)
+    ds.name = "tinyproof"
+    folder = write_mmrec(ds, tmp_path / "data" / "tinyproof")
+    values = {
+        "datasets": [folder],
+        "backbones": ["vbpr"],
+        "methods": ["ckd"],
+        "budget": 1,
+        "selection_seeds": [1001],
+        "seeds": [1, 2],
+        "set": {"epochs": 2, "ckd.n_generic": 32},
+        "out": str(tmp_path / "state"),
+        "threads": 1,
+        "bootstrap": 100,
+        "controls": False,
+    }
+    file = tmp_path / "tiny.yaml"
+    file.write_text(yaml.safe_dump(values))
+    Engine(load_definition(file)).run()
+    outcomes, pending = collect([file], train_teachers=True)
+    assert pending == [] and len(outcomes) == 1
+    (o,) = outcomes
+    assert (o.method, o.backbone, o.dataset) == ("ckd", "vbpr", "tinyproof")
+    assert o.verdict in {"likely to help", "unlikely"} and o.value is not None  # the teachers were trained
+    assert Path(o.run).parent.name.startswith("vbpr@") and Path(o.run).name == "seed1"
+    payload = json.loads(json.dumps(to_json(outcomes, pending), default=float))
+    assert payload["summary"]["ckd"]["cases"] == 1 and payload["outcomes"][0]["predicted"] in (True, False)

@@ -2,7 +2,7 @@
 
 Each command is a thin function in the module of its group (`runs`: train, evaluate, recommend, serve and
 the demo; `experiments`: compare, experiment, report; `data`: datasets, features; `catalogue`: models,
-options; `diagnosis`: diagnose, variant); what they print is drawn by `render`. They are registered here,
+options; `diagnosis`: diagnose, diagnose-proof, variant); what they print is drawn by `render`. They are registered here,
 in the order `--help` lists them.
 """
 
@@ -25,6 +25,7 @@ for _name, _command in (
     ("serve", runs.serve),
     ("features", data.features),
     ("diagnose", diagnosis.diagnose),
+    ("diagnose-proof", diagnosis.diagnose_proof),
     ("variant", diagnosis.variant),
 ):
     app.command(_name)(_command)

@@ -32,6 +32,38 @@ def diagnose(
         render.show_diagnosis(result)
 
 
+def diagnose_proof(
+    definitions: list[Path] = typer.Argument(
+        ..., help="experiment definitions whose finished comparisons are checked, e.g. experiments/ckd.yaml"
+    ),
+    write: Path = typer.Option(None, "--write", help="markdown document to write (docs/results/diagnose.md)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: outcomes, summary, pending"),
+    train_teachers: bool = typer.Option(
+        True, "--train-teachers/--no-train-teachers", help="CKD: train uni-modal teachers not yet cached"
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+) -> None:
+    """Whether diagnose's verdicts predicted what the fair experiments measured (trains no comparison)."""
+    import shlex
+    import sys
+
+    from distillrec.diagnose import proof
+    from distillrec.training.checkpoint import atomic_write_text
+
+    missing = [str(p) for p in definitions if not p.is_file()]
+    if missing:
+        raise DistillrecError(f"no experiment definition at {', '.join(missing)}")
+    outcomes, pending = proof.collect(definitions, train_teachers=train_teachers, device=device)
+    if write is not None:
+        write.parent.mkdir(parents=True, exist_ok=True)
+        command = "distillrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        atomic_write_text(write, proof.markdown(outcomes, pending, command))
+    if as_json:
+        render.show_json(proof.to_json(outcomes, pending), default=float)
+    else:
+        render.show_proof(proof.summary(outcomes), outcomes, pending)
+
+
 def variant(
     kind: str = typer.Argument(
         ...,

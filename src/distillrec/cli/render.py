@@ -324,6 +324,29 @@ def show_diagnosis(result: dict[str, Any]) -> None:
     console.print(f"run folder: {result['run']}")
 
 
+def show_proof(summary: dict[str, dict[str, Any]], outcomes: Sequence[Any], pending: Sequence[str]) -> None:
+    """diagnose-proof: per method the cases and whether the verdicts named the outcomes."""
+    table = Table(title="diagnose's verdicts against the measured outcomes")
+    for h in ("method", "dataset", "backbone", "quantity", "verdict", "change", "Holm p", "outcome"):
+        table.add_column(h)
+    for o in outcomes:
+        p = "–" if o.p_holm is None else f"{o.p_holm:.3g}"
+        value = "–" if o.value is None else f"{o.value:.4g}"
+        outcome = "helped" if o.helped else "no gain"
+        table.add_row(
+            o.method, o.dataset, o.backbone, value, o.verdict, f"{100 * o.relative_change:+.1f}%", p, outcome
+        )
+    console.print(table)
+    for method, s in summary.items():
+        rho = "–" if s["spearman_rho"] is None else f"{s['spearman_rho']:+.2f} (p {s['spearman_p']:.3g})"
+        console.print(
+            f"{method}: helped in {s['helped']}/{s['cases']}; verdict right {s['verdicts_right']}/"
+            f"{s['verdicts_named']}; Spearman ρ {rho}, n {s['spearman_n']}"
+        )
+    for p in pending:
+        console.print(f"pending: {p}")
+
+
 def show_variants_written(results: Sequence[VariantResult]) -> None:
     for r in results:
         params = ", ".join(f"{k}={v}" for k, v in r.params.items() if v is not None)

@@ -620,11 +620,11 @@ def find_definitions(path: Path) -> list[tuple[Path, Any]]:
     return found
 
 
-def experiment_markdown(path: Path, definition: Any, command: str) -> tuple[str, list[Any]]:
-    """`report.markdown` of a definition's finished part, read-only: the engine (in `partial` mode, which
+def finished_part(path: Path, definition: Any) -> tuple[Any, list[Any]]:
+    """A definition's finished part and its comparisons, read-only: the engine (in `partial` mode, which
     trains nothing) reads the folder's ledger and works on a copy of the studies' journal."""
     from distillrec.experiment.engine import Engine, Ledger
-    from distillrec.experiment.report import comparisons, markdown
+    from distillrec.experiment.report import comparisons
 
     with tempfile.TemporaryDirectory(prefix="distillrec-report-") as tmp:
         journal = path / "optuna.journal"
@@ -633,7 +633,14 @@ def experiment_markdown(path: Path, definition: Any, command: str) -> tuple[str,
         engine = Engine(definition.model_copy(update={"out": tmp}), partial=True)
         engine.ledger = Ledger(path)
         result = engine.run()
-    comps = comparisons(result)
+    return result, comparisons(result)
+
+
+def experiment_markdown(path: Path, definition: Any, command: str) -> tuple[str, list[Any]]:
+    """`report.markdown` of a definition's finished part (`finished_part`)."""
+    from distillrec.experiment.report import markdown
+
+    result, comps = finished_part(path, definition)
     return markdown(result, comps, command), comps
 
 

@@ -1,0 +1,227 @@
+"""Does `diagnose` predict? Its verdict on each tuned plain backbone beside what the fair experiment measured.
+
+For every experiment definition given (the methods' own reports on the original data and the premise
+variants, experiments/diagnose-*.yaml), the finished comparisons of each method's main arm (controls left
+out) are read back without training anything (the engine in `partial` mode on a copy of the studies). For
+each comparison, the method's diagnostic runs on the plain arm's first report seed run — the tuned plain
+backbone a user would diagnose — and is set beside the measured outcome: the relative change of the test
+metric, its per-user bootstrap interval and the Holm-adjusted p of its report. "Helped" is a gain with
+Holm-adjusted p below the report's α.
+
+Per method: the cases, how often the verdict named the outcome (cases where it said "cannot tell" or "not
+applicable" left out), Spearman's rank correlation between the diagnostic quantity and the measured change
+(n and p), and the threshold `thresholds.fit` would choose from these cases beside the one shipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distillrec.diagnose.thresholds import Case, fit
+
+MAIN_ARMS = ("ckd", "sgfd", "cdl")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One comparison: the diagnostic on the plain backbone, and what the method did to it."""
+
+    method: str
+    dataset: str
+    backbone: str
+    definition: str
+    run: str  # the diagnosed plain run folder
+    value: float | None
+    verdict: str
+    threshold: float | None
+    relative_change: float
+    ci95_relative: tuple[float, float] | None
+    p_holm: float | None
+    n_seeds: int
+    helped: bool
+
+    @property
+    def predicted(self) -> bool | None:
+        """Whether the verdict named the outcome; None when it named none."""
+        if self.verdict == "likely to help":
+            return self.helped
+        if self.verdict == "unlikely":
+            return not self.helped
+        return None
+
+
+def _diagnostic(method: str, run_dir: Path, train_teachers: bool, device: str) -> dict[str, Any]:
+    from distillrec.diagnose.report import diagnose_cdl, diagnose_ckd, diagnose_sgfd
+    from distillrec.experiment.api import load_run
+
+    run = load_run(run_dir, device=device)
+    if method == "ckd":
+        return diagnose_ckd(run, train_teachers)
+    return diagnose_sgfd(run) if method == "sgfd" else diagnose_cdl(run)
+
+
+def collect(
+    definitions: list[Path], train_teachers: bool = True, device: str = "cpu"
+) -> tuple[list[Outcome], list[str]]:
+    """The outcomes of every finished main-arm comparison of the definitions, and what is still pending."""
+    from distillrec.experiment.definition import load_definition
+    from distillrec.experiment.html_report import finished_part
+
+    outcomes: list[Outcome] = []
+    pending: list[str] = []
+    for file in definitions:
+        definition = load_definition(file)
+        result, comps = finished_part(definition.state_dir(), definition)
+        pending += [f"{file}: {p}" for p in result.pending]
+        for c in comps:
+            if c.arm not in MAIN_ARMS:
+                continue
+            first = next(((s, r) for s, r in zip(c.plain.specs, c.plain.records, strict=True) if r), None)
+            run_dir = result.ledger.run_dir(first[1]) if first else None
+            if run_dir is None:
+                pending.append(f"{file}: {c.dataset}/{c.backbone}: no plain report run folder to diagnose")
+                continue
+            entry = _diagnostic(c.method, run_dir, train_teachers, device)
+            p = c.stats.get("p_holm")
+            change = c.stats["relative_change"]
+            ci = c.stats.get("ci95_relative")
+            outcomes.append(
+                Outcome(
+                    method=c.method,
+                    dataset=c.dataset,
+                    backbone=c.backbone,
+                    definition=str(file),
+                    run=str(run_dir),
+                    value=_finite(entry["value"]),
+                    verdict=entry["verdict"],
+                    threshold=_finite(entry["threshold"]),
+                    relative_change=change,
+                    ci95_relative=(ci[0], ci[1]) if ci else None,
+                    p_holm=p,
+                    n_seeds=int(c.stats.get("n_seeds", 0)),
+                    helped=bool(p is not None and p < definition.alpha and change > 0),
+                )
+            )
+    return outcomes, pending
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def spearman(xs: list[float], ys: list[float]) -> tuple[float | None, float | None, int]:
+    """Spearman's ρ with its two-sided p, and n; (None, None, n) below three pairs or for a constant side."""
+    from scipy import stats
+
+    n = len(xs)
+    if n < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None, None, n
+    rho, p = stats.spearmanr(xs, ys)
+    return float(rho), float(p), n
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
+    """Per method: cases, verdicts that named the outcome, Spearman ρ, and the threshold re-fitted here."""
+    out: dict[str, dict[str, Any]] = {}
+    for method in sorted({o.method for o in outcomes}):
+        cases = [o for o in outcomes if o.method == method]
+        measured = [o for o in cases if o.value is not None]
+        rho, p, n = spearman([o.value for o in measured], [o.relative_change for o in measured])  # type: ignore[misc]
+        named = [o.predicted for o in cases if o.predicted is not None]
+        refit = fit(tuple(Case(o.value, o.helped, o.run) for o in measured)) if measured else None  # type: ignore[arg-type]
+        out[method] = {
+            "cases": len(cases),
+            "helped": sum(o.helped for o in cases),
+            "verdicts_named": len(named),
+            "verdicts_right": sum(bool(x) for x in named),
+            "spearman_rho": rho,
+            "spearman_p": p,
+            "spearman_n": n,
+            "threshold_shipped": next((o.threshold for o in cases if o.threshold is not None), None),
+            "threshold_refit": refit,
+        }
+    return out
+
+
+def to_json(outcomes: list[Outcome], pending: list[str]) -> dict[str, Any]:
+    return {
+        "outcomes": [{**asdict(o), "predicted": o.predicted} for o in outcomes],
+        "summary": summary(outcomes),
+        "pending": pending,
+    }
+
+
+def _num(x: float | None, spec: str = ".4g") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:+.1f}%"
+
+
+def _conclusion(s: dict[str, Any]) -> str:
+    if s["cases"] == 0:
+        return "No finished comparison yet."
+    parts = [
+        f"The method helped in {s['helped']} of {s['cases']} case(s); the verdict named the outcome in "
+        f"{s['verdicts_right']} of the {s['verdicts_named']} where it named one."
+    ]
+    if s["helped"] == 0:
+        parts.append(
+            "With no case where the method helped, every 'unlikely' is right by construction and no 'likely' "
+            "has been put to the test: the advice is not yet shown to predict a gain."
+        )
+    if s["spearman_rho"] is None:
+        parts.append(
+            f"Too few measured cases (n = {s['spearman_n']}) for a rank correlation between the quantity "
+            "and the gain."
+        )
+    else:
+        holds = "does" if s["spearman_p"] < 0.05 and s["spearman_rho"] > 0 else "does not"
+        parts.append(
+            f"Spearman ρ between the quantity and the measured change {s['spearman_rho']:+.2f} "
+            f"(n = {s['spearman_n']}, p = {s['spearman_p']:.3g}): a larger quantity {holds} go with a "
+            "larger gain at α = 0.05."
+        )
+    return " ".join(parts)
+
+
+def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
+    """docs/results/diagnose.md: per method the cases, verdict vs outcome, and the rank correlation."""
+    lines = [
+        "# Does `distillrec diagnose` predict the gain?",
+        "",
+        f"Regenerate: `{command}`.",
+        "",
+        "Each row is one comparison of a fair experiment (tuned plain backbone against the distilled arm, "
+        "equal budgets, fresh report seeds, Holm-adjusted across its report). The diagnostic ran on the plain "
+        "arm's first report-seed run; *helped* is a gain with Holm-adjusted p below α. A verdict is *right* "
+        "when 'likely to help' met a significant gain or 'unlikely' met none.",
+        "",
+    ]
+    stats = summary(outcomes)
+    for method, s in stats.items():
+        lines += [f"## {method.upper()}", "", _conclusion(s), ""]
+        lines += [
+            "| dataset | backbone | quantity | verdict | change (95% CI) | Holm p | outcome | right? |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for o in (o for o in outcomes if o.method == method):
+            ci = f" ({_pct(o.ci95_relative[0])} … {_pct(o.ci95_relative[1])})" if o.ci95_relative else ""
+            right = {True: "yes", False: "no", None: "–"}[o.predicted]
+            lines.append(
+                f"| {o.dataset} | {o.backbone} | {_num(o.value)} | {o.verdict} | {_pct(o.relative_change)}{ci} "
+                f"| {_num(o.p_holm, '.3g')} | {'helped' if o.helped else 'no gain'} | {right} |"
+            )
+        lines += [
+            "",
+            f"Threshold shipped {_num(s['threshold_shipped'])}; fitted to these cases "
+            f"{_num(s['threshold_refit'])} (`diagnose.thresholds.fit`).",
+            "",
+        ]
+    if pending:
+        lines += ["## Not finished yet", "", *[f"- {p}" for p in pending], ""]
+    return "\n".join(lines)
