@@ -54,8 +54,9 @@ def write_mmrec(ds: Dataset, folder) -> str:  # noqa: ANN001
 @pytest.fixture(autouse=True)
 def checkpoint_every_epoch(monkeypatch):
     """Tests kill and resume runs at given epochs: every epoch writes its checkpoint (the strictest cadence;
-    the default time-based one is tested on its own in test_trainer.py)."""
+    the default time-based one is tested on its own in test_trainer.py). No kNN graph cache on disk."""
     monkeypatch.setenv("DISTILLREC_CHECKPOINT_INTERVAL_S", "0")
+    monkeypatch.setenv("DISTILLREC_CACHE", "off")  # nothing written under ~/.cache; test_item_graphs tests it
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from distillrec.models.base import mean_ablate
@@ -89,3 +90,60 @@ def test_feature_cache_rebuilds_after_max_uses():
     for _ in range(5):
         cache.get("m", f, lambda t: calls.append(1), max_uses=2)
     assert len(calls) == 3  # built, reused once, rebuilt, reused, rebuilt
+
+
+# --------------------------------------------------------------------------- the on-disk kNN graph cache
+@pytest.fixture
+def knn_cache(tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+    import distillrec.models.knn as knn
+
+    monkeypatch.setenv("DISTILLREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(knn, "CACHE_MIN_WORK", 0)  # cache even a small graph
+    return knn, tmp_path / "cache" / "knn"
+
+
+def _same(a, b) -> bool:  # noqa: ANN001
+    return a.shape == b.shape and (a != b).nnz == 0 and np.array_equal(a.indptr, b.indptr)
+
+
+def test_a_cached_knn_graph_is_read_back_exactly_instead_of_built(knn_cache, monkeypatch):
+    knn, folder = knn_cache
+    x = torch.randn(60, 16, generator=torch.Generator().manual_seed(0))
+    built = knn.knn_adjacency(x, 5, weighted=True)
+    assert len(list(folder.glob("*.npz"))) == 1
+
+    def no_build(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(knn, "_knn_adjacency", no_build)
+    assert _same(knn.knn_adjacency(x.clone(), 5, weighted=True), built)
+    with pytest.raises(AssertionError, match="built again"):  # another k, another weighting: other entries
+        knn.knn_adjacency(x, 4, weighted=True)
+    with pytest.raises(AssertionError, match="built again"):
+        knn.knn_adjacency(x, 5, weighted=False)
+
+
+def test_a_damaged_cache_entry_is_built_again_and_replaced(knn_cache, caplog):
+    knn, folder = knn_cache
+    x = torch.randn(40, 8, generator=torch.Generator().manual_seed(1))
+    built = knn.knn_adjacency(x, 4, weighted=False)
+    (entry,) = folder.glob("*.npz")
+    entry.write_bytes(b"not an npz")
+    with caplog.at_level("WARNING", logger="distillrec.knn"):
+        again = knn.knn_adjacency(x, 4, weighted=False)
+    assert _same(again, built) and "unreadable" in caplog.text
+    assert _same(knn._read_cached(entry, 40), built)  # replaced by a good entry
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_no_cache_when_off_or_when_the_build_is_cheap(tmp_path, monkeypatch):
+    import distillrec.models.knn as knn
+
+    x = torch.randn(30, 8)
+    monkeypatch.setenv("DISTILLREC_CACHE", "off")
+    monkeypatch.setattr(knn, "CACHE_MIN_WORK", 0)
+    assert knn._cache_file(x, 3, True, 2048) is None
+    monkeypatch.setenv("DISTILLREC_CACHE", str(tmp_path))
+    monkeypatch.setattr(knn, "CACHE_MIN_WORK", 30 * 30 * 8 + 1)  # just above this build's work
+    knn.knn_adjacency(x, 3, weighted=True)
+    assert not list(tmp_path.rglob("*.npz"))

@@ -2,9 +2,22 @@
 
 Similarities are computed in row chunks and only the top-k per row is kept, so no items x items dense
 matrix is ever built.
+
+A graph whose build costs more than a few seconds (items² × width ≥ CACHE_MIN_WORK) is kept on disk under
+DISTILLREC_CACHE (default ~/.cache/distillrec; "off": never), keyed by a SHA-256 of the features' bytes, the
+shape, k, the edge weighting and the chunk size: the runs of an experiment, a CKD student and its teachers
+share one build per modality instead of one each. A cached graph is the same matrix (stored exactly); an
+unreadable entry is built again and replaced.
 """
 
 from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,7 +65,69 @@ def is_constant(features: Tensor) -> bool:
     return features.shape[0] <= 1 or bool(torch.equal(features, features[:1].expand_as(features)))
 
 
+log = logging.getLogger("distillrec.knn")
+CACHE_VAR = "DISTILLREC_CACHE"
+CACHE_MIN_WORK = 5e10  # items² × width below which building is quicker than hashing, reading and writing
+CACHE_VERSION = 1  # bump when the graph a given input yields changes
+
+
+def cache_root() -> Path | None:
+    """The cache folder (DISTILLREC_CACHE, else ~/.cache/distillrec), or None when it is "off"."""
+    raw = os.environ.get(CACHE_VAR, "").strip()
+    if raw.lower() == "off":
+        return None
+    return Path(raw).expanduser() if raw else Path.home() / ".cache" / "distillrec"
+
+
+def _cache_file(x: Tensor, k: int, weighted: bool, chunk: int) -> Path | None:
+    root = cache_root()
+    if root is None or x.shape[0] ** 2 * x.shape[1] < CACHE_MIN_WORK:
+        return None
+    h = hashlib.sha256(f"knn|v{CACHE_VERSION}|{tuple(x.shape)}|{x.dtype}|{k}|{weighted}|{chunk}|".encode())
+    h.update(x.contiguous().numpy().data)
+    return root / "knn" / f"{h.hexdigest()[:40]}.npz"
+
+
+def _read_cached(path: Path, n: int) -> sp.csr_matrix | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            graph = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(n, n))
+        graph.check_format(full_check=True)
+        return graph
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("kNN cache %s unreadable (%s): building the graph again", path, exc)
+        return None
+
+
+def _write_cached(path: Path, graph: sp.csr_matrix) -> None:
+    """Through a temporary file replaced in one step: a reader sees the whole entry or none."""
+    buf = io.BytesIO()
+    np.savez(buf, data=graph.data, indices=graph.indices, indptr=graph.indptr)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only or full disk costs the next run a build, nothing else
+        log.warning("kNN cache %s not written (%s)", path, exc)
+
+
 def knn_adjacency(features: Tensor, k: int, weighted: bool, chunk: int = 2048) -> sp.csr_matrix:
+    """`_knn_adjacency`, read from the on-disk cache when an expensive build was made before (module doc)."""
+    x = features.detach().float().cpu()
+    path = _cache_file(x, k, weighted, chunk)
+    graph = _read_cached(path, x.shape[0]) if path is not None else None
+    if graph is None:
+        graph = _knn_adjacency(x, k, weighted, chunk)
+        if path is not None:
+            _write_cached(path, graph)
+    return graph
+
+
+def _knn_adjacency(features: Tensor, k: int, weighted: bool, chunk: int = 2048) -> sp.csr_matrix:
     """Normalised top-k cosine graph in which each item counts itself as one of its k neighbours.
 
     This is the graph of MMRec's MGCN, LATTICE and FREEDOM, whose dense top-k over cosine similarity
