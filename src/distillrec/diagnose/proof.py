@@ -170,9 +170,15 @@ def _conclusion(s: dict[str, Any]) -> str:
         f"{s['verdicts_right']} of the {s['verdicts_named']} where it named one."
     ]
     if s["helped"] == 0:
+        likely = s["verdicts_named"] - s["verdicts_right"]
+        tested = (
+            f"the {likely} 'likely to help' verdict(s) were wrong"
+            if likely
+            else "no 'likely to help' verdict has been put to the test"
+        )
         parts.append(
-            "With no case where the method helped, every 'unlikely' is right by construction and no 'likely' "
-            "has been put to the test: the advice is not yet shown to predict a gain."
+            f"With no case where the method helped, an 'unlikely' could not be wrong and {tested}: the advice "
+            "is not yet shown to predict a gain."
         )
     if s["spearman_rho"] is None:
         parts.append(
@@ -199,7 +205,10 @@ def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
         "Each row is one comparison of a fair experiment (tuned plain backbone against the distilled arm, "
         "equal budgets, fresh report seeds, Holm-adjusted across its report). The diagnostic ran on the plain "
         "arm's first report-seed run; *helped* is a gain with Holm-adjusted p below α. A verdict is *right* "
-        "when 'likely to help' met a significant gain or 'unlikely' met none.",
+        "when 'likely to help' met a significant gain or 'unlikely' met none. The thresholds are those "
+        "shipped in `distillrec/diagnose/thresholds.py` when this document was written; where they were "
+        "fitted to the cases below, a right verdict on those cases shows nothing: only cases measured after "
+        "the fit test the advice.",
         "",
     ]
     stats = summary(outcomes)
