@@ -12,7 +12,10 @@ random features of MMRec's Baby widths, image 4096 and text 384), one thread by 
 - evaluation: one validation pass as the trainer runs it (represent, score every item, mask, top-K, metrics);
 - matmul floor: the bare all-user score matmul + top-50 of the model's user and item shapes (for a model that
   does not score by a dot product, MAML, this is the LightGCN-sized matmul of the same shapes, and the
-  ratio says how far its scoring is from one).
+  ratio says how far its scoring is from one);
+- model floor: the model's own forward in evaluation mode (its representation, graphs prebuilt) and its own
+  scores of every evaluated user, then top-50, with nothing else: evaluation / model floor is what masking,
+  ranking bookkeeping and metrics add to the model's inherent work.
 The model-internal floors (the fastest primitives for the same maths) are in speed.py (LightGCN), and in
 counterfactual_views.py (MGCN, FREEDOM, LATTICE forwards). Prints a table; with --json, one JSON object.
 """
@@ -87,6 +90,24 @@ def matmul_floor(trainer: Trainer) -> Any:
     return run
 
 
+def model_floor(trainer: Trainer) -> Any:
+    """The model's own evaluation work: represent (no grad, eval mode), its scores of every evaluated user in
+    the evaluator's chunks, top-50."""
+    model, features = trainer.model, trainer.features
+    users = trainer.task.evaluator.plan("valid").users
+    chunk = trainer.config.eval_batch_size
+
+    def run() -> None:
+        model.eval()
+        with torch.no_grad():
+            rep = model.represent(features)
+            for s in range(0, len(users), chunk):
+                torch.topk(model.score(rep, users[s : s + chunk]), 50, dim=1)
+        model.train()
+
+    return run
+
+
 def measure(name: str, ds: Any, reps: int, device: str) -> dict[str, float]:
     cfg = TrainConfig(batch_size=2048, seed=0)
     trainer = Trainer(build_model(name, ds), ds, cfg, device=torch.device(device), quiet=True)
@@ -96,8 +117,10 @@ def measure(name: str, ds: Any, reps: int, device: str) -> dict[str, float]:
     trainer.evaluate("valid")
     row["eval_s"] = median_time(lambda: trainer.evaluate("valid"), reps)
     row["matmul_floor_s"] = median_time(matmul_floor(trainer), reps)
+    row["model_floor_s"] = median_time(model_floor(trainer), reps)
     row["epoch_ratio"] = row["epoch_s"] / row["bare_loop_s"]
     row["eval_ratio"] = row["eval_s"] / row["matmul_floor_s"]
+    row["eval_model_ratio"] = row["eval_s"] / row["model_floor_s"]
     return {k: round(v, 4) for k, v in row.items()}
 
 
@@ -137,7 +160,17 @@ def main() -> None:
             title=f"{label}: {block['users']} users x {block['items']} items, {block['train_pairs']} train pairs, "
             f"{result['threads']} thread(s)"
         )
-        for col in ("model", "epoch s", "bare loop s", "ratio", "eval s", "matmul floor s", "ratio"):
+        cols = (
+            "model",
+            "epoch s",
+            "bare loop s",
+            "ratio",
+            "eval s",
+            "matmul floor s",
+            "ratio",
+            "model floor s",
+        )
+        for col in (*cols, "ratio"):
             table.add_column(col, justify="right")
         for name, r in block["models"].items():
             table.add_row(
@@ -148,6 +181,8 @@ def main() -> None:
                 f"{r['eval_s']:.3f}",
                 f"{r['matmul_floor_s']:.3f}",
                 f"{r['eval_ratio']:.2f}x",
+                f"{r['model_floor_s']:.3f}",
+                f"{r['eval_model_ratio']:.2f}x",
             )
         console.print(table)
     print(json.dumps(result))
