@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distillrec.atomic import atomic_write_bytes
 from distillrec.errors import DistillrecError
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ def write_features(path: Path, matrix: np.ndarray, mask: np.ndarray | None) -> P
     Without a mask, a mask left by an earlier `--missing zero` run is removed: it would describe rows
     that no longer exist. Returns the mask's path when one was written.
     """
-    from distillrec.training.checkpoint import atomic_write_bytes
-
     mask_path = path.with_name(path.name[: -len("_feat.npy")] + "_mask.npy")
     atomic_write_bytes(path, _npy_bytes(np.ascontiguousarray(matrix, dtype=np.float32)))
     if mask is not None:

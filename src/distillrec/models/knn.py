@@ -16,7 +16,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distillrec.atomic import atomic_write_bytes
 from distillrec.models.graph import SparseGraph
 
 
@@ -102,15 +102,11 @@ def _read_cached(path: Path, n: int) -> sp.csr_matrix | None:
 
 
 def _write_cached(path: Path, graph: sp.csr_matrix) -> None:
-    """Through a temporary file replaced in one step: a reader sees the whole entry or none."""
+    """Atomically: a reader sees the whole entry or none (a lost entry is only a rebuild, so not synced)."""
     buf = io.BytesIO()
     np.savez(buf, data=graph.data, indices=graph.indices, indptr=graph.indptr)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buf.getvalue(), durable=False)
     except OSError as exc:  # a read-only or full disk costs the next run a build, nothing else
         log.warning("kNN cache %s not written (%s)", path, exc)
 

@@ -12,8 +12,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,45 +19,16 @@ import numpy as np
 import torch
 import yaml
 
+from distillrec.atomic import TEMP_SUFFIX as TEMP_SUFFIX  # re-exported for the run files' readers and writers
+from distillrec.atomic import atomic_write_bytes as atomic_write_bytes
+from distillrec.atomic import atomic_write_text as atomic_write_text
 from distillrec.errors import DistillrecError
 
 CHECKSUMS = "checksums.json"
-TEMP_SUFFIX = ".tmp"
 
 
 class RunFileError(DistillrecError):
     """A run file is missing, damaged or unreadable: the message names it and says what to do."""
-
-
-def _file_mode() -> int:
-    """What a plain `open()` would give a new file under the current umask (mkstemp's 0600 ignores it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, replaced in one step (`durable`:
-    flushed to disk first, so that it survives a power cut as well as a killed process)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def _digest(data: bytes) -> str:
