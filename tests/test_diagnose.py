@@ -404,30 +404,56 @@ def test_variant_command_writes_the_same_folder_as_the_api(tmp_path, monkeypatch
 
 
 # --------------------------------------------------------------------------- the proof (diagnose-proof)
-def _outcome(value, change, helped, verdict="unlikely"):  # noqa: ANN001, ANN202
+def _outcome(value, change, helped, verdict="unlikely", run="run"):  # noqa: ANN001, ANN202
     from distillrec.diagnose.proof import Outcome
 
-    return Outcome("ckd", "d", "b", "x.yaml", "run", value, verdict, 0.3, change, None, 0.5, 5, helped)
+    return Outcome("ckd", "d", "b", "x.yaml", run, value, verdict, 0.3, change, None, 0.5, 5, helped)
+
+
+def test_spearman_p_is_exact_for_few_cases():
+    from distillrec.diagnose.proof import spearman
+
+    rho, p, n = spearman([1.0, 2.0, 3.0], [0.1, 0.2, 0.3])
+    assert (rho, n) == (pytest.approx(1.0), 3) and p == pytest.approx(2 / 6)  # 2 of 6 orderings reach |ρ| = 1
+    assert spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.3, 0.2, 0.4])[0] == pytest.approx(0.8)
+    assert spearman([1.0, 2.0], [0.1, 0.2]) == (None, None, 2)  # too few pairs
+
+
+def test_left_out_verdicts_judge_each_case_by_the_others():
+    from distillrec.diagnose.proof import left_out
+
+    cases = left_out([_outcome(0.23, 0.03, False), _outcome(-0.02, 0.03, False), _outcome(0.38, 0.04, False)])
+    # each threshold is the largest value among the other two (no case helped): 0.38, 0.38, then 0.23
+    assert [c.loo_threshold for c in cases] == pytest.approx([0.38, 0.38, 0.23])
+    assert [c.loo_verdict for c in cases] == ["unlikely", "unlikely", "likely to help"]
+    assert [c.predicted for c in cases] == [True, True, False]
+    (alone,) = left_out([_outcome(0.1, 0.0, False)])
+    assert alone.loo_verdict == "cannot tell" and alone.predicted is None
 
 
 def test_proof_summary_counts_verdicts_and_ranks_quantity_against_gain():
-    from distillrec.diagnose.proof import markdown, spearman, summary
+    from distillrec.diagnose.proof import left_out, markdown, summary
 
-    assert spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.3, 0.2, 0.4])[0] == pytest.approx(0.8)
-    assert spearman([1.0, 2.0], [0.1, 0.2]) == (None, None, 2)  # too few pairs
-    cases = [
-        _outcome(0.1, -0.01, False),
-        _outcome(0.2, 0.00, False),
-        _outcome(0.5, 0.04, True, "likely to help"),
-        _outcome(0.6, 0.05, False, "likely to help"),  # a wrong verdict
-        _outcome(None, 0.01, False, "cannot tell"),  # named nothing, measured nothing
-    ]
+    cases = left_out(
+        [
+            _outcome(0.1, -0.01, False),
+            _outcome(0.2, 0.00, False),
+            _outcome(0.5, 0.04, True, "likely to help"),
+            _outcome(0.6, 0.05, False, "likely to help"),
+            _outcome(None, 0.01, False, "cannot tell"),  # named nothing, measured nothing
+        ]
+    )
+    # left out: 0.1 -> t 0.6 unlikely (right); 0.2 -> t 0.6 unlikely (right); 0.5 -> t 0.6 unlikely (wrong);
+    # 0.6 -> t 0.2 or 0.5 (both err once with the other three): the larger, 0.5, so likely (wrong)
+    assert [c.loo_verdict for c in cases[:4]] == ["unlikely", "unlikely", "unlikely", "likely to help"]
     s = summary(cases)["ckd"]
-    assert (s["cases"], s["helped"], s["verdicts_named"], s["verdicts_right"]) == (5, 1, 4, 3)
+    assert (s["cases"], s["helped"], s["verdicts_named"], s["verdicts_right"]) == (5, 1, 4, 2)
     assert s["spearman_n"] == 4 and s["spearman_rho"] == pytest.approx(1.0)
     assert s["threshold_refit"] == pytest.approx(0.6)  # 0.2 and 0.6 err once each: the larger, cautious one
     text = markdown(cases, ["x.yaml: d/other (pending)"], "distillrec diagnose-proof x.yaml")
-    assert "## CKD" in text and "helped in 1 of 5" in text and "Not finished yet" in text
+    assert (
+        "## CKD" in text and "helped in 1 of 5" in text and "Not finished yet" in text and "left-out" in text
+    )
     assert text.count("| d | b |") == 5
 
 
@@ -464,4 +490,6 @@ def test_proof_reads_a_finished_experiment_and_diagnoses_its_plain_run(tmp_path)
     assert o.verdict in {"likely to help", "unlikely"} and o.value is not None  # the teachers were trained
     assert Path(o.run).parent.name.startswith("vbpr@") and Path(o.run).name == "seed1"
     payload = json.loads(json.dumps(to_json(outcomes, pending), default=float))
-    assert payload["summary"]["ckd"]["cases"] == 1 and payload["outcomes"][0]["predicted"] in (True, False)
+    assert payload["summary"]["ckd"]["cases"] == 1
+    assert payload["outcomes"][0]["loo_verdict"] == "cannot tell"  # no other case to fit a threshold to
+    assert payload["outcomes"][0]["predicted"] is None

@@ -23,6 +23,7 @@ from typing import Any
 from distillrec.diagnose.thresholds import Case, fit
 
 MAIN_ARMS = ("ckd", "sgfd", "cdl")
+EXACT_MAX_N = 7  # up to 7 pairs (5,040 orderings) Spearman's p is exact, by permutation
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,39 @@ class Outcome:
     n_seeds: int
     helped: bool
 
+    loo_verdict: str = "cannot tell"  # the verdict under the threshold fitted to the method's other cases
+    loo_threshold: float | None = None
+
     @property
     def predicted(self) -> bool | None:
-        """Whether the verdict named the outcome; None when it named none."""
-        if self.verdict == "likely to help":
+        """Whether the left-out verdict named the outcome; None when it named none."""
+        if self.loo_verdict == "likely to help":
             return self.helped
-        if self.verdict == "unlikely":
+        if self.loo_verdict == "unlikely":
             return not self.helped
         return None
+
+
+def left_out(outcomes: list[Outcome]) -> list[Outcome]:
+    """Each case's verdict under the threshold `fit` chooses from the method's *other* measured cases
+    (leave-one-out), so no case is judged by a threshold it helped to set; "cannot tell" without others."""
+    from dataclasses import replace
+
+    from distillrec.diagnose.thresholds import verdict
+
+    out = []
+    for o in outcomes:
+        others = tuple(
+            Case(x.value, x.helped, x.run)
+            for x in outcomes
+            if x is not o and x.method == o.method and x.value is not None
+        )
+        if o.value is None or not others:
+            out.append(replace(o, loo_verdict="cannot tell", loo_threshold=None))
+            continue
+        t = fit(others)
+        out.append(replace(o, loo_verdict=verdict(o.value, t), loo_threshold=t))
+    return out
 
 
 def _diagnostic(method: str, run_dir: Path, train_teachers: bool, device: str) -> dict[str, Any]:
@@ -105,7 +131,7 @@ def collect(
                     helped=bool(p is not None and p < definition.alpha and change > 0),
                 )
             )
-    return outcomes, pending
+    return left_out(outcomes), pending
 
 
 def _finite(x: Any) -> float | None:
@@ -113,13 +139,20 @@ def _finite(x: Any) -> float | None:
 
 
 def spearman(xs: list[float], ys: list[float]) -> tuple[float | None, float | None, int]:
-    """Spearman's ρ with its two-sided p, and n; (None, None, n) below three pairs or for a constant side."""
+    """Spearman's ρ with its two-sided p (exact over every ordering up to EXACT_MAX_N pairs), and n;
+    (None, None, n) below three pairs or for a constant side."""
     from scipy import stats
 
     n = len(xs)
     if n < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
         return None, None, n
     rho, p = stats.spearmanr(xs, ys)
+    if n <= EXACT_MAX_N:  # the t approximation is wrong for few pairs (ρ = 1 gives p = 0 at n = 3)
+        import itertools
+
+        rx, ry = stats.rankdata(xs), stats.rankdata(ys)
+        ranked = [stats.spearmanr(rx, perm)[0] for perm in itertools.permutations(ry)]
+        p = sum(abs(r) >= abs(rho) - 1e-12 for r in ranked) / len(ranked)
     return float(rho), float(p), n
 
 
@@ -166,8 +199,9 @@ def _conclusion(s: dict[str, Any]) -> str:
     if s["cases"] == 0:
         return "No finished comparison yet."
     parts = [
-        f"The method helped in {s['helped']} of {s['cases']} case(s); the verdict named the outcome in "
-        f"{s['verdicts_right']} of the {s['verdicts_named']} where it named one."
+        f"The method helped in {s['helped']} of {s['cases']} case(s); the left-out verdict (threshold fitted "
+        f"to the other cases) named the outcome in {s['verdicts_right']} of the {s['verdicts_named']} where it "
+        "named one."
     ]
     if s["helped"] == 0:
         likely = s["verdicts_named"] - s["verdicts_right"]
@@ -186,10 +220,10 @@ def _conclusion(s: dict[str, Any]) -> str:
             "and the gain."
         )
     else:
-        holds = "does" if s["spearman_p"] < 0.05 and s["spearman_rho"] > 0 else "does not"
+        holds = "goes" if s["spearman_p"] < 0.05 and s["spearman_rho"] > 0 else "is not shown to go"
         parts.append(
             f"Spearman ρ between the quantity and the measured change {s['spearman_rho']:+.2f} "
-            f"(n = {s['spearman_n']}, p = {s['spearman_p']:.3g}): a larger quantity {holds} go with a "
+            f"(n = {s['spearman_n']}, p = {s['spearman_p']:.3g}): a larger quantity {holds} with a "
             "larger gain at α = 0.05."
         )
     return " ".join(parts)
@@ -204,25 +238,28 @@ def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
         "",
         "Each row is one comparison of a fair experiment (tuned plain backbone against the distilled arm, "
         "equal budgets, fresh report seeds, Holm-adjusted across its report). The diagnostic ran on the plain "
-        "arm's first report-seed run; *helped* is a gain with Holm-adjusted p below α. A verdict is *right* "
-        "when 'likely to help' met a significant gain or 'unlikely' met none. The thresholds are those "
-        "shipped in `distillrec/diagnose/thresholds.py` when this document was written; where they were "
-        "fitted to the cases below, a right verdict on those cases shows nothing: only cases measured after "
-        "the fit test the advice.",
+        "arm's first report-seed run; *helped* is a gain with Holm-adjusted p below α. The shipped thresholds "
+        "(`distillrec/diagnose/thresholds.py`) are fitted to these very cases, so their verdicts here prove "
+        "nothing; each case is judged instead by its *left-out* verdict, under the threshold `fit` chooses from "
+        "the method's other cases (leave-one-out; 'cannot tell' when there is no other case). It is *right* "
+        "when 'likely to help' met a significant gain or 'unlikely' met none. Spearman's p is exact (every "
+        f"ordering) up to {EXACT_MAX_N} cases.",
         "",
     ]
     stats = summary(outcomes)
     for method, s in stats.items():
         lines += [f"## {method.upper()}", "", _conclusion(s), ""]
         lines += [
-            "| dataset | backbone | quantity | verdict | change (95% CI) | Holm p | outcome | right? |",
-            "|---|---|---|---|---|---|---|---|",
+            "| dataset | backbone | quantity | shipped verdict | left-out threshold | left-out verdict "
+            "| change (95% CI) | Holm p | outcome | right? |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for o in (o for o in outcomes if o.method == method):
             ci = f" ({_pct(o.ci95_relative[0])} … {_pct(o.ci95_relative[1])})" if o.ci95_relative else ""
             right = {True: "yes", False: "no", None: "–"}[o.predicted]
             lines.append(
-                f"| {o.dataset} | {o.backbone} | {_num(o.value)} | {o.verdict} | {_pct(o.relative_change)}{ci} "
+                f"| {o.dataset} | {o.backbone} | {_num(o.value)} | {o.verdict} | {_num(o.loo_threshold)} "
+                f"| {o.loo_verdict} | {_pct(o.relative_change)}{ci} "
                 f"| {_num(o.p_holm, '.3g')} | {'helped' if o.helped else 'no gain'} | {right} |"
             )
         lines += [
