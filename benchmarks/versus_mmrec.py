@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import statistics
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from startup import child_env  # this folder is on sys.path when run: one thread per child, as there
 
 MMREC_NAMES = {
     "lightgcn": "LightGCN",
@@ -75,10 +75,6 @@ from utils.quick_start import quick_start
 quick_start(model=model, dataset=dataset, config_dict=overrides, save_model=False)
 print("WALL", time.perf_counter() - t0)
 """
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(extra or {})}
 
 
 def dataset_files(dataset: str) -> tuple[Path, str]:
@@ -126,7 +122,7 @@ def run_mmrec(work: Path, model: str, dataset: str, epochs: int, pinned: dict[st
         cwd=work / "src",
         capture_output=True,
         text=True,
-        env=child_env({"PYTHONPATH": str(work / "src")}),
+        env={**child_env(), "PYTHONPATH": str(work / "src")},
     )
     wall = time.perf_counter() - t0
     if done.returncode != 0:

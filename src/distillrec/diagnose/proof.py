@@ -105,8 +105,8 @@ def collect(
         for c in comps:
             if c.arm not in MAIN_ARMS:
                 continue
-            first = next(((s, r) for s, r in zip(c.plain.specs, c.plain.records, strict=True) if r), None)
-            run_dir = result.ledger.run_dir(first[1]) if first else None
+            first = next((r for r in c.plain.records if r), None)  # the first finished report seed
+            run_dir = result.ledger.run_dir(first) if first else None
             if run_dir is None:
                 pending.append(f"{file}: {c.dataset}/{c.backbone}: no plain report run folder to diagnose")
                 continue

@@ -20,6 +20,7 @@ import csv
 import io
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -52,8 +53,6 @@ DEFAULT_CHECKPOINT_INTERVAL_S = 5.0
 
 def checkpoint_interval() -> float:
     """Seconds between checkpoint writes: DISTILLREC_CHECKPOINT_INTERVAL_S, else the default."""
-    import os
-
     raw = os.environ.get(CHECKPOINT_INTERVAL_VAR, "").strip()
     if not raw:
         return DEFAULT_CHECKPOINT_INTERVAL_S
