@@ -229,3 +229,67 @@ def test_a_point_whose_jobs_crash_is_asked_again_before_it_costs_a_trial(tiny_fo
     assert states[:2] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert trials[0].params == trials[1].params  # the same point, asked again
     assert result.backbones[0].plain.records and all(result.backbones[0].plain.records)
+
+
+def test_a_point_failing_again_and_again_spends_the_budget_instead_of_looping() -> None:
+    import optuna
+
+    from distillrec.experiment.engine import budget_trials
+
+    dist = {"x": optuna.distributions.CategoricalDistribution([1, 2])}
+
+    def trial(state, x):  # noqa: ANN001, ANN202
+        value = 0.5 if state == optuna.trial.TrialState.COMPLETE else None
+        return optuna.trial.create_trial(state=state, params={"x": x}, distributions=dist, value=value)
+
+    fail, ok = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
+    trials = [trial(fail, 1), trial(fail, 1), trial(fail, 1), trial(ok, 2)]
+    for n, t in enumerate(trials):
+        t.number = n
+    assert [t.number for t in budget_trials(trials)] == [1, 2, 3]  # the first failure is free, no other
+    assert [t.number for t in budget_trials(trials, frozenset({0, 1}))] == [3]  # forgiven: 2 is a 1st
+
+
+def test_every_job_failing_stops_the_experiment_without_spending_budget(tiny_folder, tmp_path, monkeypatch):
+    import optuna
+
+    from distillrec.experiment.engine import Forgiven, SystemicFailure, budget_trials
+
+    d = definition(tiny_folder, tmp_path, methods=[], budget=4, selection_seeds=[1001, 1002])
+    calls = []
+
+    def broken(job):  # noqa: ANN001, ANN202 - e.g. the package uninstalled under a running experiment
+        calls.append(job.name)
+        raise ModuleNotFoundError("No module named 'distillrec'")
+
+    monkeypatch.setattr(executor_mod, "run_job", broken)
+    with pytest.raises(SystemicFailure, match="the last 8 jobs all failed"):
+        Engine(d).run()
+    assert len(calls) == 16  # 8 jobs, each tried twice, then the engine stops
+    engine = Engine(d)
+    (name,) = optuna.get_all_study_names(engine.storage)
+    forgiven = Forgiven(d.state_dir()).of(name)
+    trials = optuna.load_study(study_name=name, storage=engine.storage).trials
+    assert len(forgiven) == 3 and not budget_trials(trials, forgiven)  # 3 told FAIL, none costs a trial
+    monkeypatch.undo()
+    result = engine.run()  # the cause fixed: the same command resumes
+    assert result.failures == [] and result.backbones[0].tuned.trials == 4
+    trials = optuna.load_study(study_name=name, storage=engine.storage).trials
+    counted = budget_trials(trials, Forgiven(d.state_dir()).of(name))
+    assert len(counted) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in counted)
+    assert trials[0].params in [t.params for t in counted]  # the first point (the defaults) is still searched
+
+
+def test_a_stage_whose_trials_all_failed_is_not_reported_until_retried(tiny_folder, tmp_path, monkeypatch):
+    d = definition(tiny_folder, tmp_path, methods=[], budget=1)
+
+    def crash(job):  # noqa: ANN001, ANN202
+        raise RuntimeError("diverged")
+
+    monkeypatch.setattr(executor_mod, "run_job", crash)
+    result = Engine(d).run()  # 2 failed jobs: a point's failure, then its failure again (one trial spent)
+    assert result.backbones == [] and any("all 1 trials failed" in f for f in result.failures)
+    monkeypatch.undo()
+    assert Engine(d).run().backbones == []  # its budget is spent: nothing is reported with a made-up point
+    again = Engine(d, retry_failed=True).run()
+    assert again.failures == [] and again.backbones[0].tuned.trials == 1 and all(again.backbones[0].plain.records)

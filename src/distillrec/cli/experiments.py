@@ -73,6 +73,11 @@ def experiment(
     partial: bool = typer.Option(
         False, "--partial", help="train nothing: report the backbones finished so far"
     ),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="after fixing what made jobs fail: their trials use no budget, ask again",
+    ),
     quiet: bool = typer.Option(False, help="no progress display"),
 ) -> None:
     """Does method X help backbone Y? Both arms tuned on validation with the same budget, reported on fresh
@@ -113,7 +118,7 @@ def experiment(
     if definition.results and Path(definition.results).is_dir():  # refused now, not after hours of training
         raise DistillrecError(f"results document {definition.results}: is a folder; name a .md file")
     command = "distillrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    engine = Engine(definition, partial=partial)
+    engine = Engine(definition, partial=partial, retry_failed=retry_failed)
     with JobProgress(planned_jobs(definition), max(1, definition.jobs), quiet or as_json) as progress:
         engine.progress = progress
         result = engine.run()

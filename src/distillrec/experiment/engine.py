@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from distillrec.errors import DistillrecError
 from distillrec.experiment.definition import ExperimentDef
 from distillrec.experiment.executor import Job, Outcome, Pool, threads_per_job
 from distillrec.experiment.spec import RunSpec, resolve_spec, route
@@ -48,30 +49,62 @@ def _point_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def failures_of(trials: list[FrozenTrial], params: dict[str, Any]) -> int:
+def _params_of(t: FrozenTrial) -> dict[str, Any]:
+    """A trial's point; a queued trial that was never asked holds it as its fixed parameters."""
+    return dict(t.params) or dict(t.system_attrs.get("fixed_params", {}))
+
+
+def failures_of(trials: list[FrozenTrial], params: dict[str, Any], forgiven: Set[int] = frozenset()) -> int:
     import optuna
 
     key = _point_key(params)
-    return sum(t.state == optuna.trial.TrialState.FAIL and _point_key(t.params) == key for t in trials)
+    return sum(
+        t.state == optuna.trial.TrialState.FAIL and t.number not in forgiven and _point_key(t.params) == key
+        for t in trials
+    )
 
 
-def budget_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that use a study's budget, in order: the completed ones, and a point that failed twice
-    (counted once). A point's first failure is asked again, so a crashed job (a killed worker, a full disk)
-    never costs an arm a trial, or the off point its place in the search."""
+def budget_trials(trials: list[FrozenTrial], forgiven: Set[int] = frozenset()) -> list[FrozenTrial]:
+    """The trials that use a study's budget, in order: the completed ones, and every failure of a point after
+    its first. A point's first failure is asked again, so a crashed job (a killed worker, a full disk) never
+    costs an arm a trial, or the off point its place in the search. `forgiven` failures (see `Forgiven`)
+    count for nothing."""
     import optuna
 
     counted: list[FrozenTrial] = []
     fails: dict[str, int] = {}
     for t in trials:
+        if t.number in forgiven:
+            continue
         if t.state == optuna.trial.TrialState.COMPLETE:
             counted.append(t)
         elif t.state == optuna.trial.TrialState.FAIL:
             key = _point_key(t.params)
             fails[key] = fails.get(key, 0) + 1
-            if fails[key] == 2:
+            if fails[key] >= 2:
                 counted.append(t)
     return counted
+
+
+class Forgiven:
+    """Failed trials that use no budget, by study: those of a broken environment (the engine stopped because
+    every job was failing) and those a user asked to retry (`retry_failed`) after fixing the cause. Optuna
+    cannot unmark a finished trial, so the list lives beside the journal; their points are asked again."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "forgiven_trials.json"
+        self.trials: dict[str, list[int]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def of(self, study: str) -> frozenset[int]:
+        return frozenset(self.trials.get(study, ()))
+
+    def add(self, study: str, numbers: Set[int]) -> None:
+        from distillrec.atomic import atomic_write_text
+
+        merged = sorted(self.of(study) | set(numbers))
+        if merged != self.trials.get(study):
+            self.trials[study] = merged
+            atomic_write_text(self.path, json.dumps(self.trials, indent=1, sort_keys=True) + "\n")
 
 
 class Ledger:
@@ -188,6 +221,12 @@ class Search:
             return {}, float("nan")
         return max(scored, key=lambda ps: ps[1])
 
+    def chosen(self) -> tuple[dict[str, Any], float]:
+        """The best point, for an arm to be reported with; a stage whose trials all failed has none."""
+        if not any(s is not None for _, s in self.points):
+            raise StageFailed(f"{self.name}: all {self.trials} trials failed, so there is no point to report")
+        return self.best
+
 
 @dataclass
 class ArmResult:
@@ -228,9 +267,24 @@ class Pending(Exception):
     """A stage of a backbone is not finished and the engine was asked not to train (`partial`)."""
 
 
+class StageFailed(Exception):
+    """Every trial of a search stage failed: the backbone has no chosen point, so it is not reported."""
+
+
+class SystemicFailure(DistillrecError):
+    """Job after job fails, whatever it runs (a broken install, a full disk): the experiment stops instead of
+    spending the arms' budgets on failures. The failures use no budget; a rerun resumes."""
+
+
 # ----------------------------------------------------------------------------- the engine
 class Engine:
-    def __init__(self, definition: ExperimentDef, progress: Any | None = None, partial: bool = False) -> None:
+    def __init__(
+        self,
+        definition: ExperimentDef,
+        progress: Any | None = None,
+        partial: bool = False,
+        retry_failed: bool = False,
+    ) -> None:
         import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -251,6 +305,11 @@ class Engine:
         self.pool: Pool | None = None
         self.partial = partial  # report what is finished; train nothing
         self.references: dict[str, str] = {}  # pseudo-method label -> evaluating function
+        self.forgiven = Forgiven(self.root)
+        self.retry_failed = retry_failed  # past failures of every study touched use no budget
+        # failed jobs since the last job that succeeded, and the trials told FAIL meanwhile
+        self._streak: list[str] = []
+        self._streak_trials: list[tuple[str, int]] = []
 
     # -- jobs
     def _job(self, spec: RunSpec, extras: tuple[str, ...] = ()) -> Job:
@@ -290,15 +349,37 @@ class Engine:
             assert self.pool is not None
             for outcome in self.pool.run([self._job(s, extras) for s in todo.values()]):
                 self._settle(outcome, report)
+            if len(self._streak) >= self._systemic_limit():
+                self._stop_systemic()
         return [self.ledger.get(s) for s in specs]
+
+    def _systemic_limit(self) -> int:
+        """Consecutive failed jobs that mean the environment, not a point, is broken: more than one point's
+        selection runs twice over, or one arm's report runs, can fail on their own."""
+        return max(8, 2 * len(self.d.selection_seeds) + 1, len(self.d.seeds) + 1)
+
+    def _stop_systemic(self) -> None:
+        by_study: dict[str, set[int]] = {}
+        for study, number in self._streak_trials:
+            by_study.setdefault(study, set()).add(number)
+        for study, numbers in by_study.items():
+            self.forgiven.add(study, numbers)
+        raise SystemicFailure(
+            f"stopped: the last {len(self._streak)} jobs all failed; the last was {self._streak[-1]}. "
+            "Finished runs are kept and these failures use no trial budget: fix the cause and run the same "
+            "command again to resume"
+        )
 
     def _settle(self, outcome: Outcome, report: bool) -> None:
         spec = RunSpec.model_validate_json(outcome.job.spec_json)
         if outcome.record is None:
             name = outcome.job.name
             self.failures.append(f"{name}: {outcome.error} (after {outcome.attempts} attempts)")
+            self._streak.append(f"{name}: {outcome.error}")
             log.error("job %s failed twice: %s", name, outcome.error)
         else:
+            self._streak.clear()
+            self._streak_trials.clear()
             self.ledger.add(spec, outcome.record, per_user=report)
         if self.progress:
             self.progress.done_one(self.best_valid)
@@ -350,18 +431,20 @@ class Engine:
                 seed=self.d.sampler_seed, constant_liar=True, n_startup_trials=min(4, self.d.budget)
             ),
         )
-        if not study.trials and space:
-            # a covered finite space is walked point by point (queued in order); otherwise the given point
-            # (the defaults, or the distiller's off point) is tried first and TPE proposes the rest
-            for point in (
-                grid(space)
-                if walk
-                else ([{k: v for k, v in enqueue.items() if k in space}] if enqueue else [])
-            ):
+        # a covered finite space is walked point by point (queued in order); otherwise the given point
+        # (the defaults, or the distiller's off point) is tried first and TPE proposes the rest
+        planned = (
+            (grid(space) if walk else ([{k: v for k, v in enqueue.items() if k in space}] if enqueue else []))
+            if space
+            else []
+        )
+        if not study.trials:
+            for point in planned:
                 study.enqueue_trial(point, skip_if_exists=True)
+        forgiven = self._forgive(study_name, study, planned)
         seeds = self.d.selection_seeds
         while True:
-            done = len(budget_trials(study.trials))
+            done = len(budget_trials(study.trials, forgiven))
             # trials asked by an interrupted session and never told are evaluated again (runs cached)
             orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
             want = min(trials - done, max(1, math.ceil(self._capacity() / len(seeds))))
@@ -380,7 +463,10 @@ class Engine:
                 got = [r for s in specs[number] if (r := records[Ledger.run_id(s)]) is not None]
                 if len(got) < len(specs[number]):
                     study.tell(number, state=optuna.trial.TrialState.FAIL)
-                    if failures_of(study.trials, _point) == 1:  # asked again once before it costs a trial
+                    self._streak_trials.append((study_name, number))
+                    if (
+                        failures_of(study.trials, _point, forgiven) == 1
+                    ):  # asked again before it costs a trial
                         study.enqueue_trial(_point, skip_if_exists=False)
                     continue
                 score = float(np.mean([r["metrics"]["valid"][self._valid_metric(backbone)] for r in got]))
@@ -388,11 +474,30 @@ class Engine:
                 if not (score <= self.best_valid):  # NaN-safe maximum for the progress display
                     self.best_valid = score
         result = Search(study_name)
-        for t in budget_trials(study.trials)[:trials]:
+        for t in budget_trials(study.trials, forgiven)[:trials]:
             result.trials += 1
             result.points.append((dict(t.params), t.value if t.value is not None else None))
             result.failed += t.state == optuna.trial.TrialState.FAIL
         return result
+
+    def _forgive(self, study_name: str, study: Any, planned: list[dict[str, Any]]) -> frozenset[int]:
+        """The study's forgiven failures (all of its failures too, with `retry_failed`). A planned point (the
+        off point, the defaults, a grid point) whose trials were all forgiven is queued again, so that a
+        failure never takes it out of the search; the sampler proposes the rest afresh."""
+        import optuna
+
+        if self.retry_failed and not self.partial:
+            failed = {t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL}
+            self.forgiven.add(study_name, failed)
+        forgiven = self.forgiven.of(study_name)
+        if forgiven and not self.partial:
+            live = {_point_key(_params_of(t)) for t in study.trials if t.number not in forgiven}
+            lost = {_point_key(t.params) for t in study.trials if t.number in forgiven} - live
+            for point in planned:
+                if _point_key(point) in lost:
+                    study.enqueue_trial(point, skip_if_exists=False)
+                    lost.discard(_point_key(point))
+        return forgiven
 
     def fingerprint(self, backbone: str) -> str:
         """What a backbone's studies depend on besides the backbone: experiments that agree on it share
@@ -467,6 +572,9 @@ class Engine:
                         )
                     except Pending as why:
                         pending.append(f"{ds.name}/{backbone} ({why})")
+                    except StageFailed as why:
+                        self.failures.append(str(why))
+                        log.error("%s / %s not reported: %s", ds.name, backbone, why)
             self.pool = None
         return ExperimentResult(self.d, results, self.failures, self.ledger, pending)
 
@@ -479,7 +587,7 @@ class Engine:
         defaults.update(self._train_defaults(backbone, space))
         plain_spec = lambda p, s: self.spec(ds, backbone, p, seed=s)  # noqa: E731
         tuned = self.search(ds, backbone, f"{prefix}/plain", space, B, plain_spec, defaults)
-        tuned_point = tuned.best[0]
+        tuned_point = tuned.chosen()[0]
         arms = [a for m in self.d.methods for a in arms_for(m, self.d.controls)]
         searches = {"tuned": tuned}
         for arm in arms:
@@ -499,7 +607,8 @@ class Engine:
         searches["plain"] = plain
         metric = "hit@20" if cls.task == "next-item" else "recall@20"
         extras = tuple(dict.fromkeys(a.method for a in arms))
-        plain_point, plain_score = plain.best
+        plain_point, plain_score = plain.chosen()
+        chosen = {arm.name: searches[arm.name].chosen() for arm in arms}
         plain_arm = ArmResult("plain", plain_point, plain_score, trials=plain.trials)
         plain_arm.specs = [plain_spec(plain_point, s) for s in self.d.seeds]
         plain_arm.records = self.run_specs(plain_arm.specs, extras, report=True)
@@ -507,7 +616,7 @@ class Engine:
             ds.name, backbone, metric, self._valid_metric(backbone), tuned, plain_arm, searches=searches
         )
         for arm in arms:
-            point, score = searches[arm.name].best
+            point, score = chosen[arm.name]
             res = ArmResult(
                 arm.name, {**arm.fixed, **point}, score, trials=tuned.trials + searches[arm.name].trials
             )
