@@ -102,7 +102,7 @@ class Forgiven:
         from distillrec.atomic import atomic_write_text
 
         merged = sorted(self.of(study) | set(numbers))
-        if merged != self.trials.get(study):
+        if numbers and merged != self.trials.get(study):
             self.trials[study] = merged
             atomic_write_text(self.path, json.dumps(self.trials, indent=1, sort_keys=True) + "\n")
 
