@@ -464,9 +464,8 @@ class Engine:
                 if len(got) < len(specs[number]):
                     study.tell(number, state=optuna.trial.TrialState.FAIL)
                     self._streak_trials.append((study_name, number))
-                    if (
-                        failures_of(study.trials, _point, forgiven) == 1
-                    ):  # asked again before it costs a trial
+                    # a point's first failure is asked again before it costs a trial
+                    if failures_of(study.trials, _point, forgiven) == 1:
                         study.enqueue_trial(_point, skip_if_exists=False)
                     continue
                 score = float(np.mean([r["metrics"]["valid"][self._valid_metric(backbone)] for r in got]))
