@@ -292,4 +292,8 @@ def test_a_stage_whose_trials_all_failed_is_not_reported_until_retried(tiny_fold
     monkeypatch.undo()
     assert Engine(d).run().backbones == []  # its budget is spent: nothing is reported with a made-up point
     again = Engine(d, retry_failed=True).run()
-    assert again.failures == [] and again.backbones[0].tuned.trials == 1 and all(again.backbones[0].plain.records)
+    assert (
+        again.failures == []
+        and again.backbones[0].tuned.trials == 1
+        and all(again.backbones[0].plain.records)
+    )
