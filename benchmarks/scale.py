@@ -4,6 +4,7 @@ synthetic dataset shaped like Amazon Electronics in the multimodal papers, at fr
 Usage (from the repository root):
     python benchmarks/scale.py [--models lightgcn,freedom,lattice,mgcn] [--fractions 0.125,0.25,0.5,1]
                                [--threads T] [--device cpu|cuda] [--max-batches N] [--timeout S] [--json]
+                               [--update FILE]
 
 The dataset (`elec_like`): 192,000 users, 63,000 items and about 1.7M interactions at full size, with power-law
 degrees on both sides (users Zipf-distributed from 5 interactions up, items drawn by a power-law popularity);
@@ -11,9 +12,10 @@ each user's interactions split one test, one validation, the rest training. Feat
 text, each a seeded low-rank signal (rank 32, so kNN graphs have structure) plus noise. Every (model, fraction)
 runs in a fresh process, which reports: the set-up (model, trainer and graphs, kNN graphs included; PyTorch's
 one-off imports at the first optimiser are made before the clock starts), one training epoch
-(batch 2048; with --max-batches N, the epoch's up-front sampling plus N batches' mean step times the epoch's
-batches: every batch of these models does the same full-graph work, so a full-size epoch is measured in
-minutes, not hours), one full evaluation of the test split (all items ranked, top 50), and the process's peak
+(batch 2048; with --max-batches N, the epoch's up-front sampling and its first batch, which carries the work
+done once per epoch at the first training call, plus the mean step of the other N - 1 batches times the
+epoch's remaining batches: every batch of these models does the same full-graph work, so a full-size epoch
+is measured in minutes, not hours), one full evaluation of the test split (all items ranked, top 50), and the process's peak
 resident memory. The slope is the least-squares exponent b of time ≈ a · size^b over the fractions run (1 is
 linear in the number of interactions). The kNN graphs are built in row chunks and kept sparse (top-k per
 row), never as an items x items matrix, and built in every set-up (the on-disk kNN cache is off: the figures
@@ -121,8 +123,14 @@ def run_one(model_name: str, fraction: float, device: str, max_batches: int | No
     if dev.type == "cuda":
         torch.cuda.synchronize()
     end = time.perf_counter()
-    # up-front work (the epoch's sampling) once, then the timed batches' mean step for every batch of the epoch
-    epoch_s = (delivered[0] - t0) + (end - delivered[0]) / timed * total_batches
+    # up-front work (the epoch's sampling, the epoch hook) once; the first batch once, as it carries work done
+    # once per epoch at the first training call (LATTICE's neighbour search); the later timed batches' mean
+    # step for every other batch of the epoch
+    if timed >= 2:
+        rest = (end - delivered[1]) / (timed - 1)
+        epoch_s = (delivered[1] - t0) + rest * (total_batches - 1)
+    else:
+        epoch_s = (delivered[0] - t0) + (end - delivered[0]) * total_batches
     t0 = time.perf_counter()
     trainer.evaluate("test")
     eval_s = time.perf_counter() - t0
@@ -168,6 +176,11 @@ def main() -> None:
         help="time only the epoch's first N batches and scale their mean step to the whole epoch",
     )
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--update",
+        metavar="FILE",
+        help="also write the JSON to FILE, keeping the models of an earlier FILE that this run did not measure",
+    )
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "FRACTION"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -207,19 +220,38 @@ def main() -> None:
         for m, rows in results.items()
         if rows
     }
-    print(
-        json.dumps(
-            {
-                "benchmark": "scale",
-                "device": args.device,
-                "threads": args.threads,
-                "max_batches": args.max_batches,
-                "runs": results,
-                "slopes": summary,
-                "failures": failures,
-            }
-        )
-    )
+    out = {
+        "benchmark": "scale",
+        "device": args.device,
+        "threads": args.threads,
+        "max_batches": args.max_batches,
+        "runs": results,
+        "slopes": summary,
+        "failures": failures,
+    }
+    if args.update:
+        out = updated(args.update, out)
+    print(json.dumps(out))
+
+
+def updated(path: str, new: dict[str, Any]) -> dict[str, Any]:
+    """`new` with the models of the JSON at `path` that it did not measure (same settings only), written back."""
+    from pathlib import Path
+
+    from distillrec.atomic import atomic_write_text
+
+    file = Path(path)
+    if file.exists():
+        old = json.loads(file.read_text())
+        settings = ("benchmark", "device", "threads", "max_batches")
+        if any(old.get(k) != new[k] for k in settings):
+            sys.exit(f"{path}: measured with other settings ({[old.get(k) for k in settings]}); not merged")
+        measured = set(new["runs"])
+        for key in ("runs", "slopes"):
+            new[key] = {**{m: v for m, v in old[key].items() if m not in measured}, **new[key]}
+        new["failures"] = [f for f in old["failures"] if f["model"] not in measured] + new["failures"]
+    atomic_write_text(file, json.dumps(new, indent=4) + "\n")
+    return new
 
 
 if __name__ == "__main__":
