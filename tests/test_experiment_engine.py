@@ -297,3 +297,18 @@ def test_a_stage_whose_trials_all_failed_is_not_reported_until_retried(tiny_fold
         and again.backbones[0].tuned.trials == 1
         and all(again.backbones[0].plain.records)
     )
+
+
+def test_a_trial_whose_runs_are_not_what_its_point_resolves_to_is_asked_again(tiny_folder, tmp_path):  # noqa: ANN001
+    from distillrec.experiment.engine import Forgiven
+
+    d = definition(tiny_folder, tmp_path, methods=[], budget=1)
+    first = Engine(d).run()
+    ledger = d.state_dir() / "ledger.jsonl"
+    kept = [line for line in ledger.read_text().splitlines() if "seed1001" not in line]
+    ledger.write_text("\n".join(kept) + "\n")  # its selection run now stands for other settings
+    again = Engine(d).run()
+    (name,) = Forgiven(d.state_dir()).trials
+    assert Forgiven(d.state_dir()).of(name) == {0}  # the stale trial uses no budget...
+    assert again.backbones[0].tuned.trials == 1  # ...its point was asked again and run
+    assert again.backbones[0].tuned.points == first.backbones[0].tuned.points

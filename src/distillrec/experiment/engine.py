@@ -87,9 +87,10 @@ def budget_trials(trials: list[FrozenTrial], forgiven: Set[int] = frozenset()) -
 
 
 class Forgiven:
-    """Failed trials that use no budget, by study: those of a broken environment (the engine stopped because
-    every job was failing) and those a user asked to retry (`retry_failed`) after fixing the cause. Optuna
-    cannot unmark a finished trial, so the list lives beside the journal; their points are asked again."""
+    """Trials that use no budget, by study: failures of a broken environment (the engine stopped because every
+    job was failing), failures a user asked to retry (`retry_failed`) after fixing the cause, and completed
+    trials whose runs are not those their point resolves to now (stale). Optuna cannot unmark a finished
+    trial, so the list lives beside the journal; their planned points are asked again."""
 
     def __init__(self, root: Path) -> None:
         self.path = root / "forgiven_trials.json"
@@ -441,8 +442,16 @@ class Engine:
         if not study.trials:
             for point in planned:
                 study.enqueue_trial(point, skip_if_exists=True)
-        forgiven = self._forgive(study_name, study, planned)
         seeds = self.d.selection_seeds
+        forgiven = self._forgive(study_name, study, planned)
+        stale = self._stale(study, make_spec, seeds, forgiven)
+        if stale and not self.partial:
+            log.warning(
+                "%s: %d trials ran under other settings; their points are asked again", study_name, len(stale)
+            )
+            self.forgiven.add(study_name, stale)
+            forgiven = self._forgive(study_name, study, planned)
+        forgiven |= stale
         while True:
             done = len(budget_trials(study.trials, forgiven))
             # trials asked by an interrupted session and never told are evaluated again (runs cached)
@@ -468,19 +477,49 @@ class Engine:
                     if failures_of(study.trials, _point, forgiven) == 1:
                         study.enqueue_trial(_point, skip_if_exists=False)
                     continue
-                score = float(np.mean([r["metrics"]["valid"][self._valid_metric(backbone)] for r in got]))
+                score = self._score(specs[number], got)
                 study.tell(number, score)
                 if not (score <= self.best_valid):  # NaN-safe maximum for the progress display
                     self.best_valid = score
         result = Search(study_name)
         for t in budget_trials(study.trials, forgiven)[:trials]:
             result.trials += 1
-            result.points.append((dict(t.params), t.value if t.value is not None else None))
+            value = None
+            if t.state == optuna.trial.TrialState.COMPLETE:  # scored from the ledger, not the stored value
+                t_specs = [make_spec(dict(t.params), s) for s in seeds]
+                recs = [r for s in t_specs if (r := self.ledger.get(s)) is not None]
+                value = self._score(t_specs, recs) if len(recs) == len(t_specs) else t.value
+            result.points.append((dict(t.params), value))
             result.failed += t.state == optuna.trial.TrialState.FAIL
         return result
 
+    @staticmethod
+    def _score(specs: list[RunSpec], records: list[dict[str, Any]]) -> float:
+        """A trial's score: the mean over its selection runs of the validation metric each run selected its
+        best epoch by (from its own resolved specification, never re-resolved)."""
+        return float(
+            np.mean(
+                [r["metrics"]["valid"][s.train["valid_metric"]] for s, r in zip(specs, records, strict=True)]
+            )
+        )
+
+    def _stale(
+        self, study: Any, make_spec: SpecMaker, seeds: list[int], skip: frozenset[int]
+    ) -> frozenset[int]:
+        """Completed trials whose runs are not those their point resolves to now (they ran under other
+        settings, e.g. with the package's files gone mid-run): they use no budget and are asked again."""
+        import optuna
+
+        return frozenset(
+            t.number
+            for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE
+            and t.number not in skip
+            and any(self.ledger.get(make_spec(dict(t.params), s)) is None for s in seeds)
+        )
+
     def _forgive(self, study_name: str, study: Any, planned: list[dict[str, Any]]) -> frozenset[int]:
-        """The study's forgiven failures (all of its failures too, with `retry_failed`). A planned point (the
+        """The study's forgiven trials (all of its failures too, with `retry_failed`). A planned point (the
         off point, the defaults, a grid point) whose trials were all forgiven is queued again, so that a
         failure never takes it out of the search; the sampler proposes the rest afresh."""
         import optuna

@@ -73,7 +73,12 @@ def _yaml_path(name: str) -> Path:
 
 def _yaml_defaults(name: str) -> dict[str, Any]:
     path = _yaml_path(name)
-    if not path.exists():
+    if not path.parent.is_dir():  # never read as "no defaults": the run would silently use other settings
+        raise ConfigError(
+            f"model {name!r}: its package folder {path.parent} is gone (was distillrec reinstalled or moved "
+            "while this process ran?)"
+        )
+    if not path.exists():  # a model without settings of its own (e.g. mostpop)
         return {}
     return yaml.safe_load(path.read_text()) or {}
 
