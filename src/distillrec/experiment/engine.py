@@ -578,14 +578,6 @@ class Engine:
             return True
         return self.d.sampler == "auto" and is_finite(space) and grid_size(space) <= self.d.budget
 
-    def _valid_metric(self, backbone: str) -> str:
-        from distillrec.models.registry import train_defaults
-        from distillrec.training.config import TrainConfig
-
-        return self._common_groups()["train"].get(
-            "valid_metric", train_defaults(backbone).get("valid_metric", TrainConfig().valid_metric)
-        )
-
     # -- the protocol
     def run(self) -> ExperimentResult:
         from distillrec.data.registry import load_dataset
@@ -651,7 +643,13 @@ class Engine:
         plain_arm.specs = [plain_spec(plain_point, s) for s in self.d.seeds]
         plain_arm.records = self.run_specs(plain_arm.specs, extras, report=True)
         result = BackboneResult(
-            ds.name, backbone, metric, self._valid_metric(backbone), tuned, plain_arm, searches=searches
+            ds.name,
+            backbone,
+            metric,
+            plain_arm.specs[0].train["valid_metric"],
+            tuned,
+            plain_arm,
+            searches=searches,
         )
         for arm in arms:
             point, score = chosen[arm.name]
