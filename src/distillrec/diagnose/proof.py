@@ -102,6 +102,7 @@ def collect(
         definition = load_definition(file)
         result, comps = finished_part(definition.state_dir(), definition)
         pending += [f"{file}: {p}" for p in result.pending]
+        pending += [f"{file}: failed: {f}" for f in result.failures]
         for c in comps:
             if c.arm not in MAIN_ARMS:
                 continue

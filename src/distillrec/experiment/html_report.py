@@ -622,8 +622,9 @@ def find_definitions(path: Path) -> list[tuple[Path, Any]]:
 
 def finished_part(path: Path, definition: Any) -> tuple[Any, list[Any]]:
     """A definition's finished part and its comparisons, read-only: the engine (in `partial` mode, which
-    trains nothing) reads the folder's ledger and works on a copy of the studies' journal."""
-    from distillrec.experiment.engine import Engine, Ledger
+    trains nothing) reads the folder's ledger and the trials it set aside, and works on a copy of the studies'
+    journal."""
+    from distillrec.experiment.engine import Engine, Forgiven, Ledger
     from distillrec.experiment.report import comparisons
 
     with tempfile.TemporaryDirectory(prefix="distillrec-report-") as tmp:
@@ -632,6 +633,7 @@ def finished_part(path: Path, definition: Any) -> tuple[Any, list[Any]]:
         (Path(tmp) / "optuna.journal").write_bytes(data[: data.rfind(b"\n") + 1])  # no line cut by a writer
         engine = Engine(definition.model_copy(update={"out": tmp}), partial=True)
         engine.ledger = Ledger(path)
+        engine.forgiven = Forgiven(path)  # read only: a partial engine sets nothing aside
         result = engine.run()
     return result, comparisons(result)
 
