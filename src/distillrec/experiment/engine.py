@@ -411,8 +411,6 @@ class Engine:
     # -- search
     def search(
         self,
-        ds: Dataset,
-        backbone: str,
         study_name: str,
         space: Space,
         trials: int,
@@ -443,15 +441,7 @@ class Engine:
             for point in planned:
                 study.enqueue_trial(point, skip_if_exists=True)
         seeds = self.d.selection_seeds
-        forgiven = self._forgive(study_name, study, planned)
-        stale = self._stale(study, make_spec, seeds, forgiven)
-        if stale and not self.partial:
-            log.warning(
-                "%s: %d trials ran under other settings; their points are asked again", study_name, len(stale)
-            )
-            self.forgiven.add(study_name, stale)
-            forgiven = self._forgive(study_name, study, planned)
-        forgiven |= stale
+        forgiven = self._forgive(study_name, study, planned, make_spec)
         while True:
             done = len(budget_trials(study.trials, forgiven))
             # trials asked by an interrupted session and never told are evaluated again (runs cached)
@@ -518,16 +508,25 @@ class Engine:
             and any(self.ledger.get(make_spec(dict(t.params), s)) is None for s in seeds)
         )
 
-    def _forgive(self, study_name: str, study: Any, planned: list[dict[str, Any]]) -> frozenset[int]:
-        """The study's forgiven trials (all of its failures too, with `retry_failed`). A planned point (the
-        off point, the defaults, a grid point) whose trials were all forgiven is queued again, so that a
-        failure never takes it out of the search; the sampler proposes the rest afresh."""
+    def _forgive(
+        self, study_name: str, study: Any, planned: list[dict[str, Any]], make_spec: SpecMaker
+    ) -> frozenset[int]:
+        """The study's trials that use no budget: those set aside before, all of its failures with
+        `retry_failed`, and stale ones found now (`_stale`). A planned point (the off point, the defaults, a
+        grid point) whose trials were all set aside is queued again, so that a failure never takes it out of
+        the search; the sampler proposes the rest afresh. A partial engine records and queues nothing."""
         import optuna
 
         if self.retry_failed and not self.partial:
             failed = {t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL}
             self.forgiven.add(study_name, failed)
-        forgiven = self.forgiven.of(study_name)
+        stale = self._stale(study, make_spec, self.d.selection_seeds, self.forgiven.of(study_name))
+        if stale and not self.partial:
+            log.warning(
+                "%s: %d trials ran under other settings; their points are asked again", study_name, len(stale)
+            )
+            self.forgiven.add(study_name, stale)
+        forgiven = self.forgiven.of(study_name) | stale
         if forgiven and not self.partial:
             live = {_point_key(_params_of(t)) for t in study.trials if t.number not in forgiven}
             lost = {_point_key(t.params) for t in study.trials if t.number in forgiven} - live
@@ -616,7 +615,7 @@ class Engine:
         defaults = {k: v for k, v in default_params(backbone).items() if k in space}
         defaults.update(self._train_defaults(backbone, space))
         plain_spec = lambda p, s: self.spec(ds, backbone, p, seed=s)  # noqa: E731
-        tuned = self.search(ds, backbone, f"{prefix}/plain", space, B, plain_spec, defaults)
+        tuned = self.search(f"{prefix}/plain", space, B, plain_spec, defaults)
         tuned_point = tuned.chosen()[0]
         arms = [a for m in self.d.methods for a in arms_for(m, self.d.controls)]
         searches = {"tuned": tuned}
@@ -626,11 +625,9 @@ class Engine:
                     lambda p, s: self.spec(ds, backbone, tuned_point, a.method, {**a.fixed, **p}, seed=s)
                 )
             )(arm)
-            searches[arm.name] = self.search(
-                ds, backbone, f"{prefix}/{arm.name}", arm.space, B, make, arm.off_point
-            )
+            searches[arm.name] = self.search(f"{prefix}/{arm.name}", arm.space, B, make, arm.off_point)
         plain = (
-            self.search(ds, backbone, f"{prefix}/plain", space, 2 * B if arms else B, plain_spec, defaults)
+            self.search(f"{prefix}/plain", space, 2 * B if arms else B, plain_spec, defaults)
             if arms
             else tuned
         )
