@@ -297,7 +297,7 @@ def test_a_stage_whose_trials_all_failed_is_not_reported_until_retried(tiny_fold
         and again.backbones[0].tuned.trials == 1
         and all(again.backbones[0].plain.records)
     )
-    from distillrec.experiment.html_report import finished_part
+    from distillrec.experiment.report import finished_part
 
     read_back, _ = finished_part(d.state_dir(), d)  # what reports read: the failures set aside stay aside
     assert read_back.failures == [] and read_back.backbones[0].tuned.trials == 1

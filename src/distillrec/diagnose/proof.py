@@ -94,7 +94,7 @@ def collect(
 ) -> tuple[list[Outcome], list[str]]:
     """The outcomes of every finished main-arm comparison of the definitions, and what is still pending."""
     from distillrec.experiment.definition import load_definition
-    from distillrec.experiment.html_report import finished_part
+    from distillrec.experiment.report import finished_part
 
     outcomes: list[Outcome] = []
     pending: list[str] = []

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -620,27 +619,9 @@ def find_definitions(path: Path) -> list[tuple[Path, Any]]:
     return found
 
 
-def finished_part(path: Path, definition: Any) -> tuple[Any, list[Any]]:
-    """A definition's finished part and its comparisons, read-only: the engine (in `partial` mode, which
-    trains nothing) reads the folder's ledger and the trials it set aside, and works on a copy of the studies'
-    journal."""
-    from distillrec.experiment.engine import Engine, Forgiven, Ledger
-    from distillrec.experiment.report import comparisons
-
-    with tempfile.TemporaryDirectory(prefix="distillrec-report-") as tmp:
-        journal = path / "optuna.journal"
-        data = journal.read_bytes() if journal.is_file() else b""
-        (Path(tmp) / "optuna.journal").write_bytes(data[: data.rfind(b"\n") + 1])  # no line cut by a writer
-        engine = Engine(definition.model_copy(update={"out": tmp}), partial=True)
-        engine.ledger = Ledger(path)
-        engine.forgiven = Forgiven(path)  # read only: a partial engine sets nothing aside
-        result = engine.run()
-    return result, comparisons(result)
-
-
 def experiment_markdown(path: Path, definition: Any, command: str) -> tuple[str, list[Any]]:
-    """`report.markdown` of a definition's finished part (`finished_part`)."""
-    from distillrec.experiment.report import markdown
+    """`report.markdown` of a definition's finished part (`report.finished_part`)."""
+    from distillrec.experiment.report import finished_part, markdown
 
     result, comps = finished_part(path, definition)
     return markdown(result, comps, command), comps

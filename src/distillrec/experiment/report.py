@@ -5,12 +5,14 @@ across seeds and across users (the larger of the two p-values), after the correc
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distillrec.experiment.engine import ArmResult, ExperimentResult
+from distillrec.experiment.engine import ArmResult, Engine, ExperimentResult, Forgiven, Ledger
 from distillrec.experiment.plugins import PLUGINS
 from distillrec.experiment.results import format_p, mean_std
 from distillrec.experiment.stats import combined_p, holm, paired_bootstrap, paired_seed_test, verdict
@@ -354,3 +356,18 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
     if lines:
         lines = ["Controls (relative changes against the same tuned plain arm):", "", *lines, ""]
     return lines
+
+
+def finished_part(path: Path, definition: Any) -> tuple[ExperimentResult, list[Comparison]]:
+    """A definition's finished part and its comparisons, read-only: the engine (in `partial` mode, which
+    trains nothing) reads the folder's ledger and the trials it set aside, and works on a copy of the studies'
+    journal."""
+    with tempfile.TemporaryDirectory(prefix="distillrec-report-") as tmp:
+        journal = path / "optuna.journal"
+        data = journal.read_bytes() if journal.is_file() else b""
+        (Path(tmp) / "optuna.journal").write_bytes(data[: data.rfind(b"\n") + 1])  # no line cut by a writer
+        engine = Engine(definition.model_copy(update={"out": tmp}), partial=True)
+        engine.ledger = Ledger(path)
+        engine.forgiven = Forgiven(path)  # read only: a partial engine sets nothing aside
+        result = engine.run()
+    return result, comparisons(result)
