@@ -14,6 +14,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from distillrec.models.graph import csr
+
 
 def bipartite_edges(train: sp.csr_matrix) -> tuple[Tensor, Tensor]:
     """Directed edges of the user-item graph in both directions, users first then items (ids offset).
@@ -68,13 +70,11 @@ class EdgeGraph(torch.nn.Module):
 
     def matrix(self, values: Tensor) -> Tensor:
         """CSR [target, source] with one value per edge."""
-        return torch.sparse_csr_tensor(self.crow, self.src, values, (self.n_nodes, self.n_nodes))
+        return csr(self.crow, self.src, values, (self.n_nodes, self.n_nodes))
 
     def matrix_t(self, values: Tensor) -> Tensor:
         """CSR [source, target] with one value per edge (values in edge order)."""
-        return torch.sparse_csr_tensor(
-            self.crow_t, self.col_t, values[self.by_src], (self.n_nodes, self.n_nodes)
-        )
+        return csr(self.crow_t, self.col_t, values[self.by_src], (self.n_nodes, self.n_nodes))
 
     def dot(self, a: Tensor, b: Tensor) -> Tensor:
         return _EdgeDot.apply(a, b, self)

@@ -42,20 +42,22 @@ def mean_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
     return (sp.diags(inv) @ adj).tocsr().astype(np.float32)
 
 
+def csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """torch.sparse_csr_tensor without the warning torch gives on every construction (CSR support "in
+    beta"): it says nothing a user can act on, and CSR is what makes the products fast."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size)
+
+
 def to_torch_csr(mat: sp.csr_matrix, device: torch.device | str = "cpu") -> Tensor:
     mat = mat.tocsr()
     mat.sort_indices()
-    with warnings.catch_warnings():  # torch flags CSR support as beta on every construction
-        warnings.simplefilter("ignore", UserWarning)
-        return _csr_tensor(mat, device)
-
-
-def _csr_tensor(mat: sp.csr_matrix, device: torch.device | str) -> Tensor:
-    return torch.sparse_csr_tensor(
+    return csr(
         torch.from_numpy(mat.indptr.astype(np.int64)),
         torch.from_numpy(mat.indices.astype(np.int64)),
         torch.from_numpy(mat.data.astype(np.float32)),
-        size=mat.shape,
+        mat.shape,
     ).to(device)
 
 
