@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # imported where used, so that planning an experiment stays c
 
 # (search point, seed) -> the run's spec
 SpecMaker = Callable[[dict[str, Any], int], RunSpec]
+SelectionSpecs = Callable[[dict[str, Any]], list[RunSpec]]  # a point's selection runs
 
 log = logging.getLogger("distillrec.experiment")
 # per-user test values kept for report runs: the compared metrics and the secondary ones
@@ -441,7 +442,16 @@ class Engine:
             for point in planned:
                 study.enqueue_trial(point, skip_if_exists=True)
         seeds = self.d.selection_seeds
-        forgiven = self._forgive(study_name, study, planned, make_spec)
+        resolved: dict[str, list[RunSpec]] = {}
+
+        def selection_specs(point: dict[str, Any]) -> list[RunSpec]:
+            """A point's selection runs, resolved once per search (a sampler repeats points)."""
+            key = _point_key(point)
+            if key not in resolved:
+                resolved[key] = [make_spec(dict(point), s) for s in seeds]
+            return resolved[key]
+
+        forgiven = self._forgive(study_name, study, planned, selection_specs)
         while True:
             done = len(budget_trials(study.trials, forgiven))
             # trials asked by an interrupted session and never told are evaluated again (runs cached)
@@ -455,7 +465,7 @@ class Engine:
             for _ in range(max(0, want - len(batch))):
                 trial = study.ask()
                 batch.append((trial.number, suggest(trial, space)))
-            specs = {n: [make_spec(p, s) for s in seeds] for n, p in batch}
+            specs = {n: selection_specs(p) for n, p in batch}
             flat = [s for group in specs.values() for s in group]
             records = dict(zip([Ledger.run_id(s) for s in flat], self.run_specs(flat), strict=True))
             for number, _point in sorted(batch, key=lambda np_: np_[0]):
@@ -476,7 +486,7 @@ class Engine:
             result.trials += 1
             value = None
             if t.state == optuna.trial.TrialState.COMPLETE:  # scored from the ledger, not the stored value
-                t_specs = [make_spec(dict(t.params), s) for s in seeds]
+                t_specs = selection_specs(t.params)
                 recs = [r for s in t_specs if (r := self.ledger.get(s)) is not None]
                 value = self._score(t_specs, recs) if len(recs) == len(t_specs) else t.value
             result.points.append((dict(t.params), value))
@@ -493,9 +503,7 @@ class Engine:
             )
         )
 
-    def _stale(
-        self, study: Any, make_spec: SpecMaker, seeds: list[int], skip: frozenset[int]
-    ) -> frozenset[int]:
+    def _stale(self, study: Any, selection_specs: SelectionSpecs, skip: frozenset[int]) -> frozenset[int]:
         """Completed trials whose runs are not those their point resolves to now (they ran under other
         settings, e.g. with the package's files gone mid-run): they use no budget and are asked again."""
         import optuna
@@ -505,11 +513,15 @@ class Engine:
             for t in study.trials
             if t.state == optuna.trial.TrialState.COMPLETE
             and t.number not in skip
-            and any(self.ledger.get(make_spec(dict(t.params), s)) is None for s in seeds)
+            and any(self.ledger.get(s) is None for s in selection_specs(t.params))
         )
 
     def _forgive(
-        self, study_name: str, study: Any, planned: list[dict[str, Any]], make_spec: SpecMaker
+        self,
+        study_name: str,
+        study: Any,
+        planned: list[dict[str, Any]],
+        selection_specs: SelectionSpecs,
     ) -> frozenset[int]:
         """The study's trials that use no budget: those set aside before, all of its failures with
         `retry_failed`, and stale ones found now (`_stale`). A planned point (the off point, the defaults, a
@@ -520,7 +532,7 @@ class Engine:
         if self.retry_failed and not self.partial:
             failed = {t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL}
             self.forgiven.add(study_name, failed)
-        stale = self._stale(study, make_spec, self.d.selection_seeds, self.forgiven.of(study_name))
+        stale = self._stale(study, selection_specs, self.forgiven.of(study_name))
         if stale and not self.partial:
             log.warning(
                 "%s: %d trials ran under other settings; their points are asked again", study_name, len(stale)
