@@ -316,3 +316,15 @@ def test_a_trial_whose_runs_are_not_what_its_point_resolves_to_is_asked_again(ti
     assert Forgiven(d.state_dir()).of(name) == {0}  # the stale trial uses no budget...
     assert again.backbones[0].tuned.trials == 1  # ...its point was asked again and run
     assert again.backbones[0].tuned.points == first.backbones[0].tuned.points
+
+
+def test_definitions_sharing_report_runs_keep_each_others_summaries(tiny_folder, tmp_path):  # noqa: ANN001
+    from distillrec.experiment.report import finished_part
+
+    ckd = definition(tiny_folder, tmp_path, controls=False, budget=1)
+    sgfd = definition(tiny_folder, tmp_path, controls=False, budget=1, methods=["sgfd"])
+    Engine(ckd).run()
+    Engine(sgfd).run()  # the same tuned plain arm's report runs, summarised for SGFD's plug-in too
+    for d in (ckd, sgfd):
+        result, _ = finished_part(d.state_dir(), d)
+        assert result.pending == [] and len(result.backbones) == 1, result.pending

@@ -148,13 +148,23 @@ class Ledger:
         run_dir = Path(record["run_dir"]) if record.get("run_dir") else None
         if run_dir is not None and run_dir.is_relative_to(self.root):
             run_dir = run_dir.relative_to(self.root)
+        extras = record.get("extras", {})
+        old = self.records.get(rid)
+        if (
+            old
+            and old["metrics"] == record["metrics"]
+            and old["run_dir"] == (str(run_dir) if run_dir else None)
+        ):
+            # the same run summarised for another experiment's plug-ins (two definitions share a tuned
+            # backbone's report runs): the summaries it had stay beside the new ones
+            extras = {**old.get("extras", {}), **extras}
         entry = {
             "id": rid,
             "key": spec.key(),
             "seed": spec.seed,
             "label": spec.label,
             "metrics": record["metrics"],
-            "extras": record.get("extras", {}),
+            "extras": extras,
             "run_dir": str(run_dir) if run_dir else None,
             "per_user": per_user,
         }
