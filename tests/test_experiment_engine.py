@@ -328,3 +328,29 @@ def test_definitions_sharing_report_runs_keep_each_others_summaries(tiny_folder,
     for d in (ckd, sgfd):
         result, _ = finished_part(d.state_dir(), d)
         assert result.pending == [] and len(result.backbones) == 1, result.pending
+
+
+def _comparison(arm: str, change: float, ci: tuple[float, float]):
+    from distillrec.experiment.engine import ArmResult
+    from distillrec.experiment.report import Comparison
+
+    stats = {"relative_change": change, "ci95": list(ci)}
+    return Comparison("d", "b", arm, "recall@20", ArmResult("plain", {}, 0.0), ArmResult(arm, {}, 0.0), stats)
+
+
+def test_a_control_share_is_given_only_where_the_methods_change_stands_out_of_test_noise():
+    """+0.5% with a CI across zero must not read as 'the control reaches 1160% of it'."""
+    from distillrec.experiment.report import mechanism_lines
+
+    noisy = mechanism_lines(
+        [_comparison("ckd", 0.005, (-0.003, 0.005)), _comparison("ckd:ens", 0.058, (0.005, 0.014))]
+    )
+    assert "reaches" not in "".join(noisy) and "includes 0" in "".join(noisy)
+    clear = mechanism_lines(
+        [_comparison("ckd", 0.04, (0.001, 0.01)), _comparison("ckd:ens", 0.02, (0.0, 0.01))]
+    )
+    assert "ens reaches 50% of it" in "".join(clear)
+    lost = mechanism_lines(
+        [_comparison("ckd", -0.01, (-0.01, 0.001)), _comparison("ckd:ens", 0.02, (0.0, 0.01))]
+    )
+    assert "no gain to attribute" in "".join(lost)

@@ -327,7 +327,10 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
 
 def mechanism_lines(comps: list[Comparison]) -> list[str]:
     """Where a method has controls: how much of the method's change each control reaches on its own, so a
-    reader can tell the mechanism the paper claims from what a simpler arm already does."""
+    reader can tell the mechanism the paper claims from what a simpler arm already does. The share is only
+    given where the method's own change stands out of the test set's noise (its bootstrap interval excludes
+    zero): a ratio to a change indistinguishable from zero (say +0.5%) reads as a large number that means
+    nothing."""
     lines = []
     for c in comps:
         if ":" in c.arm:
@@ -341,14 +344,16 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
             continue
         parts = [f"{o.arm.split(':', 1)[1]} {o.stats['relative_change']:+.1%}" for o in controls]
         rel = c.stats["relative_change"]
-        share = (
-            "; ".join(
+        ci = c.stats.get("ci95")
+        if rel <= 0:
+            share = "the method itself shows no gain to attribute"
+        elif ci is not None and ci[0] <= 0:
+            share = "the method's own change is within the test set's noise, its 95% CI includes 0: no share to attribute"
+        else:
+            share = "; ".join(
                 f"{o.arm.split(':', 1)[1]} reaches {o.stats['relative_change'] / rel:.0%} of it"
                 for o in controls
             )
-            if rel > 0
-            else "the method itself shows no gain to attribute"
-        )
         lines.append(
             f"- **{c.backbone}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
             f"{', '.join(parts)} ({share})."
