@@ -354,3 +354,15 @@ def test_a_control_share_is_given_only_where_the_methods_change_stands_out_of_te
         [_comparison("ckd", -0.01, (-0.01, 0.001)), _comparison("ckd:ens", 0.02, (0.0, 0.01))]
     )
     assert "no gain to attribute" in "".join(lost)
+
+
+def test_the_progress_line_estimates_the_time_left_from_trained_jobs_only(monkeypatch):
+    from distillrec.cli import progress
+
+    clock = iter([0.0, 600.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    bar = progress.JobProgress(total=10, running=2, quiet=True)
+    bar.add(cached=4, todo=6)
+    assert bar.eta(6) == ""  # nothing trained yet: no pace to go by
+    bar.done = 2  # two jobs trained in 600 s: 300 s each, 4 left
+    assert bar.eta(4) == " (≤0h20m at this pace)"

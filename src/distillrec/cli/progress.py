@@ -1,8 +1,10 @@
-"""The experiment command's live status line on stderr: jobs done, cached, running and left."""
+"""The experiment command's live status line on stderr: jobs done, cached, running and left, and how long
+the jobs left would take at the pace of those trained so far."""
 
 from __future__ import annotations
 
 import sys
+import time
 
 from rich.console import Console
 
@@ -16,6 +18,7 @@ class JobProgress:
         self.running = running
         self.done = self.cached = 0
         self.left = total
+        self.started = time.monotonic()
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -40,8 +43,16 @@ class JobProgress:
         self.bar.update(
             self.task,
             description=f"jobs: {self.done} run, {self.cached} cached, "
-            f"≤{min(self.running, left)} running, ≤{left} left; best valid {best:.4f}",
+            f"≤{min(self.running, left)} running, ≤{left} left{self.eta(left)}; best valid {best:.4f}",
         )
+
+    def eta(self, left: int) -> str:
+        """Time for the jobs left at the pace of the jobs trained so far (cached ones cost nothing, so they
+        do not count); an upper bound like `left`, which counts every trial as a new point."""
+        if self.done == 0 or left == 0:
+            return ""
+        seconds = int((time.monotonic() - self.started) / self.done * left)
+        return f" (≤{seconds // 3600}h{seconds % 3600 // 60:02d}m at this pace)"
 
     def __enter__(self) -> JobProgress:
         self.bar.__enter__()
