@@ -1,6 +1,6 @@
 """The `distillrec` command line.
 
-Each command is a thin function in the module of its group (`runs`: train, evaluate, recommend, serve and
+Each command is a thin function in the module of its group (`runs`: train, evaluate, rerun, recommend, serve and
 the demo; `experiments`: compare, experiment, report; `data`: datasets, features; `catalogue`: models,
 options; `diagnosis`: diagnose, diagnose-proof, variant); what they print is drawn by `render`. They are registered here,
 in the order `--help` lists them.
@@ -15,6 +15,7 @@ for _name, _command in (
     ("demo", runs.demo),
     ("train", runs.train),
     ("evaluate", runs.evaluate),
+    ("rerun", runs.rerun),
     ("recommend", runs.recommend),
     ("compare", experiments.compare),
     ("experiment", experiments.experiment),

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from distillrec.experiment.definition import ExperimentDef
     from distillrec.experiment.engine import ExperimentResult
     from distillrec.experiment.report import Comparison
+    from distillrec.experiment.rerun import Rerun
     from distillrec.features.store import FeatureResult
 
 console = Console(width=None if sys.stdout.isatty() else 200)  # no wrapping when piped
@@ -156,6 +157,30 @@ def show_per_modality(run_dir: Path, split: str, rows: list[dict[str, Any]]) -> 
 def show_evaluation(run: Run, run_dir: Path, split: str, preset: str, result: dict[str, float]) -> None:
     console.print(grid_table(f"{run.config['model']}, {split} ({preset or run.train_config.preset})", result))
     console.print(f"run folder: {run_dir}")
+
+
+def show_rerun(result: Rerun) -> None:
+    """The headline test metrics, the best epoch and every metric that differs, stored beside new; then
+    whether all of them agree (`--json` lists every one)."""
+    shown = {f"test/{m}" for m in (*REPORT_METRICS, "hit@10", "hit@20")} | {"best_epoch"}
+    table = Table(title=f"{result.original} trained again")
+    for col in ("metric", "stored", "rerun", "difference"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, stored, new in result.rows:
+        if name in shown or abs(new - stored) > result.tolerance:
+            table.add_row(name, f"{stored:.6g}", f"{new:.6g}", f"{new - stored:+.2e}")
+    console.print(table)
+    if result.original_key and result.original_key != result.spec_key:
+        console.print(
+            f"the configuration now resolves to specification {result.spec_key}, the run was "
+            f"{result.original_key}: the code's options have changed since it ran"
+        )
+    what = "exactly" if result.tolerance == 0 else f"within {result.tolerance:g}"
+    verdict = "reproduced" if result.reproduced else "NOT reproduced"
+    console.print(
+        f"{verdict} {what}: {len(result.rows)} metrics compared, largest difference "
+        f"{result.largest_difference:.2e}; new run folder: {result.rerun}"
+    )
 
 
 def top_k_tsv(run: Run, users: np.ndarray, top: np.ndarray) -> Iterator[str]:

@@ -1,4 +1,4 @@
-"""Commands on single runs: train (and the demo that trains a few), evaluate, recommend, serve."""
+"""Commands on single runs: train (and the demo that trains a few), evaluate, rerun, recommend, serve."""
 
 from __future__ import annotations
 
@@ -96,6 +96,30 @@ def train(
         log=log,
     )
     render.show_train_results(model, names, results)
+
+
+def rerun(
+    run_dir: Path = typer.Argument(..., help="a finished run folder"),
+    out: Path = typer.Option(Path("runs/rerun"), help="root folder of the new run"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+    threads: int = typer.Option(None, help="torch threads (default: the count the run recorded)"),
+    tolerance: float = typer.Option(
+        0.0, help="largest absolute difference of a metric still called reproduced (0: bit-exact)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Train a finished run again from its own config.yaml and compare every metric with the stored ones;
+    exit status 1 where they differ."""
+    from distillrec.experiment.rerun import rerun as rerun_run
+
+    setup_logging(True)
+    result = rerun_run(run_dir, out, device, threads, tolerance)
+    if as_json:
+        render.show_json(result.to_json())
+    else:
+        render.show_rerun(result)
+    if not result.reproduced:
+        raise typer.Exit(1)
 
 
 def evaluate(
