@@ -366,3 +366,15 @@ def test_the_progress_line_estimates_the_time_left_from_trained_jobs_only(monkey
     assert bar.eta(6) == ""  # nothing trained yet: no pace to go by
     bar.done = 2  # two jobs trained in 600 s: 300 s each, 4 left
     assert bar.eta(4) == " (≤0h20m at this pace)"
+
+
+def test_the_report_shows_the_methods_holm_figures_with_the_controls_left_out_of_the_family():
+    """Counting controls makes the correction harsher on the method: a reader sees where a verdict rests on it."""
+    from distillrec.experiment.report import family_lines
+
+    method, control = _comparison("ckd", 0.05, (0.01, 0.02)), _comparison("ckd:ens", 0.01, (-0.01, 0.02))
+    method.stats.update(p=0.03, p_holm=0.06)  # 2 comparisons counted: 0.03 × 2
+    control.stats.update(p=0.4, p_holm=0.4)
+    [line, _] = family_lines([method, control], alpha=0.05)
+    assert "b + ckd 0.030" in line and "below 0.05: b + ckd (with the controls counted: none)" in line
+    assert family_lines([method], alpha=0.05) == []  # no controls: nothing to separate

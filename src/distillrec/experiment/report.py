@@ -305,6 +305,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             *[f"- **{c.backbone} + {c.arm}** ({c.dataset}): {c.stats['verdict']}." for c in comps],
             "",
             *mechanism_lines(comps),
+            *family_lines(comps, d.alpha),
         ]
     if result.failures:
         lines += ["## Jobs that failed twice", "", *[f"- {f}" for f in result.failures], ""]
@@ -323,6 +324,34 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def family_lines(comps: list[Comparison], alpha: float) -> list[str]:
+    """Where controls share the Holm family with the methods, the methods' figures with the controls left
+    out: counting the controls makes the correction harsher on the method, and a reader should see whether
+    a verdict rests on that choice."""
+    controls = [c for c in comps if ":" in c.arm]
+    main = [c for c in comps if ":" not in c.arm]
+    if not controls or not main:
+        return []
+    alone = holm([c.stats["p"] for c in main])
+
+    def names(selected: list[Comparison]) -> str:
+        return ", ".join(f"{c.backbone} + {c.arm}" for c in selected) or "none"
+
+    below_alone = [c for c, p in zip(main, alone, strict=True) if p < alpha]
+    below_counted = [c for c in main if c.stats["p_holm"] < alpha]
+    figures = ", ".join(f"{c.backbone} + {c.arm} {format_p(p)}" for c, p in zip(main, alone, strict=True))
+    tail = (
+        "the same as with the controls counted"
+        if below_alone == below_counted
+        else f"with the controls counted: {names(below_counted)}"
+    )
+    return [
+        f"Holm over the {len(main)} method comparisons alone (the {len(controls)} control arms left out of "
+        f"the family): {figures}; below {alpha:g}: {names(below_alone)} ({tail}).",
+        "",
+    ]
 
 
 def mechanism_lines(comps: list[Comparison]) -> list[str]:
