@@ -69,5 +69,7 @@ def test_the_table_shows_the_headline_metrics_and_every_difference(finished_run,
     write_json(finished_run / "metrics.json", metrics)
     out = CliRunner().invoke(app, ["rerun", str(finished_run), "--out", str(tmp_path / "again")])
     assert out.exit_code == 1
-    assert "test/recall@20" in out.output and "valid/ndcg@20" in out.output and "valid/ndcg@10" not in out.output
+    assert (
+        "test/recall@20" in out.output and "valid/ndcg@20" in out.output and "valid/ndcg@10" not in out.output
+    )
     assert "NOT reproduced exactly" in out.output

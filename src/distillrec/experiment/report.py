@@ -339,8 +339,8 @@ def family_lines(comps: list[Comparison], alpha: float) -> list[str]:
     def names(selected: list[Comparison]) -> str:
         return ", ".join(f"{c.backbone} + {c.arm}" for c in selected) or "none"
 
-    below_alone = [c for c, p in zip(main, alone, strict=True) if p < alpha]
-    below_counted = [c for c in main if c.stats["p_holm"] < alpha]
+    below_alone = [c for c, p in zip(main, alone, strict=True) if p is not None and p < alpha]
+    below_counted = [c for c in main if c.stats["p_holm"] is not None and c.stats["p_holm"] < alpha]
     figures = ", ".join(f"{c.backbone} + {c.arm} {format_p(p)}" for c, p in zip(main, alone, strict=True))
     tail = (
         "the same as with the controls counted"
