@@ -201,6 +201,9 @@ def test_ckd_plugin_reports_each_modality_and_the_reweighting(tmp_path):
     text = markdown(result, comps, "test")
     assert "| vbpr | ckd | image |" in text and "λ_m" in text
     assert "Controls (relative changes" in text and "self_distillation" in text.split("Controls (")[1]
+    # the ensemble's trial count (the tuning stage's only) is explained where the protocol is
+    assert "`ckd:teacher_ensemble` is evaluated, not trained" in text.split("## Tuned")[0]
+    assert "Holm over the 1 method comparison alone (the 2 control arms" in text
     # a run with distillation on: its teachers are found and λ_m is read from its history
     from distillrec.experiment.plugins import ckd_extract
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from distillrec.experiment.definition import ExperimentDef
 from distillrec.experiment.engine import ArmResult, Engine, ExperimentResult, Forgiven, Ledger
 from distillrec.experiment.plugins import PLUGINS
 from distillrec.experiment.results import format_p, mean_std
@@ -203,6 +204,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             if d.methods
             else ""
         )
+        + _reference_note(d)
         + f"A trial's score is the mean validation metric over the selection seeds {d.selection_seeds}, which "
         f"are never reported. The chosen points are run on the report seeds {d.seeds}. Sampler: "
         f"{'a grid walk where one stage covers a finite space, else ' if d.sampler == 'auto' else ''}"
@@ -326,6 +328,31 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
     return "\n".join(lines)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _reference_note(d: ExperimentDef) -> str:
+    """Controls that are evaluated, not trained, have had only the tuning stage's trials: say so, since
+    their column reads fewer trials than the plain arm's (a handicap to them, not an advantage)."""
+    from distillrec.distill.registry import distiller_class
+
+    names = [
+        f"{m}:{control}"
+        for m in d.methods
+        for control in getattr(distiller_class(m), "reference_controls", {})
+        if d.controls
+    ]
+    if not names:
+        return ""
+    return (
+        f"The control{'' if len(names) == 1 else 's'} {' and '.join(f'`{n}`' for n in names)} "
+        f"{'is' if len(names) == 1 else 'are'} evaluated, not trained: built at the tuned backbone's point "
+        f"(teachers trained there), with no search of its own, so it has had the tuning stage's {d.budget} "
+        f"trials against the plain arm's {2 * d.budget}. "
+    )
+
+
 def family_lines(comps: list[Comparison], alpha: float) -> list[str]:
     """Where controls share the Holm family with the methods, the methods' figures with the controls left
     out: counting the controls makes the correction harsher on the method, and a reader should see whether
@@ -348,8 +375,9 @@ def family_lines(comps: list[Comparison], alpha: float) -> list[str]:
         else f"with the controls counted: {names(below_counted)}"
     )
     return [
-        f"Holm over the {len(main)} method comparisons alone (the {len(controls)} control arms left out of "
-        f"the family): {figures}; below {alpha:g}: {names(below_alone)} ({tail}).",
+        f"Holm over the {_count(len(main), 'method comparison')} alone (the "
+        f"{_count(len(controls), 'control arm')} left out of the family): {figures}; below {alpha:g}: "
+        f"{names(below_alone)} ({tail}).",
         "",
     ]
 
