@@ -51,6 +51,33 @@ def _set_cell(line: int, column: int, value: str) -> Callable[[Path], None]:
     return _edit_inter(fn)
 
 
+def _absurd_npy(path: Path) -> None:
+    """A .npy whose header claims 2**40 × 2**40 floats: numpy overflows (and warns) sizing it."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "wb") as f:
+        npy_format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (2**40, 2**40)}
+        )
+        f.write(bytes(64))
+
+
+def test_an_absurd_npy_header_is_one_error_with_no_warning_before_it(tmp_path):
+    import warnings
+
+    from distillrec.data.formats.arrays import load_feature
+    from distillrec.errors import DataError
+
+    _absurd_npy(tmp_path / "image_feat.npy")
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        pytest.raises(DataError, match="not a readable .npy"),
+    ):
+        warnings.simplefilter("always")
+        load_feature(tmp_path / "image_feat.npy")
+    assert not caught, [str(w.message) for w in caught]
+
+
 def _feature(array: np.ndarray, name: str = "image_feat.npy") -> Callable[[Path], None]:
     return lambda folder: np.save(folder / name, array)
 
@@ -168,6 +195,11 @@ CASES = [
     Case(
         "garbage feature file",
         train_on(lambda f: (f / "text_feat.npy").write_bytes(b"\x00garbage" * 20)),
+        "not a readable .npy",
+    ),
+    Case(
+        "feature header claiming an absurd shape",
+        train_on(lambda f: _absurd_npy(f / "text_feat.npy")),
         "not a readable .npy",
     ),
     Case(

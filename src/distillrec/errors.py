@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,3 +26,15 @@ class ConfigError(DistillrecError):
 def validation_message(exc: ValidationError) -> str:
     """One readable line from a pydantic ValidationError: 'key: problem; key: problem'."""
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].lower()}" for e in exc.errors())
+
+
+@contextmanager
+def warnings_only_on_success() -> Iterator[None]:
+    """Hold back the warnings a reader emits while it reads: a damaged file can make a library warn before it
+    fails (numpy overflowing on an absurd .npy header, torch on an unknown pickle protocol), and the one
+    error line the caller raises then says all there is to say. On success they are passed on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import io
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import yaml
 from distillrec.atomic import TEMP_SUFFIX as TEMP_SUFFIX  # re-exported for the run files' readers and writers
 from distillrec.atomic import atomic_write_bytes as atomic_write_bytes
 from distillrec.atomic import atomic_write_text as atomic_write_text
-from distillrec.errors import DistillrecError
+from distillrec.errors import DistillrecError, warnings_only_on_success
 
 CHECKSUMS = "checksums.json"
 
@@ -146,16 +145,11 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     data = read_run_file(path, remedy)
     try:
-        # a damaged file can make torch warn before it fails (e.g. of an unknown pickle protocol): the one
-        # line below says what is wrong, so its warnings are passed on only when the load succeeds
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings_only_on_success():
             state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged archive
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise RunFileError(f"{path}: damaged, not a readable checkpoint ({reason}); {remedy}") from None
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not isinstance(state, dict):
         raise RunFileError(f"{path}: not a distillrec checkpoint; {remedy}")
     return state

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distillrec.errors import DataError
+from distillrec.errors import DataError, warnings_only_on_success
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def discover_modalities(folder: Path) -> dict[str, Path]:
 
 def load_npy(path: Path) -> np.ndarray:
     try:  # memory-mapped: a header claiming more data than the file holds is refused, nothing allocated
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        with warnings_only_on_success():
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # last two: bad header
         msg = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable .npy array ({msg})") from None
