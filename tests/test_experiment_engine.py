@@ -378,3 +378,15 @@ def test_the_report_shows_the_methods_holm_figures_with_the_controls_left_out_of
     [line, _] = family_lines([method, control], alpha=0.05)
     assert "b + ckd 0.030" in line and "below 0.05: b + ckd (with the controls counted: none)" in line
     assert family_lines([method], alpha=0.05) == []  # no controls: nothing to separate
+
+
+def test_across_backbones_lists_each_arms_changes_without_testing_them():
+    from distillrec.experiment.report import across_lines
+
+    comps = [_comparison("ckd", ch, (0.0, 0.01)) for ch in (0.04, -0.01, 0.02)] + [
+        _comparison("ckd:x", 0.1, (0, 1))
+    ]
+    lines = across_lines(comps)
+    assert "- **ckd**: higher in 2 of 3 cases, mean +1.7% (from -1.0% to +4.0%)." in lines
+    assert not any("ckd:x" in ln for ln in lines)  # one case: nothing to set side by side
+    assert "not a test" in lines[0]

@@ -308,6 +308,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             "",
             *mechanism_lines(comps),
             *family_lines(comps, d.alpha),
+            *across_lines(comps),
         ]
     if result.failures:
         lines += ["## Jobs that failed twice", "", *[f"- {f}" for f in result.failures], ""]
@@ -351,6 +352,31 @@ def _reference_note(d: ExperimentDef) -> str:
         f"(teachers trained there), with no search of its own, so it has had the tuning stage's {d.budget} "
         f"trials against the plain arm's {2 * d.budget}. "
     )
+
+
+def across_lines(comps: list[Comparison]) -> list[str]:
+    """Each arm's changes over the backbones and datasets of the report, side by side: whether a small
+    shift recurs everywhere is what the single comparisons, each too noisy, cannot show. Descriptive: the
+    cases share test users and are not independent, so no test is made of them."""
+    arms = list(dict.fromkeys(c.arm for c in comps))
+    lines = []
+    for arm in arms:
+        changes = [c.stats["relative_change"] for c in comps if c.arm == arm]
+        if len(changes) < 2:
+            continue
+        up = sum(ch > 0 for ch in changes)
+        lines.append(
+            f"- **{arm}**: higher in {up} of {len(changes)} cases, mean {np.mean(changes):+.1%} "
+            f"(from {min(changes):+.1%} to {max(changes):+.1%})."
+        )
+    if lines:
+        lines = [
+            "Across backbones (descriptive, not a test: the cases share their test users):",
+            "",
+            *lines,
+            "",
+        ]
+    return lines
 
 
 def family_lines(comps: list[Comparison], alpha: float) -> list[str]:
