@@ -390,3 +390,23 @@ def test_across_backbones_lists_each_arms_changes_without_testing_them():
     assert "- **ckd**: higher in 2 of 3 cases, mean +1.7% (from -1.0% to +4.0%)." in lines
     assert not any("ckd:x" in ln for ln in lines)  # one case: nothing to set side by side
     assert "not a test" in lines[0]
+
+
+def test_the_report_names_the_run_folders_of_its_figures_and_they_hold_those_figures(serial_run) -> None:  # noqa: ANN001
+    import re
+    from pathlib import Path
+
+    result, comps = serial_run
+    text = markdown(result, comps, "distillrec experiment")
+    folders = re.findall(r"/ (plain|ckd): `([^`]+)/seed\{([\d,]+)\}`", text.split("## Run folders")[1])
+    assert {arm for arm, _, _ in folders} == {"plain", "ckd"}
+    for arm, parent, seeds in folders:
+        assert not Path(parent).is_absolute() or Path(parent).is_relative_to(result.definition.state_dir())
+        values = comps[0].values("plain" if arm == "plain" else "distilled")
+        stored = {
+            int(s): json.loads((Path(parent) / f"seed{s}" / "metrics.json").read_text())["test"][
+                comps[0].metric
+            ]
+            for s in seeds.split(",")
+        }
+        assert stored == values

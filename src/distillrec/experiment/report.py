@@ -310,6 +310,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             *family_lines(comps, d.alpha),
             *across_lines(comps),
         ]
+    lines += run_folder_lines(result)
     if result.failures:
         lines += ["## Jobs that failed twice", "", *[f"- {f}" for f in result.failures], ""]
     lines += ["## Search spaces", ""]
@@ -352,6 +353,33 @@ def _reference_note(d: ExperimentDef) -> str:
         f"(teachers trained there), with no search of its own, so it has had the tuning stage's {d.budget} "
         f"trials against the plain arm's {2 * d.budget}. "
     )
+
+
+def run_folder_lines(result: ExperimentResult) -> list[str]:
+    """Where each reported figure's runs are, so that any of them can be trained again and compared
+    (`distillrec rerun`). Arms evaluated rather than trained (CKD's teacher ensemble) have no folder."""
+    lines = []
+    state = result.definition.state_dir()  # as the definition names it: no machine's absolute path
+    for b in result.backbones:
+        for arm in (b.plain, *b.arms):
+            found = [state / r["run_dir"] for r in arm.records if r and r.get("run_dir")]
+            if not found:
+                continue
+            parents = sorted({str(f.parent) for f in found})
+            seeds = ",".join(sorted({f.name.removeprefix("seed") for f in found}, key=int))
+            where = "; ".join(f"`{p}/seed{{{seeds}}}`" for p in parents)
+            lines.append(f"- {b.dataset} / {b.backbone} / {arm.name}: {where}")
+    if lines:
+        lines = [
+            "## Run folders of the reported figures",
+            "",
+            "Each one holds its config.yaml, metrics and per-user results; `distillrec rerun FOLDER` trains it "
+            "again and compares every metric with the stored ones.",
+            "",
+            *lines,
+            "",
+        ]
+    return lines
 
 
 def across_lines(comps: list[Comparison]) -> list[str]:
