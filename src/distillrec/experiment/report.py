@@ -5,6 +5,7 @@ across seeds and across users (the larger of the two p-values), after the correc
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,7 +360,9 @@ def run_folder_lines(result: ExperimentResult) -> list[str]:
     """Where each reported figure's runs are, so that any of them can be trained again and compared
     (`distillrec rerun`). Arms evaluated rather than trained (CKD's teacher ensemble) have no folder."""
     lines = []
-    state = result.definition.state_dir()  # as the definition names it: no machine's absolute path
+    state = result.ledger.root.resolve()  # the ledger's folder, also when the report reads it from a copy
+    with contextlib.suppress(ValueError):  # under the working folder: no machine's absolute path
+        state = state.relative_to(Path.cwd().resolve())
     for b in result.backbones:
         for arm in (b.plain, *b.arms):
             found = [state / r["run_dir"] for r in arm.records if r and r.get("run_dir")]
