@@ -57,11 +57,18 @@ class Rerun:
         }
 
 
-def spec_of_run(run_dir: Path) -> RunSpec:
-    """The specification a run folder's config.yaml resolves to with the code as it is now."""
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """A run folder's config.yaml, refused in one line unless it has the shape `RunSpec.as_config` writes."""
     cfg = read_yaml(run_dir / "config.yaml", RETRAIN)
     if not isinstance(cfg, dict) or not {"model", "params", "train", "dataset"} <= set(cfg):
         raise DistillrecError(f"{run_dir / 'config.yaml'}: not a distillrec run configuration")
+    return cfg
+
+
+def spec_of_run(run_dir: Path, cfg: dict[str, Any] | None = None) -> RunSpec:
+    """The specification a run folder's config.yaml (`cfg`, when already read) resolves to with the code as
+    it is now."""
+    cfg = run_config(run_dir) if cfg is None else cfg
     distill = cfg.get("distill") or {}
     if len(distill) > 1:
         raise DistillrecError(
@@ -92,11 +99,12 @@ def rerun(
 
     run_dir = Path(run_dir)
     stored = read_json(run_dir / "metrics.json", "the run has not finished: nothing to compare with")
-    spec = spec_of_run(run_dir)
+    cfg = run_config(run_dir)
+    spec = spec_of_run(run_dir, cfg)
     if spec.run_dir(out).resolve() == run_dir.resolve():
         raise DistillrecError(f"{run_dir} is the run itself; train the rerun under another --out")
     ds = dataset_for(spec)
-    recorded = read_yaml(run_dir / "config.yaml", RETRAIN)["dataset"].get("split_hash")
+    recorded = cfg["dataset"].get("split_hash")
     if recorded and ds.split_hash != recorded:
         raise DistillrecError(
             f"{run_dir}: the dataset {spec.data.name!r} now splits differently (hash {ds.split_hash}, the run's "
