@@ -22,7 +22,14 @@ from distillrec.data.dataset import Dataset, interactions_to_csr
 from distillrec.data.registry import load_dataset
 from distillrec.errors import DistillrecError
 from distillrec.eval.ranking import Evaluator
-from distillrec.experiment.spec import RunSpec, groups_of, read_config_file, resolve_spec, route
+from distillrec.experiment.spec import (
+    RunSpec,
+    groups_of,
+    read_config_file,
+    read_run_config,
+    resolve_spec,
+    route,
+)
 from distillrec.models.base import Representation
 from distillrec.models.registry import build_model
 from distillrec.models.sequential.base import sequential
@@ -31,7 +38,6 @@ from distillrec.training.checkpoint import (
     load_checkpoint,
     read_json,
     read_npz,
-    read_yaml,
     write_json,
     write_npz,
 )
@@ -235,11 +241,7 @@ class Run:
             raise DistillrecError(
                 f"{self.run_dir} has not finished (no metrics.json); resume it with --resume"
             )
-        self.config = read_yaml(cfg_path, "the run cannot be loaded: retrain it")
-        if not isinstance(self.config, dict) or not {"model", "params", "train", "dataset"} <= set(
-            self.config
-        ):
-            raise RunFileError(f"{cfg_path}: not a distillrec run configuration; retrain the run")
+        self.config = read_run_config(cfg_path, "retrain the run")
         self.metrics = read_json(self.run_dir / "metrics.json", RETRAIN)
         self.device = resolve_device(device)
         d = self.config["dataset"]

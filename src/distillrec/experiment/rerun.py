@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from distillrec.errors import DistillrecError
-from distillrec.experiment.spec import RunSpec, resolve_spec
-from distillrec.training.checkpoint import read_json, read_yaml
+from distillrec.experiment.spec import RunSpec, read_run_config, resolve_spec
+from distillrec.training.checkpoint import read_json
 
 RETRAIN = "the run folder is damaged; it cannot be trained again from it"
 
@@ -59,10 +59,7 @@ class Rerun:
 
 def run_config(run_dir: Path) -> dict[str, Any]:
     """A run folder's config.yaml, refused in one line unless it has the shape `RunSpec.as_config` writes."""
-    cfg = read_yaml(run_dir / "config.yaml", RETRAIN)
-    if not isinstance(cfg, dict) or not {"model", "params", "train", "dataset"} <= set(cfg):
-        raise DistillrecError(f"{run_dir / 'config.yaml'}: not a distillrec run configuration")
-    return cfg
+    return read_run_config(run_dir / "config.yaml", RETRAIN)
 
 
 def spec_of_run(run_dir: Path, cfg: dict[str, Any] | None = None) -> RunSpec:

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distillrec.errors import ConfigError, validation_message
+from distillrec.training.checkpoint import RunFileError, read_yaml
 from distillrec.training.config import TrainConfig
 
 DATA_KEYS = {"split", "split_seed"}
@@ -96,6 +97,15 @@ class RunSpec(BaseModel):
             "dataset": {**self.data.model_dump(), "split_hash": split_hash},
             "seed": self.seed,
         }
+
+
+def read_run_config(path: Path, remedy: str) -> dict[str, Any]:
+    """A run folder's config.yaml, refused in one line (naming `remedy`) unless it has the shape
+    `RunSpec.as_config` writes."""
+    cfg = read_yaml(path, remedy)
+    if not isinstance(cfg, dict) or not {"model", "params", "train", "dataset"} <= set(cfg):
+        raise RunFileError(f"{path}: not a distillrec run configuration; {remedy}")
+    return cfg
 
 
 def parse_value(text: str) -> Any:
