@@ -197,7 +197,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         "## Protocol",
         "",
         f"Every choice on validation only. Each backbone is tuned with {d.budget} trials over its declared search "
-        f"space; "
+        f"space{'; ' if d.methods else '. '}"
         + (
             "each distilled arm then starts from the tuned backbone (its teachers too) and gets "
             f"{d.budget} trials over the method's space, the off point (every weight 0) among them, while the "
@@ -215,7 +215,13 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         + ".",
         "",
     ]
-    if first is not None:
+    if first is not None and not comps:
+        lines += [
+            f"Test metric: {first.metric} (mean ± std over report seeds). This report compares no arms, so it "
+            "tests nothing: each row is one tuned backbone.",
+            "",
+        ]
+    if first is not None and comps:
         lines += [
             f"Test metric compared: {first.metric} (mean ± std over report seeds). Statistics: relative change of "
             "the means; p (seeds) = paired t-test over report seeds (training noise); 95% CI = per-user paired "
@@ -260,9 +266,9 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             f"{_fmt_point(b.plain.point)} | {b.plain.valid_score:.4f} | {b.plain.trials} | "
             f"{np.mean(seconds) if seconds else float('nan'):.0f} |"
         )
+    lines.append("")
     if comps:
         lines += [
-            "",
             "## Plain vs distilled (test)",
             "",
             "| dataset | backbone | arm | plain | distilled | change | 95% CI of the difference | "
