@@ -248,3 +248,54 @@ def test_verdict_not_tested_and_inconsistent():
     assert verdict("recall@20", float("nan"), 0.01, (0.001, 0.004), 5, 10, level=0.9).startswith(
         "helps: recall@20 relative change n/a (90% CI"
     )
+
+
+# --- two configurations a user trained (`distillrec compare`) ------------------------------------------------
+
+
+def _config(tmp_path, name, per_seed, users, write_per_user=True):  # noqa: ANN001, ANN202
+    """Seed folders whose metrics.json hold each seed's mean and whose per-user file holds the values."""
+    from distillrec.experiment.api import write_per_user as write
+    from distillrec.experiment.results import ConfigRuns
+
+    metrics, folders = {}, {}
+    for seed, values in per_seed.items():
+        folder = tmp_path / name / f"seed{seed}"
+        folder.mkdir(parents=True)
+        if write_per_user:
+            write(folder / "per_user_test.npz", users, {"recall@20": values, "ndcg@20": values / 2})
+        metrics[seed] = {"test": {"recall@20": float(values.mean()), "ndcg@20": float(values.mean() / 2)}}
+        folders[seed] = folder
+    return ConfigRuns(name, metrics, folders)
+
+
+def test_compare_configs_gives_the_experiments_statistics(tmp_path):
+    rng = np.random.default_rng(0)
+    users = np.arange(400)
+    base = {s: (rng.random(400) < 0.2).astype(np.float32) for s in (1, 2, 3)}
+    lifted = {s: np.maximum(v, (rng.random(400) < 0.15).astype(np.float32)) for s, v in base.items()}
+    a, b = _config(tmp_path, "a", base, users), _config(tmp_path, "b", lifted, users)
+    out = st.compare_configs(a, b, ["recall@20", "ndcg@20"], n_resamples=2000)
+    r = out["recall@20"]
+    expected = paired_bootstrap(np.stack(list(base.values())), np.stack(list(lifted.values())), 2000, seed=0)
+    assert r["ci95"] == pytest.approx([expected.low, expected.high]) and r["ci95"][0] > 0
+    assert r["p_seeds"] == paired_seed_test(a.values("recall@20"), b.values("recall@20")).p
+    assert r["p"] == max(r["p_seeds"], r["p_users"])
+    assert [out[m]["p_holm"] for m in out] == holm([out[m]["p"] for m in out])
+    fewer = _config(tmp_path, "fewer", {1: lifted[1]}, users)  # one seed against three: per-user means
+    assert st.compare_configs(a, fewer, ["recall@20"], n_resamples=200)["recall@20"]["ci95"] is not None
+    same = st.compare_configs(a, a, ["recall@20"], n_resamples=200)["recall@20"]
+    assert same["relative_change"] == 0 and same["ci95"] == [0, 0] and same["p_holm"] == 1.0
+
+
+def test_compare_configs_says_why_per_user_figures_are_missing(tmp_path):
+    users = np.arange(50)
+    vals = {1: np.ones(50, np.float32) * 0.1, 2: np.ones(50, np.float32) * 0.2}
+    a = _config(tmp_path, "a", vals, users)
+    no_file = _config(tmp_path, "b", vals, users, write_per_user=False)
+    other_users = _config(tmp_path, "c", vals, users + 1)
+    r = st.compare_configs(a, no_file, ["recall@20"], n_resamples=100)["recall@20"]
+    assert r["ci95"] is None and "has no per_user_test.npz" in r["no_users_because"]
+    assert r["p"] == r["p_seeds"]  # the seed test alone
+    r = st.compare_configs(a, other_users, ["recall@20"], n_resamples=100)["recall@20"]
+    assert r["ci95"] is None and "different test users" in r["no_users_because"]

@@ -19,8 +19,10 @@ def compare(
     metrics: str = typer.Option(",".join(render.REPORT_METRICS), help="comma-separated metrics"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Mean ± std over seeds per configuration; with two configurations, relative change and paired t-test."""
-    from distillrec.experiment.results import collect, mean_std, paired_test
+    """Mean ± std over seeds per configuration; with two configurations, the experiment's statistics: relative
+    change, paired t-test over seeds, per-user paired bootstrap interval, Holm over the metrics."""
+    from distillrec.experiment.results import collect, mean_std
+    from distillrec.experiment.stats import compare_configs
 
     groups = collect(run_dirs)
     names = [m for m in metrics.split(",") if m]
@@ -33,11 +35,7 @@ def compare(
                 raise DistillrecError(f"{g.label}: metric {m!r} not in its results")
             row[m] = mean_std(vals)
         summary.append(row)
-    tests = {}
-    if len(groups) == 2:
-        for m in names:
-            rel, p, n = paired_test(groups[0].values(m), groups[1].values(m))
-            tests[m] = {"relative_change": rel, "p_value": p, "paired_seeds": n}
+    tests = compare_configs(groups[0], groups[1], names) if len(groups) == 2 else {}
     if as_json:
         render.show_json({"configs": summary, "paired": tests})
     else:

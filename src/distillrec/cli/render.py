@@ -200,6 +200,10 @@ def top_k_tsv(run: Run, users: np.ndarray, top: np.ndarray) -> Iterator[str]:
 # -- experiments and their comparisons
 
 
+def _ci(ci: list[float] | None) -> str:
+    return f"{ci[0]:+.4f}..{ci[1]:+.4f}" if ci else "–"
+
+
 def show_comparison(
     names: list[str], summary: list[dict[str, Any]], tests: dict[str, dict[str, Any]]
 ) -> None:
@@ -217,11 +221,24 @@ def show_comparison(
     if tests:
         table.add_row("change (2nd vs 1st)", "", *[f"{tests[m]['relative_change']:+.1%}" for m in names])
         table.add_row(
-            "paired t-test p",
+            "95% CI of the difference",
             "",
-            *[format_p(tests[m]["p_value"]) for m in names],
+            *[_ci(tests[m]["ci95"]) for m in names],
         )
+        table.add_row("p (seeds)", "", *[format_p(tests[m]["p_seeds"]) for m in names])
+        table.add_row("p (users)", "", *[format_p(tests[m]["p_users"]) for m in names])
+        table.add_row(f"p (Holm, {len(names)} metrics)", "", *[format_p(tests[m]["p_holm"]) for m in names])
     console.print(table)
+    if tests:
+        missing = sorted({t["no_users_because"] for t in tests.values() if t["no_users_because"]})
+        console.print(
+            "p (seeds): paired t-test over the shared seeds (training noise); 95% CI and p (users): per-user "
+            "paired bootstrap of the difference (test-set noise); a difference holds only if both do, so Holm "
+            "adjusts the larger p over the metrics shown."
+            + (f" No per-user figures: {'; '.join(missing)}." if missing else "")
+            + " The runs are taken as given: nothing here checks that both configurations were tuned alike on "
+            "validation, or that their seeds were not used to choose them; `distillrec experiment` does both."
+        )
 
 
 def show_experiment(definition: ExperimentDef, result: ExperimentResult, comps: list[Comparison]) -> None:

@@ -1,13 +1,12 @@
-"""Results across runs: mean ± std over seeds, relative change and a paired t-test between two configs."""
+"""Results across runs: the finished seeds of each configuration, with their test metrics and per-user values."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from distillrec.errors import DistillrecError
 from distillrec.training.checkpoint import read_json
@@ -19,14 +18,37 @@ class ConfigRuns:
 
     label: str
     metrics: dict[int, dict]  # seed -> metrics.json
+    folders: dict[int, Path] = field(default_factory=dict)  # seed -> run folder
 
     def values(self, metric: str, split: str = "test") -> dict[int, float]:
         return {s: m[split][metric] for s, m in self.metrics.items() if metric in m[split]}
+
+    def per_user(self, metric: str) -> tuple[np.ndarray, np.ndarray] | str:
+        """[seeds, users] per-user test values of `metric` and the user ids, or why there are none (a run
+        without its per-user file, or seeds evaluated on different users)."""
+        from distillrec.experiment.api import PER_USER_FILE, read_per_user
+
+        rows, users = [], None
+        for seed in sorted(self.metrics):
+            path = self.folders.get(seed, Path()) / PER_USER_FILE
+            if seed not in self.folders or not path.exists():
+                return f"{self.label}: seed {seed} has no {PER_USER_FILE}"
+            u, values = read_per_user(path)
+            if metric not in values:
+                return f"{path}: no per-user {metric}"
+            if users is not None and not np.array_equal(u, users):
+                return f"{self.label}: its seeds were evaluated on different test users"
+            users = u
+            rows.append(values[metric])
+        if users is None:
+            return f"{self.label}: no finished seed"
+        return np.asarray(rows), users
 
 
 def collect(paths: Sequence[Path | str]) -> list[ConfigRuns]:
     """Group run folders by configuration; a folder holding seed<k>/ sub-folders counts as one config."""
     groups: dict[str, dict[int, dict]] = {}
+    folders: dict[str, dict[int, Path]] = {}
     for raw in paths:
         path = Path(raw)
         found = [path] if (path / "metrics.json").exists() else sorted(path.glob("**/metrics.json"))
@@ -36,28 +58,15 @@ def collect(paths: Sequence[Path | str]) -> list[ConfigRuns]:
         for run in found:
             m = read_json(run / "metrics.json", "leave this run out, or retrain it")
             label = str(run.parent) if run.name.startswith("seed") else str(run)
-            groups.setdefault(label, {})[int(m.get("seed", 0))] = m
-    return [ConfigRuns(label, runs) for label, runs in groups.items()]
+            seed = int(m.get("seed", 0))
+            groups.setdefault(label, {})[seed] = m
+            folders.setdefault(label, {})[seed] = run
+    return [ConfigRuns(label, runs, folders[label]) for label, runs in groups.items()]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
-def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[float, float | None, int]:
-    """(relative change of mean b over mean a, paired t-test p-value over shared seeds, n shared)."""
-    shared = sorted(set(a) & set(b))
-    ma = float(np.mean(list(a.values())))
-    mb = float(np.mean(list(b.values())))
-    rel = (mb - ma) / ma if ma else float("nan")
-    if len(shared) < 2:
-        return rel, None, len(shared)
-    xa = np.array([a[s] for s in shared])
-    xb = np.array([b[s] for s in shared])
-    if np.allclose(xa - xb, 0):
-        return rel, 1.0, len(shared)
-    return rel, float(stats.ttest_rel(xb, xa).pvalue), len(shared)
 
 
 def format_p(p: float | None) -> str:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from distillrec.errors import DistillrecError
-from distillrec.experiment.results import format_p
+from distillrec.experiment.results import ConfigRuns, format_p
 
 # Resampled users held in memory at once (indices + gathered values): chunks of this many elements keep a
 # bootstrap over a million users as light as one over a thousand. Results do not depend on it (see below).
@@ -228,3 +229,43 @@ def verdict(
     if p_adjusted is None:
         return f"{text}, no p-value over {seeds}"
     return f"{text}, Holm-adjusted p {format_p(p_adjusted)} over {seeds}"
+
+
+def _seed_mean(values: np.ndarray) -> np.ndarray:
+    """Per-user values averaged over seeds in float64, as `paired_bootstrap` averages them itself."""
+    return np.asarray(values, dtype=float).mean(axis=0)
+
+
+def compare_configs(
+    first: ConfigRuns, second: ConfigRuns, metrics: list[str], n_resamples: int = 10_000
+) -> dict[str, dict[str, Any]]:
+    """The statistics of an experiment's comparison for two configurations a user trained (second against
+    first), per metric: relative change, paired t-test over shared seeds, per-user paired bootstrap (where
+    every run kept its per-user test values and both evaluated the same users), the larger p of the two,
+    and Holm over the metrics. How the two were chosen is not known here: that is the experiment's part."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in metrics:
+        seeds = paired_seed_test(first.values(m), second.values(m))
+        a, b = first.per_user(m), second.per_user(m)
+        why = a if isinstance(a, str) else b if isinstance(b, str) else None
+        boot = None
+        if not isinstance(a, str) and not isinstance(b, str):
+            if np.array_equal(a[1], b[1]):
+                # each averaged over its own seeds first: the two may have run different numbers of them
+                boot = paired_bootstrap(_seed_mean(a[0]), _seed_mean(b[0]), n_resamples=n_resamples, seed=0)
+            else:
+                why = "the two configurations were evaluated on different test users (another split?)"
+        out[m] = {
+            "relative_change": seeds.relative_change,
+            "p_value": seeds.p,  # the paired t-test over seeds, as before the per-user figures were added
+            "paired_seeds": seeds.n,
+            "p_seeds": seeds.p,
+            "p_users": boot.p if boot else None,
+            "ci95": [boot.low, boot.high] if boot else None,
+            "n_users": boot.n_users if boot else 0,
+            "no_users_because": why,
+            "p": combined_p(seeds.p, boot.p if boot else None),
+        }
+    for m, p in zip(out, holm([row["p"] for row in out.values()]), strict=True):
+        out[m]["p_holm"] = p
+    return out
