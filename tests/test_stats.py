@@ -299,3 +299,21 @@ def test_compare_configs_says_why_per_user_figures_are_missing(tmp_path):
     assert r["p"] == r["p_seeds"]  # the seed test alone
     r = st.compare_configs(a, other_users, ["recall@20"], n_resamples=100)["recall@20"]
     assert r["ci95"] is None and "different test users" in r["no_users_because"]
+
+
+def test_compare_leaves_out_an_experiments_selection_seeds(tmp_path):
+    import json
+
+    from distillrec.experiment.results import collect
+
+    (tmp_path / "ledger.jsonl").write_text("")
+    for seed in (1, 2, 1001):
+        run = tmp_path / "runs" / "x" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"seed": seed, "test": {"recall@20": seed / 10_000}}))
+    (only,) = collect([tmp_path / "runs" / "x"])
+    assert sorted(only.metrics) == [1, 2] and only.left_out == [1001]
+    with pytest.raises(DistillrecError, match="only the selection seeds 1001"):
+        collect([tmp_path / "runs" / "x" / "seed1001"])
+    (tmp_path / "ledger.jsonl").unlink()  # outside an experiment a seed is a seed
+    assert sorted(collect([tmp_path / "runs" / "x"])[0].metrics) == [1, 2, 1001]

@@ -28,7 +28,7 @@ def compare(
     names = [m for m in metrics.split(",") if m]
     summary = []
     for g in groups:
-        row: dict[str, Any] = {"config": g.label, "seeds": sorted(g.metrics)}
+        row: dict[str, Any] = {"config": g.label, "seeds": sorted(g.metrics), "left_out_seeds": g.left_out}
         for m in names:
             vals = list(g.values(m).values())
             if not vals:

@@ -227,8 +227,15 @@ def show_comparison(
         )
         table.add_row("p (seeds)", "", *[format_p(tests[m]["p_seeds"]) for m in names])
         table.add_row("p (users)", "", *[format_p(tests[m]["p_users"]) for m in names])
-        table.add_row(f"p (Holm, {len(names)} metrics)", "", *[format_p(tests[m]["p_holm"]) for m in names])
+        holm_label = f"p (Holm, {len(names)} metric{'' if len(names) == 1 else 's'})"
+        table.add_row(holm_label, "", *[format_p(tests[m]["p_holm"]) for m in names])
     console.print(table)
+    for row in summary:
+        if row["left_out_seeds"]:
+            console.print(
+                f"{row['config']}: left out the experiment's selection seeds "
+                f"{', '.join(map(str, row['left_out_seeds']))}, which are never reported."
+            )
     if tests:
         missing = sorted({t["no_users_because"] for t in tests.values() if t["no_users_because"]})
         console.print(

@@ -19,6 +19,7 @@ class ConfigRuns:
     label: str
     metrics: dict[int, dict]  # seed -> metrics.json
     folders: dict[int, Path] = field(default_factory=dict)  # seed -> run folder
+    left_out: list[int] = field(default_factory=list)  # an experiment's selection seeds, never reported
 
     def values(self, metric: str, split: str = "test") -> dict[int, float]:
         return {s: m[split][metric] for s, m in self.metrics.items() if metric in m[split]}
@@ -45,10 +46,21 @@ class ConfigRuns:
         return np.asarray(rows), users
 
 
+def in_experiment(run: Path) -> bool:
+    """Whether a run folder lies inside an experiment's folder (an ancestor holds the engine's ledger)."""
+    return any((a / "ledger.jsonl").is_file() for a in run.resolve().parents)
+
+
 def collect(paths: Sequence[Path | str]) -> list[ConfigRuns]:
-    """Group run folders by configuration; a folder holding seed<k>/ sub-folders counts as one config."""
+    """Group run folders by configuration; a folder holding seed<k>/ sub-folders counts as one config.
+
+    Inside an experiment's folder, the seeds the engine used only for selection (above SELECTION_SEED_BASE)
+    are left out and listed in `left_out`: an experiment never reports them, and neither does this."""
+    from distillrec.experiment.definition import SELECTION_SEED_BASE
+
     groups: dict[str, dict[int, dict]] = {}
     folders: dict[str, dict[int, Path]] = {}
+    left_out: dict[str, list[int]] = {}
     for raw in paths:
         path = Path(raw)
         found = [path] if (path / "metrics.json").exists() else sorted(path.glob("**/metrics.json"))
@@ -59,9 +71,21 @@ def collect(paths: Sequence[Path | str]) -> list[ConfigRuns]:
             m = read_json(run / "metrics.json", "leave this run out, or retrain it")
             label = str(run.parent) if run.name.startswith("seed") else str(run)
             seed = int(m.get("seed", 0))
+            if seed > SELECTION_SEED_BASE and in_experiment(run):
+                left_out.setdefault(label, []).append(seed)
+                continue
             groups.setdefault(label, {})[seed] = m
             folders.setdefault(label, {})[seed] = run
-    return [ConfigRuns(label, runs, folders[label]) for label, runs in groups.items()]
+    for label, seeds in left_out.items():
+        if label not in groups:
+            raise DistillrecError(
+                f"{label}: only the selection seeds {', '.join(map(str, sorted(seeds)))} of an experiment, "
+                "which are never reported; give its report seeds"
+            )
+    return [
+        ConfigRuns(label, runs, folders[label], sorted(left_out.get(label, [])))
+        for label, runs in groups.items()
+    ]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
