@@ -3,6 +3,7 @@ identical metrics whatever the executor, resume without retraining, a crashed jo
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -413,3 +414,47 @@ def test_the_report_names_the_run_folders_of_its_figures_and_they_hold_those_fig
             for s in seeds.split(",")
         }
         assert stored == values
+
+
+def test_a_narrowed_experiment_file_leaves_its_results_document_alone(
+    tiny_folder, tmp_path, capsys, monkeypatch
+):  # noqa: ANN001
+    import sys
+
+    import yaml
+
+    from distillrec.cli import main
+
+    doc = tmp_path / "doc.md"
+    file = tmp_path / "e.yaml"
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": [str(tiny_folder)],
+                "backbones": ["mostpop"],
+                "methods": [],
+                "budget": 1,
+                "selection_seeds": [1001],
+                "seeds": [1, 2],
+                "out": str(tmp_path / "state"),
+                "results": str(doc),
+            }
+        )
+    )
+
+    def cli(*args: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["distillrec", "experiment", str(file), *args, "--quiet"])
+        with contextlib.suppress(SystemExit):
+            main()
+        return capsys.readouterr().err
+
+    first = cli()
+    assert doc.exists(), first
+    assert "mostpop" in doc.read_text()
+    doc.write_text("the whole definition's report\n")
+    err = cli("--backbones", "mostpop")
+    assert (
+        doc.read_text() == "the whole definition's report\n" and "left as it is" in err and "backbones" in err
+    )
+    cli("--backbones", "mostpop", "--write", str(tmp_path / "own.md"))
+    assert "mostpop" in (tmp_path / "own.md").read_text()

@@ -109,6 +109,15 @@ def experiment(
     given = {k: v for k, v in given.items() if v is not None}
     if file is not None:
         definition = load_definition(file, {**given, "set": {**_file_set(file), **given.get("set", {})}})
+        changed = [k for k in _CONTENT_OPTIONS if k in given]
+        if changed and write is None and definition.results:
+            # the file's document reports the whole definition: a narrowed run must not replace it
+            typer.echo(
+                f"{definition.results} left as it is: this command changes what the definition runs "
+                f"({', '.join(changed)}); --write FILE writes its own report",
+                err=True,
+            )
+            definition = definition.model_copy(update={"results": None})
     else:
         if "backbones" not in given:
             raise DistillrecError("give an experiment file or --backbones")
@@ -129,6 +138,19 @@ def experiment(
         render.show_json(to_json(result, comps), default=float)
     else:
         render.show_experiment(definition, result, comps)
+
+
+# options that change what an experiment file runs (and so what its results document would report)
+_CONTENT_OPTIONS = (
+    "datasets",
+    "backbones",
+    "methods",
+    "budget",
+    "selection_seeds",
+    "seeds",
+    "set",
+    "controls",
+)
 
 
 def _file_set(file: Path) -> dict[str, Any]:
