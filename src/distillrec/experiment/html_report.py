@@ -470,9 +470,9 @@ def selection_seeds(path: Path, definitions: list[Path]) -> tuple[set[int], str]
     `path` lies inside an experiment folder (an ancestor holds ledger.jsonl): the definitions' selection
     seeds when given, else every seed above SELECTION_SEED_BASE (where the engine numbers them)."""
     from distillrec.experiment.definition import SELECTION_SEED_BASE, load_definition
+    from distillrec.experiment.results import in_experiment
 
-    root = next((a for a in Path(path).resolve().parents if (a / "ledger.jsonl").is_file()), None)
-    if root is None:
+    if not in_experiment(Path(path)):
         return None
     if definitions:
         seeds = {s for d in definitions for s in load_definition(d).selection_seeds}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,27 @@ class ConfigRuns:
     def values(self, metric: str, split: str = "test") -> dict[int, float]:
         return {s: m[split][metric] for s, m in self.metrics.items() if metric in m[split]}
 
-    def per_user(self, metric: str) -> tuple[np.ndarray, np.ndarray] | str:
-        """[seeds, users] per-user test values of `metric` and the user ids, or why there are none (a run
-        without its per-user file, or seeds evaluated on different users)."""
+    @cached_property
+    def _per_user_files(self) -> list[tuple[Path, np.ndarray, dict[str, np.ndarray]]] | str:
+        """Each seed's per-user file, read once (every metric compared comes from it), or why there is none."""
         from distillrec.experiment.api import PER_USER_FILE, read_per_user
 
-        rows, users = [], None
+        files = []
         for seed in sorted(self.metrics):
             path = self.folders.get(seed, Path()) / PER_USER_FILE
             if seed not in self.folders or not path.exists():
                 return f"{self.label}: seed {seed} has no {PER_USER_FILE}"
-            u, values = read_per_user(path)
+            files.append((path, *read_per_user(path)))
+        return files
+
+    def per_user(self, metric: str) -> tuple[np.ndarray, np.ndarray] | str:
+        """[seeds, users] per-user test values of `metric` and the user ids, or why there are none (a run
+        without its per-user file, or seeds evaluated on different users)."""
+        files = self._per_user_files
+        if isinstance(files, str):
+            return files
+        rows, users = [], None
+        for path, u, values in files:
             if metric not in values:
                 return f"{path}: no per-user {metric}"
             if users is not None and not np.array_equal(u, users):

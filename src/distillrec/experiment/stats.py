@@ -231,11 +231,6 @@ def verdict(
     return f"{text}, Holm-adjusted p {format_p(p_adjusted)} over {seeds}"
 
 
-def _seed_mean(values: np.ndarray) -> np.ndarray:
-    """Per-user values averaged over seeds in float64, as `paired_bootstrap` averages them itself."""
-    return np.asarray(values, dtype=float).mean(axis=0)
-
-
 def compare_configs(
     first: ConfigRuns, second: ConfigRuns, metrics: list[str], n_resamples: int = 10_000
 ) -> dict[str, dict[str, Any]]:
@@ -252,7 +247,8 @@ def compare_configs(
         if not isinstance(a, str) and not isinstance(b, str):
             if np.array_equal(a[1], b[1]):
                 # each averaged over its own seeds first: the two may have run different numbers of them
-                boot = paired_bootstrap(_seed_mean(a[0]), _seed_mean(b[0]), n_resamples=n_resamples, seed=0)
+                first_users, second_users = _per_user(a[0], "first"), _per_user(b[0], "second")
+                boot = paired_bootstrap(first_users, second_users, n_resamples=n_resamples, seed=0)
             else:
                 why = "the two configurations were evaluated on different test users (another split?)"
         out[m] = {
