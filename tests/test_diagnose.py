@@ -493,3 +493,13 @@ def test_proof_reads_a_finished_experiment_and_diagnoses_its_plain_run(tmp_path)
     assert payload["summary"]["ckd"]["cases"] == 1
     assert payload["outcomes"][0]["loo_verdict"] == "cannot tell"  # no other case to fit a threshold to
     assert payload["outcomes"][0]["predicted"] is None
+    # A fresh checkout has the ledger but not the run folders: the plain run is trained again, to the
+    # ledger's very figures, and diagnosed to the same quantity; without retraining it is named as missing.
+    import shutil
+
+    shutil.rmtree(Path(o.run))
+    assert collect([file], train_teachers=True, retrain=False)[1] == [
+        f"{file}: tinyproof/vbpr: no plain report run folder to diagnose"
+    ]
+    again, pending = collect([file], train_teachers=True)
+    assert pending == [] and again[0].value == o.value and (Path(o.run) / "metrics.json").exists()

@@ -396,6 +396,43 @@ def test_across_backbones_lists_each_arms_changes_without_testing_them():
     assert "not a test" in lines[0]
 
 
+def test_a_report_over_several_datasets_names_the_dataset_wherever_it_names_a_backbone():
+    from distillrec.experiment.report import across_lines, family_lines, mechanism_lines
+
+    comps = []
+    for dataset in ("text-only", "image-only"):
+        method, control = _comparison("sgfd", 0.02, (0.001, 0.01)), _comparison("sgfd:x", 0.01, (0.0, 0.01))
+        for c in (method, control):
+            c.dataset = dataset
+            c.stats.update(p=0.01, p_holm=0.04)
+        comps += [method, control]
+    controls = mechanism_lines(comps)
+    assert any(ln.startswith("- **b (text-only)**") for ln in controls)
+    assert any(ln.startswith("- **b (image-only)**") for ln in controls)
+    [family, _] = family_lines(comps, alpha=0.05)
+    assert "b + sgfd (text-only) 0.020" in family and "b + sgfd (image-only) 0.020" in family
+    assert across_lines(comps)[0].startswith("Across backbones and datasets")
+    assert mechanism_lines(comps[:2])[2].startswith("- **b**:")  # one dataset: the backbone alone
+
+
+def test_a_control_that_trained_the_methods_own_figures_is_said_to_tell_nothing():
+    """SGFD chosen at ce_weight 0: the teachers never see the labels, so shuffling them changes nothing."""
+    from distillrec.experiment.report import mechanism_lines
+
+    method, control = (
+        _comparison("sgfd", 0.014, (-0.001, 0.006)),
+        _comparison("sgfd:x", 0.014, (-0.001, 0.006)),
+    )
+    for c in (method, control):
+        c.distilled.point = {"ce_weight": 0.0, "kd_weight": 1.0} | (
+            {"labels": "shuffled"} if c is control else {}
+        )
+        c.distilled.records = [{"metrics": {"test": {"recall@20": 0.16 + seed / 1000}}} for seed in (1, 2)]
+    assert "the method's own figures" in "".join(mechanism_lines([method, control]))
+    control.distilled.records[1] = {"metrics": {"test": {"recall@20": 0.17}}}
+    assert "the method's own figures" not in "".join(mechanism_lines([method, control]))
+
+
 def test_the_report_names_the_run_folders_of_its_figures_and_they_hold_those_figures(serial_run) -> None:  # noqa: ANN001
     import re
     from pathlib import Path

@@ -41,9 +41,15 @@ def diagnose_proof(
     train_teachers: bool = typer.Option(
         True, "--train-teachers/--no-train-teachers", help="CKD: train uni-modal teachers not yet cached"
     ),
+    retrain: bool = typer.Option(
+        True,
+        "--retrain/--no-retrain",
+        help="train again a plain report run whose folder this checkout lacks (the ledger keeps only figures)",
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
-    """Whether diagnose's verdicts predicted what the fair experiments measured (trains no comparison)."""
+    """Whether diagnose's verdicts predicted what the fair experiments measured (trains no comparison; the
+    diagnosed plain runs are trained again where their folders are missing)."""
     import shlex
     import sys
 
@@ -53,7 +59,9 @@ def diagnose_proof(
     missing = [str(p) for p in definitions if not p.is_file()]
     if missing:
         raise DistillrecError(f"no experiment definition at {', '.join(missing)}")
-    outcomes, pending = proof.collect(definitions, train_teachers=train_teachers, device=device)
+    outcomes, pending = proof.collect(
+        definitions, train_teachers=train_teachers, device=device, retrain=retrain
+    )
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)
         command = "distillrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -4,7 +4,8 @@ For every experiment definition given (the methods' own reports on the original 
 variants, experiments/diagnose-*.yaml), the finished comparisons of each method's main arm (controls left
 out) are read back without training anything (the engine in `partial` mode on a copy of the studies). For
 each comparison, the method's diagnostic runs on the plain arm's first report seed run — the tuned plain
-backbone a user would diagnose — and is set beside the measured outcome: the relative change of the test
+backbone a user would diagnose; trained again from its specification where this checkout lacks the folder —
+and is set beside the measured outcome: the relative change of the test
 metric, its per-user bootstrap interval and the Holm-adjusted p of its report. "Helped" is a gain with
 Holm-adjusted p below the report's α.
 
@@ -15,12 +16,16 @@ applicable" left out), Spearman's rank correlation between the diagnostic quanti
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from distillrec.diagnose.thresholds import Case, fit
+from distillrec.errors import DistillrecError
+
+log = logging.getLogger("distillrec.proof")
 
 MAIN_ARMS = ("ckd", "sgfd", "cdl")
 EXACT_MAX_N = 7  # up to 7 pairs (5,040 orderings) Spearman's p is exact, by permutation
@@ -89,10 +94,39 @@ def _diagnostic(method: str, run_dir: Path, train_teachers: bool, device: str) -
     return diagnose_sgfd(run) if method == "sgfd" else diagnose_cdl(run)
 
 
+def _retrained(result: Any, arm: Any, index: int, device: str) -> tuple[Path, str | None]:
+    """A plain report run's folder trained again from its specification, as the experiment's job trained
+    it (same threads per job): run folders are not kept under version control, the ledger is, so a fresh
+    checkout has the figures but not the models to diagnose. Returns the folder and, where the new test
+    figures are not the ledger's, a note saying by how much (the diagnosis then reads a model that differs)."""
+    from distillrec.experiment.executor import Job, run_job, threads_per_job
+
+    spec, rec = arm.specs[index], arm.records[index]
+    definition = result.definition
+    jobs = definition.jobs if definition.executor != "serial" else 1
+    log.info(
+        "training %s seed %d again to diagnose it (its folder is not in this checkout)", spec.label, spec.seed
+    )
+    folder = result.ledger.run_dir(rec)
+    out = folder.parents[2]  # <out>/<dataset>/<label>@<key>/seed<n>: where the experiment's jobs trained it
+    new = run_job(Job(spec.model_dump_json(), str(out), device, threads_per_job(jobs, definition.threads)))
+    if Path(new["run_dir"]).resolve() != folder.resolve():
+        raise DistillrecError(
+            f"{folder}: the ledger's folder is not where its specification trains ({new['run_dir']})"
+        )
+    stored, again = rec["metrics"]["test"], new["metrics"]["test"]
+    worst = max((abs(float(stored[k]) - float(again[k])) for k in stored if k in again), default=0.0)
+    note = None
+    if worst > 1e-9:
+        note = f"{spec.label} seed {spec.seed}: trained again, its test metrics differ from the ledger's by up to {worst:.2g}"
+    return Path(new["run_dir"]), note
+
+
 def collect(
-    definitions: list[Path], train_teachers: bool = True, device: str = "cpu"
+    definitions: list[Path], train_teachers: bool = True, device: str = "cpu", retrain: bool = True
 ) -> tuple[list[Outcome], list[str]]:
-    """The outcomes of every finished main-arm comparison of the definitions, and what is still pending."""
+    """The outcomes of every finished main-arm comparison of the definitions, and what is still pending
+    (with any plain run that was trained again and did not reproduce the ledger's figures)."""
     from distillrec.experiment.definition import load_definition
     from distillrec.experiment.report import finished_part
 
@@ -106,9 +140,13 @@ def collect(
         for c in comps:
             if c.arm not in MAIN_ARMS:
                 continue
-            first = next((r for r in c.plain.records if r), None)  # the first finished report seed
+            index = next((i for i, r in enumerate(c.plain.records) if r), None)  # the first finished seed
+            first = c.plain.records[index] if index is not None else None
             run_dir = result.ledger.run_dir(first) if first else None
-            if run_dir is None:
+            if run_dir is not None and not (run_dir / "metrics.json").exists() and retrain:
+                run_dir, note = _retrained(result, c.plain, index, device)  # type: ignore[arg-type]
+                pending += [f"{file}: {note}"] if note else []
+            if run_dir is None or not (run_dir / "metrics.json").exists():
                 pending.append(f"{file}: {c.dataset}/{c.backbone}: no plain report run folder to diagnose")
                 continue
             entry = _diagnostic(c.method, run_dir, train_teachers, device)

@@ -636,7 +636,13 @@ def _forest(comps: list[Comparison], alpha: float) -> Figure:
             ax.plot([ci[0], ci[1]], [y, y], color="C0")
         ax.plot([rel], [y], "o", color="C0", markerfacecolor="C0" if filled else "white")
     ax.axvline(0, color="k", linewidth=1)
-    ax.set_yticks(range(len(comps)), [f"{c.backbone} + {c.arm}" for c in reversed(comps)])
+    from distillrec.experiment.report import several_datasets
+
+    datasets = several_datasets(comps)
+    ax.set_yticks(
+        range(len(comps)),
+        [f"{c.backbone} + {c.arm}" + (f" ({c.dataset})" if datasets else "") for c in reversed(comps)],
+    )
     ax.xaxis.set_major_formatter(lambda x, _: f"{x:+.0%}")
     ax.set(xlabel=f"relative change of test {comps[0].metric}")
     return fig

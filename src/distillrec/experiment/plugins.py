@@ -65,10 +65,14 @@ def ckd_section(comparisons: list[Any]) -> list[str]:
     lines = [
         "## Each modality alone (test Recall@20, other modalities mean-ablated; mean over report seeds)",
         "",
-        "| backbone | arm | modality | inside the plain backbone | inside the distilled backbone | uni-modal teacher |",
-        "|---|---|---|---|---|---|",
+        "| dataset | backbone | arm | modality | inside the plain backbone | inside the distilled backbone | "
+        "uni-modal teacher |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lam_lines = ["| backbone | arm | modality | λ_m (mean ± std over seeds) |", "|---|---|---|---|"]
+    lam_lines = [
+        "| dataset | backbone | arm | modality | λ_m (mean ± std over seeds) |",
+        "|---|---|---|---|---|",
+    ]
     for c in comparisons:
         plain = [e for e in c.plain_extras("ckd") if e]
         dist = [e for e in c.distilled_extras("ckd") if e]
@@ -77,14 +81,16 @@ def ckd_section(comparisons: list[Any]) -> list[str]:
         for m in plain[0]["inside"]:
             teacher = [e["teacher"][m] for e in dist if m in e.get("teacher", {})]
             lines.append(
-                f"| {c.backbone} | {c.arm} | {m} | {_mean([e['inside'][m] for e in plain]):.4f} | "
+                f"| {c.dataset} | {c.backbone} | {c.arm} | {m} | {_mean([e['inside'][m] for e in plain]):.4f} | "
                 f"{_mean([e['inside'].get(m, np.nan) for e in dist]):.4f} | "
                 + (f"{_mean(teacher):.4f}" if teacher else "–")
                 + " |"
             )
             lam = [e["lambda"][m] for e in dist if m in e.get("lambda", {})]
             if lam:
-                lam_lines.append(f"| {c.backbone} | {c.arm} | {m} | {np.mean(lam):.3f} ± {np.std(lam):.3f} |")
+                lam_lines.append(
+                    f"| {c.dataset} | {c.backbone} | {c.arm} | {m} | {np.mean(lam):.3f} ± {np.std(lam):.3f} |"
+                )
     return lines + [
         "",
         "## Counterfactual re-weighting (λ_m averaged over training up to the best epoch)",
@@ -110,8 +116,8 @@ def sgfd_section(comparisons: list[Any]) -> list[str]:
     lines = [
         "## Category information in the student features (linear-probe accuracy, mean over report seeds)",
         "",
-        "| backbone | arm | modality | plain | distilled |",
-        "|---|---|---|---|---|",
+        "| dataset | backbone | arm | modality | plain | distilled |",
+        "|---|---|---|---|---|---|",
     ]
     for c in comparisons:
         plain = [e["probe"] for e in c.plain_extras("sgfd") if e and "probe" in e]
@@ -120,7 +126,7 @@ def sgfd_section(comparisons: list[Any]) -> list[str]:
             continue
         for m in plain[0]:
             lines.append(
-                f"| {c.backbone} | {c.arm} | {m} | {_mean([p[m] for p in plain]):.3f} | "
+                f"| {c.dataset} | {c.backbone} | {c.arm} | {m} | {_mean([p[m] for p in plain]):.3f} | "
                 f"{_mean([p.get(m, np.nan) for p in dist]):.3f} |"
             )
     return lines + [""]
@@ -151,15 +157,15 @@ def cdl_section(comparisons: list[Any]) -> list[str]:
         "features: the modality tables against the raw features; codes: the tables against CDL's target (the "
         "compressed codes); supervised: the projection CDL supervises against that target.",
         "",
-        "| backbone | arm | modality | epoch 1 → best epoch |",
-        "|---|---|---|---|",
+        "| dataset | backbone | arm | modality | epoch 1 → best epoch |",
+        "|---|---|---|---|---|",
     ]
     for c in comparisons:
         dist = [e["forgetting"] for e in c.distilled_extras("cdl") if e and e.get("forgetting")]
         for m in dist[0] if dist else {}:
             first = _mean([d[m][0] for d in dist if m in d])
             best = _mean([d[m][1] for d in dist if m in d])
-            lines.append(f"| {c.backbone} | {c.arm} | {m} | {first:.3f} → {best:.3f} |")
+            lines.append(f"| {c.dataset} | {c.backbone} | {c.arm} | {m} | {first:.3f} → {best:.3f} |")
     return lines + [""]
 
 

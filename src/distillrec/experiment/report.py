@@ -49,11 +49,20 @@ class Comparison:
             if r is not None and m in r["metrics"]["test"]
         }
 
+    def case(self, with_dataset: bool) -> str:
+        """The backbone, and its dataset where the report covers more than one."""
+        return f"{self.backbone} ({self.dataset})" if with_dataset else self.backbone
+
     def plain_extras(self, plugin: str) -> list[dict[str, Any]]:
         return [r.get("extras", {}).get(plugin, {}) for r in self.plain.records if r]
 
     def distilled_extras(self, plugin: str) -> list[dict[str, Any]]:
         return [r.get("extras", {}).get(plugin, {}) for r in self.distilled.records if r]
+
+
+def several_datasets(comps: list[Comparison]) -> bool:
+    """Whether a report's comparisons span datasets, so that every line naming a backbone names its dataset."""
+    return len({c.dataset for c in comps}) > 1
 
 
 def _per_user_matrix(result: ExperimentResult, arm: ArmResult, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -297,11 +306,12 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
                     f"{_ms(c.values('distilled', m))} |"
                 )
         lines += ["", "## Search (validation)", ""]
+        datasets = len({b.dataset for b in result.backbones}) > 1
         for b in result.backbones:
             for name, search in b.searches.items():
                 best, score = search.best
                 lines.append(
-                    f"- **{b.backbone} / {name}**: {search.trials} trials ({search.failed} failed), "
+                    f"- **{b.backbone} / {name}**{f' ({b.dataset})' if datasets else ''}: {search.trials} trials ({search.failed} failed), "
                     f"{len({tuple(sorted(p.items())) for p, _ in search.points})} distinct points; "
                     f"best {_fmt_point(best)} ({score:.4f})"
                 )
@@ -396,6 +406,7 @@ def across_lines(comps: list[Comparison]) -> list[str]:
     shift recurs everywhere is what the single comparisons, each too noisy, cannot show. Descriptive: the
     cases share test users and are not independent, so no test is made of them."""
     arms = list(dict.fromkeys(c.arm for c in comps))
+    over = "backbones and datasets" if several_datasets(comps) else "backbones"
     lines = []
     for arm in arms:
         changes = [c.stats["relative_change"] for c in comps if c.arm == arm]
@@ -408,7 +419,7 @@ def across_lines(comps: list[Comparison]) -> list[str]:
         )
     if lines:
         lines = [
-            "Across backbones (descriptive, not a test: the cases share their test users):",
+            f"Across {over} (descriptive, not a test: the cases share their test users):",
             "",
             *lines,
             "",
@@ -425,13 +436,17 @@ def family_lines(comps: list[Comparison], alpha: float) -> list[str]:
     if not controls or not main:
         return []
     alone = holm([c.stats["p"] for c in main])
+    datasets = several_datasets(comps)
+
+    def name(c: Comparison) -> str:
+        return f"{c.backbone} + {c.arm}" + (f" ({c.dataset})" if datasets else "")
 
     def names(selected: list[Comparison]) -> str:
-        return ", ".join(f"{c.backbone} + {c.arm}" for c in selected) or "none"
+        return ", ".join(name(c) for c in selected) or "none"
 
     below_alone = [c for c, p in zip(main, alone, strict=True) if p is not None and p < alpha]
     below_counted = [c for c in main if c.stats["p_holm"] is not None and c.stats["p_holm"] < alpha]
-    figures = ", ".join(f"{c.backbone} + {c.arm} {format_p(p)}" for c, p in zip(main, alone, strict=True))
+    figures = ", ".join(f"{name(c)} {format_p(p)}" for c, p in zip(main, alone, strict=True))
     tail = (
         "the same as with the controls counted"
         if below_alone == below_counted
@@ -452,6 +467,7 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
     zero): a ratio to a change indistinguishable from zero (say +0.5%) reads as a large number that means
     nothing."""
     lines = []
+    datasets = several_datasets(comps)
     for c in comps:
         if ":" in c.arm:
             continue
@@ -463,6 +479,12 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
         if not controls:
             continue
         parts = [f"{o.arm.split(':', 1)[1]} {o.stats['relative_change']:+.1%}" for o in controls]
+        same = [
+            f" {o.arm.split(':', 1)[1]} gives the method's own figures: what it changes plays no part at the point "
+            "validation chose."
+            for o in controls
+            if _same_runs(c, o)
+        ]
         rel = c.stats["relative_change"]
         ci = c.stats.get("ci95")
         if rel <= 0:
@@ -475,12 +497,25 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
                 for o in controls
             )
         lines.append(
-            f"- **{c.backbone}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
-            f"{', '.join(parts)} ({share})."
+            f"- **{c.case(datasets)}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
+            f"{', '.join(parts)} ({share})." + "".join(same)
         )
     if lines:
         lines = ["Controls (relative changes against the same tuned plain arm):", "", *lines, ""]
     return lines
+
+
+def _same_runs(method: Comparison, control: Comparison) -> bool:
+    """A control whose chosen point is the method's and whose every test figure is the method's: the point
+    validation chose leaves out what the control changes (SGFD at ce_weight 0, where the teachers never see
+    the labels it shuffles), so the control tells nothing about the mechanism there."""
+    mine, theirs = method.distilled, control.distilled
+    if any(theirs.point.get(k) != v for k, v in mine.point.items()) or not mine.records:  # + its own options
+        return False
+    return all(
+        a is not None and b is not None and a["metrics"]["test"] == b["metrics"]["test"]
+        for a, b in zip(mine.records, theirs.records, strict=True)
+    )
 
 
 def finished_part(path: Path, definition: Any) -> tuple[ExperimentResult, list[Comparison]]:
