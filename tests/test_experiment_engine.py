@@ -495,3 +495,30 @@ def test_a_narrowed_experiment_file_leaves_its_results_document_alone(
     )
     cli("--backbones", "mostpop", "--write", str(tmp_path / "own.md"))
     assert "mostpop" in (tmp_path / "own.md").read_text()
+
+
+def test_an_off_point_outside_the_space_is_one_trial_beside_the_study(tiny_folder, tmp_path) -> None:  # noqa: ANN001
+    """SGFD searches its weights over non-zero values; its off point still costs one trial of the budget."""
+    d = definition(tiny_folder, tmp_path, controls=False, budget=2, methods=["sgfd"])
+    result = Engine(d).run()
+    search = result.backbones[0].searches["sgfd"]
+    assert search.trials == 2 and result.backbones[0].plain.trials == 4
+    (off, score), (other, _) = search.points
+    assert off == {"ce_weight": 0.0, "kd_weight": 0.0, "t_decay": 10.0} and score is not None
+    assert other["ce_weight"] > 0 and other["kd_weight"] > 0
+    again = Engine(d).run()  # resumed: nothing new is trained, the same points are read back
+    assert again.backbones[0].searches["sgfd"].points == search.points
+
+
+def test_a_changed_search_space_starts_a_study_of_its_own(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Optuna refuses a study whose choices change; the engine names the new space's study apart."""
+    from distillrec.distill.registry import distiller_class
+
+    d = definition(tiny_folder, tmp_path, controls=False, budget=1)
+    first = Engine(d).run().backbones[0].searches["ckd"]
+    cls = distiller_class("ckd")
+    monkeypatch.setattr(cls, "search_space", {"lambda_kd": [0.0, 0.5], "lambda_g": [0.0, 1.0]})
+    second = Engine(d).run().backbones[0].searches["ckd"]
+    assert first.name.endswith("/ckd") and second.name.startswith(first.name + "~")
+    monkeypatch.undo()
+    assert Engine(d).run().backbones[0].searches["ckd"].name == first.name  # the first space: its study

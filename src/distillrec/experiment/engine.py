@@ -27,7 +27,17 @@ from distillrec.errors import DistillrecError
 from distillrec.experiment.definition import ExperimentDef
 from distillrec.experiment.executor import Job, Outcome, Pool, threads_per_job
 from distillrec.experiment.spec import RunSpec, resolve_spec, route
-from distillrec.models.space import Space, grid, grid_size, is_finite, parse_space, suggest
+from distillrec.models.space import (
+    Space,
+    distributions,
+    grid,
+    grid_size,
+    is_finite,
+    parse_space,
+    space_key,
+    suggest,
+    within,
+)
 from distillrec.training.checkpoint import npz_bytes
 
 if TYPE_CHECKING:  # imported where used, so that planning an experiment stays cheap
@@ -431,7 +441,13 @@ class Engine:
         """Run the study `study_name` up to `trials` finished trials (resuming it); return its outcome."""
         import optuna
 
-        walk = self._walks_grid(space)
+        # a planned point outside the declared space (SGFD's off point: its weights are searched over
+        # non-zero values only) is one trial of the budget, evaluated beside the study rather than in it
+        beside = {k: v for k, v in (enqueue or {}).items() if k in space}
+        beside_point = beside if space and beside and not within(beside, space) else None
+        trials -= beside_point is not None
+        walk = self._walks_grid(space, spare=int(beside_point is not None))
+        study_name = self._study_name(study_name, space)
         study = optuna.create_study(
             study_name=study_name,
             storage=self.storage,
@@ -444,9 +460,7 @@ class Engine:
         # a covered finite space is walked point by point (queued in order); otherwise the given point
         # (the defaults, or the distiller's off point) is tried first and TPE proposes the rest
         planned = (
-            (grid(space) if walk else ([{k: v for k, v in enqueue.items() if k in space}] if enqueue else []))
-            if space
-            else []
+            (grid(space) if walk else ([beside] if beside and beside_point is None else [])) if space else []
         )
         if not study.trials:
             for point in planned:
@@ -461,6 +475,15 @@ class Engine:
                 resolved[key] = [make_spec(dict(point), s) for s in seeds]
             return resolved[key]
 
+        result = Search(study_name)
+        if beside_point is not None:
+            specs_beside = selection_specs(beside_point)
+            got_beside = [r for r in self.run_specs(specs_beside) if r is not None]
+            complete = len(got_beside) == len(specs_beside)
+            result.trials, result.failed = 1, int(not complete)
+            result.points.append(
+                (dict(beside_point), self._score(specs_beside, got_beside) if complete else None)
+            )
         forgiven = self._forgive(study_name, study, planned, selection_specs)
         while True:
             done = len(budget_trials(study.trials, forgiven))
@@ -491,7 +514,6 @@ class Engine:
                 study.tell(number, score)
                 if not (score <= self.best_valid):  # NaN-safe maximum for the progress display
                     self.best_valid = score
-        result = Search(study_name)
         for t in budget_trials(study.trials, forgiven)[:trials]:
             result.trials += 1
             value = None
@@ -588,16 +610,30 @@ class Engine:
     def _capacity(self) -> int:
         return self.pool.capacity if self.pool else 1
 
-    def _walks_grid(self, space: Space) -> bool:
-        """Walk the whole grid when the space is finite and one stage's budget covers it (the choice
-        depends on the budget only, so a study keeps its plan across stages and sessions)."""
+    def _study_name(self, base: str, space: Space) -> str:
+        """A study is named by what it searches: `base` while the study of that name searched this very space
+        (or has no trial yet), else `base~<hash of the space>`, so that a space changed in a model's YAML or a
+        distiller starts a study of its own instead of mixing points of two spaces (which Optuna refuses)."""
+        import optuna
+
+        if base in optuna.study.get_all_study_names(storage=self.storage):
+            done = optuna.load_study(study_name=base, storage=self.storage).get_trials(deepcopy=False)
+            if all(t.distributions == distributions(space) for t in done if t.distributions):
+                return base
+            return f"{base}~{space_key(space)}"
+        return base
+
+    def _walks_grid(self, space: Space, spare: int = 0) -> bool:
+        """Walk the whole grid when the space is finite and one stage's budget (less `spare` trials spent
+        outside the study) covers it (the choice depends on the budget only, so a study keeps its plan
+        across stages and sessions)."""
         if self.d.sampler == "grid":
             if not is_finite(space):
                 from distillrec.errors import ConfigError
 
                 raise ConfigError("sampler grid needs finite (list) search spaces")
             return True
-        return self.d.sampler == "auto" and is_finite(space) and grid_size(space) <= self.d.budget
+        return self.d.sampler == "auto" and is_finite(space) and grid_size(space) <= self.d.budget - spare
 
     # -- the protocol
     def run(self) -> ExperimentResult:

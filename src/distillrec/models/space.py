@@ -122,5 +122,44 @@ def suggest(trial: Any, space: Space, prefix: str = "") -> dict[str, Any]:
     return point
 
 
+def within(point: dict[str, Any], space: Space) -> bool:
+    """Whether every value of `point` is one `space` can propose (a choice, or inside the range)."""
+    for name, value in point.items():
+        dim = space.get(name)
+        if dim is None:
+            return False
+        if dim.choices is not None:
+            if value not in dim.choices:
+                return False
+        elif not (dim.low is not None and dim.high is not None and dim.low <= value <= dim.high):
+            return False
+    return True
+
+
+def distributions(space: Space) -> dict[str, Any]:
+    """The Optuna distributions `suggest` asks for, by parameter name (to tell whether a stored study
+    searched this very space)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for name, dim in space.items():
+        if dim.choices is not None:
+            out[name] = CategoricalDistribution(list(dim.choices))
+        elif dim.integer:
+            out[name] = IntDistribution(int(dim.low or 0), int(dim.high or 0))
+        else:
+            out[name] = FloatDistribution(float(dim.low or 0), float(dim.high or 0), log=dim.log)
+    return out
+
+
+def space_key(space: Space) -> str:
+    """A short hash of a space's dimensions (names, choices, ranges), for naming what searches it."""
+    import hashlib
+    import json
+
+    text = json.dumps({n: d.model_dump() for n, d in sorted(space.items())}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def describe(space: Space) -> str:
     return ", ".join(f"{n} ∈ {d.describe()}" for n, d in space.items()) or "nothing to tune"
