@@ -522,3 +522,47 @@ def test_a_changed_search_space_starts_a_study_of_its_own(tiny_folder, tmp_path,
     assert first.name.endswith("/ckd") and second.name.startswith(first.name + "~")
     monkeypatch.undo()
     assert Engine(d).run().backbones[0].searches["ckd"].name == first.name  # the first space: its study
+
+
+def test_runs_trained_on_other_contents_of_a_dataset_are_trained_again(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A variant regenerated with other features keeps its name and its runs' keys: the ledger's data hash
+    tells them apart, and the report does not mix runs of the two contents."""
+    import numpy as np
+
+    from distillrec.experiment.report import finished_part
+
+    ds = make_dataset(n_users=60, n_items=50, per_user=8)
+    ds.name = "regen"
+    folder = write_mmrec(ds, tmp_path / "data" / "regen")
+    d = definition(folder, tmp_path / "state", methods=[], budget=1)
+    first = Engine(d).run()
+    (rec,) = [r for r in first.backbones[0].plain.records if r and r["seed"] == 1]
+    assert rec["data_hash"] and rec["dataset"] == "regen"
+    image = np.load(f"{folder}/image_feat.npy")
+    np.save(f"{folder}/image_feat.npy", image + 1e-3)  # the same items, other features
+    result, _ = finished_part(d.state_dir(), d)
+    assert result.pending and "0 of 1 trials finished" in result.pending[0]  # its one trial is stale
+    trained: list[str] = []
+    real = executor_mod.run_job
+    monkeypatch.setattr(executor_mod, "run_job", lambda job: trained.append(job.name) or real(job))
+    again = Engine(d).run()
+    assert len(trained) == 3  # one selection run and two report runs, on the new contents
+    (new,) = [r for r in again.backbones[0].plain.records if r and r["seed"] == 1]
+    assert new["data_hash"] != rec["data_hash"]
+    assert finished_part(d.state_dir(), d)[0].pending == []
+
+
+def test_a_run_folder_is_not_reused_on_other_contents_of_its_dataset(tmp_path) -> None:  # noqa: ANN001
+    import numpy as np
+
+    from distillrec.data.registry import load_dataset
+    from distillrec.experiment.api import train_one
+
+    ds = make_dataset(n_users=40, n_items=30, per_user=6)
+    ds.name = "regen2"
+    folder = write_mmrec(ds, tmp_path / "regen2")
+    spec = resolve_spec("vbpr", "regen2", {"train.epochs": 1}, None, 1, source=folder)
+    train_one(spec, load_dataset(folder), tmp_path / "runs")
+    np.save(f"{folder}/image_feat.npy", np.load(f"{folder}/image_feat.npy") * 2)
+    with pytest.raises(ConfigError, match="other contents of dataset 'regen2'"):
+        train_one(spec, load_dataset(folder), tmp_path / "runs", resume=True)

@@ -44,7 +44,12 @@ from distillrec.training.checkpoint import (
 from distillrec.training.config import TrainConfig
 from distillrec.training.defaults import resolve_train_config  # noqa: F401 - importers still find it here
 from distillrec.training.ownership import own_run_folder
-from distillrec.training.rundir import refuse_other_configuration, run_metrics, start_run_dir
+from distillrec.training.rundir import (
+    refuse_other_configuration,
+    refuse_other_contents,
+    run_metrics,
+    start_run_dir,
+)
 from distillrec.training.scoring import model_score_fn
 from distillrec.training.tracking import make_tracker
 from distillrec.training.trainer import Trainer, resolve_device, seed_everything, show_progress_lines
@@ -109,6 +114,7 @@ def _train_owned(
     if run_dir is not None:
         if resume and (run_dir / "metrics.json").exists():  # finished: reuse it as stored, files untouched
             refuse_other_configuration(run_dir, config)
+            refuse_other_contents(run_dir, ds)
             return RunResult(run_dir, read_json(run_dir / "metrics.json", RETRAIN))
     tracker = make_tracker(log, run_dir)  # refused (no tensorboard, no folder) before the folder is started
     if run_dir is not None:

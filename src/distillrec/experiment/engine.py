@@ -177,12 +177,42 @@ class Ledger:
             "extras": extras,
             "run_dir": str(run_dir) if run_dir else None,
             "per_user": per_user,
+            "dataset": spec.data.name,
+            "data_hash": record.get("data_hash"),
         }
         self.root.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
             fh.write(json.dumps(entry, default=float) + "\n")
         self.records[rid] = entry
         return entry
+
+    def drop_other_data(self, dataset: str, data_hash: str) -> int:
+        """Forget the runs of `dataset` trained on other contents than `data_hash` (features or labels
+        regenerated since, or a record withdrawn by hand with another hash), so they are trained again; the
+        ledger keeps their lines. Runs recorded before data hashes were kept cannot be told and stay."""
+
+        def of(rec: dict[str, Any]) -> str | None:
+            if rec.get("dataset"):
+                return str(rec["dataset"])
+            parts = Path(rec.get("run_dir") or "").parts  # runs/<dataset>/<label>@<key>/seed<n>
+            return parts[1] if len(parts) == 4 else None
+
+        gone = [
+            rid
+            for rid, rec in self.records.items()
+            if rec.get("data_hash") not in (None, data_hash) and of(rec) == dataset
+        ]
+        for rid in gone:
+            del self.records[rid]
+        if gone:
+            log.warning(
+                "%s: %d finished runs were trained on other contents of the dataset than those on disk now "
+                "(hash %s); they are trained again",
+                dataset,
+                len(gone),
+                data_hash,
+            )
+        return len(gone)
 
     def has_per_user(self, spec: RunSpec) -> bool:
         return (self.arrays / f"{self.run_id(spec)}.npz").exists()
@@ -651,6 +681,7 @@ class Engine:
                 ds = load_dataset(
                     dataset, split=data_opts.get("split", "auto"), seed=int(data_opts.get("split_seed", 0))
                 )
+                self.ledger.drop_other_data(ds.name, ds.content_hash)
                 for backbone in self.d.backbones:
                     log.info("%s / %s: tuning", ds.name, backbone)
                     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -58,8 +59,23 @@ class Outcome:
     arrays: dict[str, Any] = field(default_factory=dict)
 
 
-@lru_cache(maxsize=4)
 def _dataset(source: str, name: str, split: str, split_seed: int) -> Dataset:
+    """The dataset a job names, read once per process while its folder's files stay as they are."""
+    folder = Path(source) if source else None  # a dataset folder, or a file in it (the interactions)
+    if folder is not None and folder.is_file():
+        folder = folder.parent
+    stamp = (
+        tuple(
+            sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
+        )
+        if folder is not None and folder.is_dir()
+        else ()
+    )
+    return _read_dataset(source, name, split, split_seed, stamp)
+
+
+@lru_cache(maxsize=4)
+def _read_dataset(source: str, name: str, split: str, split_seed: int, stamp: tuple[Any, ...]) -> Dataset:
     from distillrec.data.registry import load_dataset
 
     return load_dataset(source if source and Path(source).exists() else name, split=split, seed=split_seed)
@@ -72,12 +88,19 @@ def run_job(job: Job) -> dict[str, Any]:
     from distillrec.experiment.api import PER_USER_FILE, read_per_user, train_one
     from distillrec.experiment.plugins import extract
     from distillrec.experiment.spec import RunSpec
+    from distillrec.training.rundir import recorded_content_hash
 
     torch.set_num_threads(job.threads)
     spec = RunSpec.model_validate_json(job.spec_json)
     ds = _dataset(spec.data.source, spec.data.name, spec.data.split, spec.data.split_seed)
     if job.evaluate:
         return _evaluate_reference(job.evaluate, job, spec, ds)
+    folder = spec.run_dir(job.out)
+    recorded = recorded_content_hash(folder)
+    if recorded is not None and recorded != ds.content_hash:  # trained on other contents: set aside, again
+        aside = folder.with_name(f"{folder.name}.other-data-{recorded}")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
     result = train_one(spec, ds, job.out, job.device, resume=True, quiet=True)
     run_dir = result.run_dir
     assert run_dir is not None, "a job's run has its folder under the job's root"
@@ -91,6 +114,7 @@ def run_job(job: Job) -> dict[str, Any]:
     extras = {name: extract(name, run_dir, result.metrics) for name in job.extras}
     return {
         "run_dir": str(run_dir),
+        "data_hash": ds.content_hash,  # features and labels too: a regenerated variant is told apart
         "metrics": {k: result.metrics[k] for k in ("valid", "test", "best_epoch", "epochs_run", "seconds")},
         "users": users,
         "per_user": per_user,
@@ -111,6 +135,7 @@ def _evaluate_reference(target: str, job: Job, spec: RunSpec, ds: Dataset) -> di
     )
     return {
         "run_dir": None,
+        "data_hash": ds.content_hash,
         "metrics": {
             "valid": out["valid"],
             "test": out["test"],

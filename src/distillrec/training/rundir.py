@@ -4,6 +4,7 @@ teachers as ordinary runs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +37,39 @@ def without_location(config: Any) -> Any:
     return {**config, "dataset": {k: v for k, v in config["dataset"].items() if k != "source"}}
 
 
+def recorded_content_hash(run_dir: Path) -> str | None:
+    """The dataset contents (split, features, labels) a run folder was started on; None where the folder
+    predates the record or holds no run."""
+    env = run_dir / "env.json"
+    if not env.exists():
+        return None
+    try:
+        return json.loads(env.read_text()).get("content_hash")
+    except (OSError, ValueError):
+        return None
+
+
+def refuse_other_contents(run_dir: Path, ds: Dataset) -> None:
+    """A run is never continued or reused on other contents of its dataset (features or labels regenerated
+    under the same name): its configuration and split alone cannot tell."""
+    recorded = recorded_content_hash(run_dir)
+    if recorded is not None and recorded != ds.content_hash:
+        raise ConfigError(
+            f"{run_dir} was trained on other contents of dataset {ds.name!r} (hash {recorded}, now "
+            f"{ds.content_hash}); remove it or train into another --out"
+        )
+
+
 def start_run_dir(run_dir: Path, config: dict[str, Any], ds: Dataset, device: torch.device) -> None:
     """Create a run folder with its resolved config, environment and split; refuse to mix configurations."""
     refuse_other_configuration(run_dir, config)
+    refuse_other_contents(run_dir, ds)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", config)
-    write_json(run_dir / "env.json", {**environment(device), "split_hash": ds.split_hash})
+    write_json(
+        run_dir / "env.json",
+        {**environment(device), "split_hash": ds.split_hash, "content_hash": ds.content_hash},
+    )
     write_npz(run_dir / "split.npz", **ds.split_arrays())
 
 
