@@ -73,20 +73,17 @@ EVIDENCE: dict[str, tuple[Case, ...]] = {
     # label signal beyond the features (diagnose.semantics): a property of the data and the model's features;
     # share unseparated 0.157, observed 0.163, chance 0.089.
     "sgfd": (
+        # SGFD searched over non-zero weights (its off point beside them); the outcomes measured when each
+        # weight could be 0, and the text-without-category variant's, whose runs did not reproduce, are withdrawn
         Case(
             0.01155107602894119,
-            False,  # +1.6%, Holm p 0.727 over the report's 4 comparisons (0.363 before BM3's)
+            False,  # +1.3% (per-user CI −0.0015 … +0.0060), Holm p 1.000 over the report's 4 comparisons
             "docs/results/sgfd.md: grcn on scientific (…/grcn@3c71e779da/seed1)",
         ),
         Case(
             0.01155107602894119,  # the same: the quantity reads the raw features, not the backbone
-            False,  # −0.1%, Holm p 1.000
+            False,  # −0.4% (per-user CI −0.0041 … +0.0029), Holm p 1.000
             "docs/results/sgfd.md: bm3 on scientific (…/bm3@e695d23731/seed1)",
-        ),
-        Case(
-            0.01996568102855976,  # text without the category path: written down as "likely" before the runs
-            False,  # +0.0%: validation chose SGFD's off point over its 6 other points; the verdict was wrong
-            "docs/results/diagnose-sgfd.md: grcn on scientific-text-nocategory (…/grcn@ce7974a757/seed1)",
         ),
     ),
     # forgetting (diagnose.forgetting) of the tuned plain GRU4Rec with modality tables. An untuned run (seed 1,
