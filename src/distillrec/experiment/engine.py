@@ -207,7 +207,7 @@ class Ledger:
         if gone:
             log.warning(
                 "%s: %d finished runs were trained on other contents of the dataset than those on disk now "
-                "(hash %s); they are trained again",
+                "(hash %s); they do not count, and the experiment trains them again",
                 dataset,
                 len(gone),
                 data_hash,
