@@ -227,6 +227,15 @@ def test_verdict_helps():
     )
 
 
+def test_verdict_writes_the_interval_as_the_tables_do():
+    assert "(95% CI of the difference +0.0006 to +0.0079 over" in verdict(
+        "r", 0.025, 0.09, (6.2e-4, 0.0079), 5, 9
+    )
+    assert "(95% CI of the difference +2.00e-05 to +0.0079 over" in verdict(
+        "r", 0.02, 0.09, (2e-5, 0.0079), 5, 9
+    )
+
+
 def test_verdict_hurts_with_scientific_p():
     text = verdict("ndcg@10", -0.052, 4e-5, (-0.0090, -0.0031), 5, 2903)
     assert text.startswith("hurts: ndcg@10 -5.2% (95% CI of the difference -0.0090 to -0.0031")

@@ -184,10 +184,11 @@ def combined_p(p_seeds: float | None, p_users: float | None) -> float | None:
 
 
 def _fmt_diff(x: float) -> str:
-    """Four decimals; a difference too small for them in scientific notation; rounding noise is zero."""
+    """Four decimals, as the report's tables; a difference too small for them in scientific notation;
+    rounding noise is zero."""
     if abs(x) < 1e-12:
         x = 0.0
-    return f"{x:+.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:+.2e}"
+    return f"{x:+.4f}" if x == 0 or abs(x) >= 5e-5 else f"{x:+.2e}"
 
 
 def verdict(
