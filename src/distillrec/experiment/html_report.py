@@ -636,12 +636,12 @@ def _forest(comps: list[Comparison], alpha: float) -> Figure:
             ax.plot([ci[0], ci[1]], [y, y], color="C0")
         ax.plot([rel], [y], "o", color="C0", markerfacecolor="C0" if filled else "white")
     ax.axvline(0, color="k", linewidth=1)
-    from distillrec.experiment.report import several_datasets
+    from distillrec.experiment.report import several_datasets, where
 
-    datasets = several_datasets(comps)
+    datasets = several_datasets(c.dataset for c in comps)
     ax.set_yticks(
         range(len(comps)),
-        [f"{c.backbone} + {c.arm}" + (f" ({c.dataset})" if datasets else "") for c in reversed(comps)],
+        [f"{c.backbone} + {c.arm}{where(c.dataset, datasets)}" for c in reversed(comps)],
     )
     ax.xaxis.set_major_formatter(lambda x, _: f"{x:+.0%}")
     ax.set(xlabel=f"relative change of test {comps[0].metric}")

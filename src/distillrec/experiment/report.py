@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,6 @@ class Comparison:
             if r is not None and m in r["metrics"]["test"]
         }
 
-    def case(self, with_dataset: bool) -> str:
-        """The backbone, and its dataset where the report covers more than one."""
-        return f"{self.backbone} ({self.dataset})" if with_dataset else self.backbone
-
     def plain_extras(self, plugin: str) -> list[dict[str, Any]]:
         return [r.get("extras", {}).get(plugin, {}) for r in self.plain.records if r]
 
@@ -60,9 +57,14 @@ class Comparison:
         return [r.get("extras", {}).get(plugin, {}) for r in self.distilled.records if r]
 
 
-def several_datasets(comps: list[Comparison]) -> bool:
-    """Whether a report's comparisons span datasets, so that every line naming a backbone names its dataset."""
-    return len({c.dataset for c in comps}) > 1
+def several_datasets(datasets: Iterable[str]) -> bool:
+    """Whether a report spans datasets, so that every line naming a backbone names its dataset too."""
+    return len(set(datasets)) > 1
+
+
+def where(dataset: str, several: bool) -> str:
+    """The dataset beside a backbone's name, where the report spans more than one."""
+    return f" ({dataset})" if several else ""
 
 
 def _per_user_matrix(result: ExperimentResult, arm: ArmResult, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -306,12 +308,13 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
                     f"{_ms(c.values('distilled', m))} |"
                 )
         lines += ["", "## Search (validation)", ""]
-        datasets = len({b.dataset for b in result.backbones}) > 1
+        datasets = several_datasets(b.dataset for b in result.backbones)
         for b in result.backbones:
             for name, search in b.searches.items():
                 best, score = search.best
                 lines.append(
-                    f"- **{b.backbone} / {name}**{f' ({b.dataset})' if datasets else ''}: {search.trials} trials ({search.failed} failed), "
+                    f"- **{b.backbone} / {name}**{where(b.dataset, datasets)}: {search.trials} trials "
+                    f"({search.failed} failed), "
                     f"{len({tuple(sorted(p.items())) for p, _ in search.points})} distinct points; "
                     f"best {_fmt_point(best)} ({score:.4f})"
                 )
@@ -406,7 +409,7 @@ def across_lines(comps: list[Comparison]) -> list[str]:
     shift recurs everywhere is what the single comparisons, each too noisy, cannot show. Descriptive: the
     cases share test users and are not independent, so no test is made of them."""
     arms = list(dict.fromkeys(c.arm for c in comps))
-    over = "backbones and datasets" if several_datasets(comps) else "backbones"
+    over = "backbones and datasets" if several_datasets(c.dataset for c in comps) else "backbones"
     lines = []
     for arm in arms:
         changes = [c.stats["relative_change"] for c in comps if c.arm == arm]
@@ -436,10 +439,10 @@ def family_lines(comps: list[Comparison], alpha: float) -> list[str]:
     if not controls or not main:
         return []
     alone = holm([c.stats["p"] for c in main])
-    datasets = several_datasets(comps)
+    datasets = several_datasets(c.dataset for c in comps)
 
     def name(c: Comparison) -> str:
-        return f"{c.backbone} + {c.arm}" + (f" ({c.dataset})" if datasets else "")
+        return f"{c.backbone} + {c.arm}{where(c.dataset, datasets)}"
 
     def names(selected: list[Comparison]) -> str:
         return ", ".join(name(c) for c in selected) or "none"
@@ -467,7 +470,7 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
     zero): a ratio to a change indistinguishable from zero (say +0.5%) reads as a large number that means
     nothing."""
     lines = []
-    datasets = several_datasets(comps)
+    datasets = several_datasets(c.dataset for c in comps)
     for c in comps:
         if ":" in c.arm:
             continue
@@ -497,7 +500,7 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
                 for o in controls
             )
         lines.append(
-            f"- **{c.case(datasets)}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
+            f"- **{c.backbone}{where(c.dataset, datasets)}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
             f"{', '.join(parts)} ({share})." + "".join(same)
         )
     if lines:
