@@ -322,6 +322,41 @@ def test_a_trial_whose_runs_are_not_what_its_point_resolves_to_is_asked_again(ti
     assert again.backbones[0].tuned.points == first.backbones[0].tuned.points
 
 
+def test_set_aside_scores_do_not_steer_the_search_that_goes_on(tiny_folder, tmp_path):  # noqa: ANN001
+    """A completed trial set aside (its runs stale) leaves its study; the search goes on in a study that
+    holds the kept trials only, so TPE never learns from a score that does not count."""
+    import optuna
+
+    from distillrec.experiment.engine import Forgiven
+
+    d = definition(tiny_folder, tmp_path, methods=[], budget=2)
+    Engine(d).run()
+    ledger = d.state_dir() / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    second = [i for i, line in enumerate(lines) if "seed1001" in line][1]  # trial 1's selection run
+    ledger.write_text("\n".join(lines[:second] + lines[second + 1 :]) + "\n")
+    engine = Engine(d)
+    (base,) = optuna.get_all_study_names(engine.storage)
+    old = optuna.load_study(study_name=base, storage=engine.storage).trials
+    again = engine.run()
+    assert Forgiven(d.state_dir()).of(base) == {1}
+    moved = optuna.load_study(study_name=base, storage=engine.storage)
+    assert moved.user_attrs["moved_to"] == f"{base}#2"
+    kept = optuna.load_study(study_name=f"{base}#2", storage=engine.storage).trials
+    assert [(t.params, t.value) for t in kept[:1]] == [(old[0].params, old[0].value)]  # trial 0 carried on
+    assert len(kept) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in kept)
+    assert again.backbones[0].tuned.trials == 2 and again.backbones[0].tuned.name == f"{base}#2"
+    trained: list[str] = []
+    real = executor_mod.run_job
+    executor_mod.run_job = lambda job: trained.append(job.name) or real(job)  # type: ignore[assignment]
+    try:
+        third = Engine(d).run()  # resumes in the study moved to: nothing trained, nothing moved again
+    finally:
+        executor_mod.run_job = real  # type: ignore[assignment]
+    assert trained == [] and third.backbones[0].tuned.points == again.backbones[0].tuned.points
+    assert sorted(optuna.get_all_study_names(engine.storage)) == [base, f"{base}#2"]
+
+
 def test_definitions_sharing_report_runs_keep_each_others_summaries(tiny_folder, tmp_path):  # noqa: ANN001
     from distillrec.experiment.report import finished_part
 

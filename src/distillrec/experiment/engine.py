@@ -477,15 +477,16 @@ class Engine:
         beside_point = beside if space and beside and not within(beside, space) else None
         trials -= beside_point is not None
         walk = self._walks_grid(space, spare=int(beside_point is not None))
-        study_name = self._study_name(study_name, space)
+        study_name = self._successor(self._study_name(study_name, space))
+        sampler = optuna.samplers.TPESampler(
+            seed=self.d.sampler_seed, constant_liar=True, n_startup_trials=min(4, self.d.budget)
+        )
         study = optuna.create_study(
             study_name=study_name,
             storage=self.storage,
             direction="maximize",
             load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(
-                seed=self.d.sampler_seed, constant_liar=True, n_startup_trials=min(4, self.d.budget)
-            ),
+            sampler=sampler,
         )
         # a covered finite space is walked point by point (queued in order); otherwise the given point
         # (the defaults, or the distiller's off point) is tried first and TPE proposes the rest
@@ -515,6 +516,11 @@ class Engine:
                 (dict(beside_point), self._score(specs_beside, got_beside) if complete else None)
             )
         forgiven = self._forgive(study_name, study, planned, selection_specs)
+        scored = optuna.trial.TrialState.COMPLETE  # a failure's absence of a score steers nothing
+        if not self.partial and any(study.trials[n].state == scored for n in forgiven):
+            study_name, study = self._move(study_name, study, forgiven, sampler)
+            forgiven = frozenset()
+        result.name = study_name
         while True:
             done = len(budget_trials(study.trials, forgiven))
             # trials asked by an interrupted session and never told are evaluated again (runs cached)
@@ -652,6 +658,50 @@ class Engine:
                 return base
             return f"{base}~{space_key(space)}"
         return base
+
+    def _successor(self, name: str) -> str:
+        """The study that carries on `name`'s search: itself, or the last of the studies it moved to."""
+        import optuna
+
+        names = set(optuna.study.get_all_study_names(storage=self.storage))
+        while name in names:
+            moved = optuna.load_study(study_name=name, storage=self.storage).user_attrs.get("moved_to")
+            if not moved:
+                break
+            name = moved
+        return name
+
+    def _move(self, name: str, study: Any, forgiven: frozenset[int], sampler: Any) -> tuple[str, Any]:
+        """Carry a study whose completed trials were set aside on in a new study that holds only the kept
+        ones: TPE learns from every completed trial of its study, and a set-aside score (a run on other data
+        contents, under other settings) must not steer the points an arm is proposed, or that arm's search
+        would have had more history than the others'. The kept trials keep their order; queued points and
+        points asked but never told are queued again. `moved_to` is written last, so a move cut short by a
+        kill is made again from the start."""
+        import re
+
+        import optuna
+
+        state = optuna.trial.TrialState
+        numbered = re.fullmatch(r"(.*)#(\d+)", name)
+        successor = f"{numbered[1]}#{int(numbered[2]) + 1}" if numbered else f"{name}#2"
+        if successor in optuna.study.get_all_study_names(storage=self.storage):
+            optuna.delete_study(study_name=successor, storage=self.storage)
+        new = optuna.create_study(
+            study_name=successor, storage=self.storage, direction="maximize", sampler=sampler
+        )
+        for t in study.trials:
+            if t.number in forgiven:
+                continue
+            if t.state in (state.COMPLETE, state.FAIL):
+                new.add_trial(t)
+            elif t.state in (state.WAITING, state.RUNNING):
+                new.enqueue_trial(_params_of(t), skip_if_exists=False)
+        study.set_user_attr("moved_to", successor)
+        log.warning(
+            "%s: %d set-aside trials left behind; the search goes on in %s", name, len(forgiven), successor
+        )
+        return successor, new
 
     def _walks_grid(self, space: Space, spare: int = 0) -> bool:
         """Walk the whole grid when the space is finite and one stage's budget (less `spare` trials spent
