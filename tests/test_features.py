@@ -379,6 +379,55 @@ def test_real_slice_reproduces_the_shipped_text_features(tmp_path, minilm):
     assert ((np.roll(feat, 1, axis=0) * shipped).sum(1)).mean() < 0.5
 
 
+_ENCODE = """
+import sys, numpy as np
+from distillrec.features.text import arithmetic, embed_texts, load_text_model
+enc = load_text_model(None, "cpu")[0]
+texts = [line.strip() for line in open(sys.argv[1]) if line.strip()]
+with arithmetic(enc, sys.argv[2]):
+    np.save(sys.argv[3], embed_texts(enc, texts, 16, True))
+"""
+
+
+def test_float64_text_features_are_the_same_bytes_whatever_the_cpu_instructions(tmp_path, minilm):
+    """Another machine is another set of vector kernels; torch and its BLAS can be held to the baseline ones
+    (no AVX) on this one. In float64 the rounded output is the same bytes either way."""
+    import os
+    import subprocess
+
+    texts = pd.read_csv(SCIENTIFIC / "items.tsv", sep="\t", dtype=str)["text"].head(40)
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    baseline = {
+        "ATEN_CPU_CAPABILITY": "default",
+        "DNNL_MAX_CPU_ISA": "SSE41",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    }
+    env = {**os.environ, **baseline, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", _ENCODE, str(tmp_path / "texts.txt"), "float64", str(tmp_path / "baseline")]
+    subprocess.run(args, env=env, check=True, capture_output=True)
+    from distillrec.features.text import arithmetic, embed_texts
+
+    with arithmetic(minilm, "float64"):
+        native = embed_texts(minilm, list(texts), 16, True)
+    out = {"native": native, "baseline": np.load(tmp_path / "baseline.npy")}
+    assert out["native"].dtype == np.float32 and out["native"].shape == (40, 384)
+    assert out["native"].tobytes() == out["baseline"].tobytes()
+    dtype = next(minilm.parameters()).dtype
+
+    def build(name: str, n: int, **options):  # noqa: ANN003, ANN202
+        ds = slice_scientific(tmp_path / name, n)
+        return build_text_features(
+            ds, ds / "items.tsv", id_column="asin", model=minilm, device="cpu", **options
+        )
+
+    with_32, with_64 = build("s32", 20, precision="float32"), build("s64", 20)
+    assert next(minilm.parameters()).dtype == dtype  # the caller's model is given back as it was
+    a, b = np.load(with_32.path), np.load(with_64.path)
+    assert 0 < np.abs(a - b).max() < 1e-5  # the same features up to float32's last bits
+    with pytest.raises(DistillrecError, match="precision 'float16': choose float64"):
+        build("s16", 5, precision="float16")
+
+
 def test_text_model_not_found_says_how_to_supply_it(tmp_path, minilm):
     from distillrec.features import load_text_model
 

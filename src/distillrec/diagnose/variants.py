@@ -11,7 +11,8 @@ Kinds (`write_variant(kind, source, out, **params)`):
   V_r V_rᵀ); deterministic (exact SVD), so `seed` is recorded but changes nothing.
 * `no-category-text` (SGFD: semantics missing from the features): the text re-embedded from the raw item
   text of `items.tsv` without its category path, with the same encoder (the bundled all-MiniLM-L6-v2, L2
-  normalised, batch 64: how the source's text_feat.npy was made), through `distillrec.features`. In
+  normalised, batch 64: how the source's text_feat.npy was made), through `distillrec.features`, computed
+  in float64 and rounded to float32 so that every machine writes the same file. In
   scientific's text "title. Industrial & Scientific <category path>. brand." the part removed is from
   "Industrial & Scientific " to the next ". " (44 items have an empty path, ". ."); the labels stay.
 * `drop` (SGFD: image only, with `modality="text"`): one modality's feature file left out.
@@ -171,6 +172,7 @@ def _no_category_text(src: Path, dst: Path, params: dict[str, Any]) -> list[str]
         normalize=True,
         device="cpu",
         force=True,
+        precision="float64",  # the same file on any machine, so an experiment on it resumes anywhere
     )
     return [f"{params.get('modality', 'text')}_feat.npy", text_file.name]
 
