@@ -545,6 +545,46 @@ def test_an_off_point_outside_the_space_is_one_trial_beside_the_study(tiny_folde
     assert again.backbones[0].searches["sgfd"].points == search.points
 
 
+def test_a_finite_space_is_searched_without_scoring_a_point_twice(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """TPE proposes points it has scored again; in a finite space such a proposal costs no trial (an unscored
+    point is asked instead), and a search that has scored every point stops there, also when resumed."""
+    import json
+
+    import optuna
+
+    from distillrec.models.space import parse_space
+
+    class FakeSpec:  # what the search needs of a run: a key and a seed
+        def __init__(self, point: dict, seed: int) -> None:
+            self.point, self.seed = point, seed
+
+        def key(self) -> str:
+            return json.dumps(self.point, sort_keys=True)
+
+    def score(point: dict) -> float:
+        return point["a"] / 10 + 0.01 * point["b"]
+
+    monkeypatch.setattr(Engine, "run_specs", lambda self, specs, *a, **k: [{"p": s.point} for s in specs])
+    monkeypatch.setattr(Engine, "_score", staticmethod(lambda specs, recs: score(recs[0]["p"])))
+    monkeypatch.setattr(Engine, "_stale", lambda self, *a: frozenset())
+    d = definition(tiny_folder, tmp_path, methods=[], budget=4)
+    space = parse_space({"a": [1, 2, 3], "b": [True, False]}, where="test")  # 6 points, more than 4
+    engine = Engine(d)
+    first = engine.search("s", space, 4, FakeSpec, None)
+    keys = [json.dumps(p, sort_keys=True) for p, _ in first.points]
+    assert first.trials == 4 and len(set(keys)) == 4
+    longer = engine.search("s", space, 10, FakeSpec, None)  # 10 asked of a 6-point space
+    assert longer.trials == 6 and len({json.dumps(p, sort_keys=True) for p, _ in longer.points}) == 6
+    assert longer.best == ({"a": 3, "b": True}, score({"a": 3, "b": True}))
+    trials = optuna.load_study(study_name="s", storage=engine.storage).trials
+    duplicates = [t for t in trials if t.user_attrs.get("duplicate")]
+    assert duplicates and all(t.state == optuna.trial.TrialState.FAIL for t in duplicates)
+    again = Engine(d).search("s", space, 10, FakeSpec, None)  # resumed: nothing asked, nothing pending
+    assert again.points == longer.points
+    assert Engine(d, partial=True).search("s", space, 10, FakeSpec, None).points == longer.points
+    assert len(optuna.load_study(study_name="s", storage=engine.storage).trials) == len(trials)
+
+
 def test_a_changed_search_space_starts_a_study_of_its_own(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     """Optuna refuses a study whose choices change; the engine names the new space's study apart."""
     from distillrec.distill.registry import distiller_class

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ SelectionSpecs = Callable[[dict[str, Any]], list[RunSpec]]  # a point's selectio
 
 log = logging.getLogger("distillrec.experiment")
 # per-user test values kept for report runs: the compared metrics and the secondary ones
+MAX_LISTED_POINTS = 100_000  # a finite space up to this size is listed, so that no point is scored twice
 PER_USER_METRICS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@20"}
 
 
@@ -65,12 +67,20 @@ def _params_of(t: FrozenTrial) -> dict[str, Any]:
     return dict(t.params) or dict(t.system_attrs.get("fixed_params", {}))
 
 
+def _duplicate(t: FrozenTrial) -> bool:
+    """A proposal of a point the search had scored, set aside unevaluated (see `Engine.search`)."""
+    return bool(t.user_attrs.get("duplicate"))
+
+
 def failures_of(trials: list[FrozenTrial], params: dict[str, Any], forgiven: Set[int] = frozenset()) -> int:
     import optuna
 
     key = _point_key(params)
     return sum(
-        t.state == optuna.trial.TrialState.FAIL and t.number not in forgiven and _point_key(t.params) == key
+        t.state == optuna.trial.TrialState.FAIL
+        and t.number not in forgiven
+        and not _duplicate(t)
+        and _point_key(t.params) == key
         for t in trials
     )
 
@@ -85,7 +95,7 @@ def budget_trials(trials: list[FrozenTrial], forgiven: Set[int] = frozenset()) -
     counted: list[FrozenTrial] = []
     fails: dict[str, int] = {}
     for t in trials:
-        if t.number in forgiven:
+        if t.number in forgiven or _duplicate(t):
             continue
         if t.state == optuna.trial.TrialState.COMPLETE:
             counted.append(t)
@@ -528,12 +538,36 @@ class Engine:
             want = min(trials - done, max(1, math.ceil(self._capacity() / len(seeds))))
             if want <= 0:  # this budget is spent; a trial still running beyond it is another definition's
                 break  # (a longer search of the same shared study, e.g. a plain arm's extra trials)
+            counted = {_point_key(t.params) for t in budget_trials(study.trials, forgiven)}
+            queued = {
+                _point_key(_params_of(t)) for t in study.trials if t.state == optuna.trial.TrialState.WAITING
+            }
+            listed = self._listed(space)
+            unscored = None if listed is None else [k for k in listed if k not in counted]
+            if unscored == [] and not orphans and not queued:  # a finite space wholly scored: nothing to buy
+                break
             if self.partial:
                 raise Pending(f"{study_name}: {done} of {trials} trials finished")
             batch: list[tuple[int, dict[str, Any]]] = [(t.number, dict(t.params)) for t in orphans]
-            for _ in range(max(0, want - len(batch))):
+            taken = {_point_key(p) for _, p in batch}
+            while len(batch) < want:
                 trial = study.ask()
-                batch.append((trial.number, suggest(trial, space)))
+                point = suggest(trial, space)
+                if unscored is not None and (_point_key(point) in taken or _point_key(point) in counted):
+                    # a point this search has scored (or is scoring) again: it would cost a trial and buy
+                    # nothing, so it is set aside and an unscored point asked instead (seeded choice)
+                    trial.set_user_attr("duplicate", True)
+                    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                    fresh = [k for k in unscored if k not in taken and k not in queued]
+                    if not fresh:
+                        break
+                    rng = random.Random(f"{self.d.sampler_seed}:{study_name}:{trial.number}")
+                    study.enqueue_trial(json.loads(rng.choice(fresh)), skip_if_exists=False)
+                    continue
+                taken.add(_point_key(point))
+                batch.append((trial.number, point))
+            if not batch:
+                break
             specs = {n: selection_specs(p) for n, p in batch}
             flat = [s for group in specs.values() for s in group]
             records = dict(zip([Ledger.run_id(s) for s in flat], self.run_specs(flat), strict=True))
@@ -658,6 +692,14 @@ class Engine:
                 return base
             return f"{base}~{space_key(space)}"
         return base
+
+    @staticmethod
+    def _listed(space: Space) -> list[str] | None:
+        """The keys of a finite space's points, for a search to propose none twice; None for a space that is
+        not finite or too large to list, where a repeated point is left to chance."""
+        if not space or not is_finite(space) or grid_size(space) > MAX_LISTED_POINTS:
+            return None
+        return [_point_key(p) for p in grid(space)]
 
     def _successor(self, name: str) -> str:
         """The study that carries on `name`'s search: itself, or the last of the studies it moved to."""
