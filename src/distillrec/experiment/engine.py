@@ -527,22 +527,23 @@ class Engine:
             )
         forgiven = self._forgive(study_name, study, planned, selection_specs)
         scored = optuna.trial.TrialState.COMPLETE  # a failure's absence of a score steers nothing
-        if not self.partial and any(study.trials[n].state == scored for n in forgiven):
+        past = study.get_trials(deepcopy=False)
+        if not self.partial and any(past[n].state == scored for n in forgiven):
             study_name, study = self._move(study_name, study, forgiven, sampler)
             forgiven = frozenset()
         result.name = study_name
+        listed = self._listed(space)
         while True:
-            done = len(budget_trials(study.trials, forgiven))
+            now = study.get_trials(deepcopy=False)
+            kept = budget_trials(now, forgiven)
+            done = len(kept)
             # trials asked by an interrupted session and never told are evaluated again (runs cached)
-            orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+            orphans = [t for t in now if t.state == optuna.trial.TrialState.RUNNING]
             want = min(trials - done, max(1, math.ceil(self._capacity() / len(seeds))))
             if want <= 0:  # this budget is spent; a trial still running beyond it is another definition's
                 break  # (a longer search of the same shared study, e.g. a plain arm's extra trials)
-            counted = {_point_key(t.params) for t in budget_trials(study.trials, forgiven)}
-            queued = {
-                _point_key(_params_of(t)) for t in study.trials if t.state == optuna.trial.TrialState.WAITING
-            }
-            listed = self._listed(space)
+            counted = {_point_key(t.params) for t in kept}
+            queued = {_point_key(_params_of(t)) for t in now if t.state == optuna.trial.TrialState.WAITING}
             unscored = None if listed is None else [k for k in listed if k not in counted]
             if unscored == [] and not orphans and not queued:  # a finite space wholly scored: nothing to buy
                 break

@@ -10,11 +10,11 @@ uses for one `encode` call: the same batches, hence the same numbers as encoding
 with a progress bar per batch.
 
 The encoder computes in float64 by default and its output is rounded to float32: a float32 forward pass's
-last bits depend on the CPU's vector instructions (AVX2, AVX-512 or none give other bits for 94% of the
-values of scientific's text, up to 1.3e-7), so the same text on another machine gave another file, another
-dataset content hash, and an experiment resumed there trained every run on it again. In float64 those
-differences lie far below float32's precision and the rounded bytes agree (`precision="float32"` is about
-twice as fast, and machine-dependent).
+last bits depend on the CPU's vector instructions (AVX2 and no-AVX kernels gave other bits for 94% of the
+values of 600 of scientific's item texts, up to 1.3e-7), so the same text on another machine gave another
+file, another dataset content hash, and an experiment resumed there trained every run on it again. In
+float64 those differences lie far below float32's precision and the rounded bytes agree
+(`precision="float32"` is about twice as fast, and machine-dependent).
 """
 
 from __future__ import annotations
