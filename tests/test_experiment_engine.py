@@ -573,14 +573,16 @@ def test_a_finite_space_is_searched_without_scoring_a_point_twice(tiny_folder, t
     first = engine.search("s", space, 4, FakeSpec, None)
     keys = [json.dumps(p, sort_keys=True) for p, _ in first.points]
     assert first.trials == 4 and len(set(keys)) == 4
+    assert (first.budget, first.exhausted) == (4, False)
     longer = engine.search("s", space, 10, FakeSpec, None)  # 10 asked of a 6-point space
     assert longer.trials == 6 and len({json.dumps(p, sort_keys=True) for p, _ in longer.points}) == 6
     assert longer.best == ({"a": 3, "b": True}, score({"a": 3, "b": True}))
+    assert (longer.budget, longer.exhausted) == (10, True)  # the report says it used 6 of 10
     trials = optuna.load_study(study_name="s", storage=engine.storage).trials
     duplicates = [t for t in trials if t.user_attrs.get("duplicate")]
     assert duplicates and all(t.state == optuna.trial.TrialState.FAIL for t in duplicates)
     again = Engine(d).search("s", space, 10, FakeSpec, None)  # resumed: nothing asked, nothing pending
-    assert again.points == longer.points
+    assert again.points == longer.points and again.exhausted
     assert Engine(d, partial=True).search("s", space, 10, FakeSpec, None).points == longer.points
     assert len(optuna.load_study(study_name="s", storage=engine.storage).trials) == len(trials)
 
@@ -641,3 +643,16 @@ def test_a_run_folder_is_not_reused_on_other_contents_of_its_dataset(tmp_path) -
     np.save(f"{folder}/image_feat.npy", np.load(f"{folder}/image_feat.npy") * 2)
     with pytest.raises(ConfigError, match="other contents of dataset 'regen2'"):
         train_one(spec, load_dataset(folder), tmp_path / "runs", resume=True)
+
+
+def test_the_protocol_names_a_stage_that_stopped_short_of_its_budget(serial_run) -> None:  # noqa: ANN001
+    """ "Given" trials are not "used" trials when a finite space runs out: the report names the stage."""
+    import copy
+
+    result, comps = serial_run
+    assert "stopped there" not in markdown(result, comps, "test")
+    short = copy.deepcopy(result)
+    plain = short.backbones[0].searches["plain"]
+    plain.trials, plain.exhausted = plain.budget - 1, True
+    text = markdown(short, comps, "test")
+    assert f"vbpr / plain ({plain.budget - 1} of {plain.budget})" in text.split("## Tuned")[0]

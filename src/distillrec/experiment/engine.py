@@ -275,6 +275,8 @@ class Search:
     trials: int = 0
     points: list[tuple[dict[str, Any], float | None]] = field(default_factory=list)
     failed: int = 0
+    budget: int = 0  # the trials this stage may use
+    exhausted: bool = False  # it scored every point of its finite space before `budget` was spent
 
     @property
     def best(self) -> tuple[dict[str, Any], float]:
@@ -516,7 +518,7 @@ class Engine:
                 resolved[key] = [make_spec(dict(point), s) for s in seeds]
             return resolved[key]
 
-        result = Search(study_name)
+        result = Search(study_name, budget=trials + (beside_point is not None))
         if beside_point is not None:
             specs_beside = selection_specs(beside_point)
             got_beside = [r for r in self.run_specs(specs_beside) if r is not None]
@@ -546,6 +548,7 @@ class Engine:
             queued = {_point_key(_params_of(t)) for t in now if t.state == optuna.trial.TrialState.WAITING}
             unscored = None if listed is None else [k for k in listed if k not in counted]
             if unscored == [] and not orphans and not queued:  # a finite space wholly scored: nothing to buy
+                result.exhausted = True
                 break
             if self.partial:
                 raise Pending(f"{study_name}: {done} of {trials} trials finished")

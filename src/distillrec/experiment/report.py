@@ -212,10 +212,11 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         + (
             "each distilled arm then starts from the tuned backbone (its teachers too) and gets "
             f"{d.budget} trials over the method's space, the off point (every weight 0) among them, while the "
-            f"plain arm gets {d.budget} more trials of its own: both arms have had {2 * d.budget} trials. "
+            f"plain arm gets {d.budget} more trials of its own: both arms are given {2 * d.budget} trials. "
             if d.methods
             else ""
         )
+        + _exhausted_note(result)
         + _reference_note(d)
         + f"A trial's score is the mean validation metric over the selection seeds {d.selection_seeds}, which "
         f"are never reported. The chosen points are run on the report seeds {d.seeds}. Sampler: "
@@ -352,6 +353,25 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _exhausted_note(result: ExperimentResult) -> str:
+    """A stage that has scored every point of its finite space stops short of its budget (a trial more
+    would buy nothing): name those stages, so that "given" is not read as "used"."""
+    datasets = several_datasets(b.dataset for b in result.backbones)
+    short = [
+        f"{b.backbone} / {name}{where(b.dataset, datasets)} ({search.trials} of {search.budget})"
+        for b in result.backbones
+        for name, search in b.searches.items()
+        if search.exhausted
+    ]
+    if not short:
+        return ""
+    return (
+        f"{'A stage' if len(short) == 1 else 'These stages'} scored every point of {'its' if len(short) == 1 else 'their'} "
+        f"finite space before the budget was spent and stopped there, with nothing left to buy: "
+        f"{'; '.join(short)}. "
+    )
 
 
 def _reference_note(d: ExperimentDef) -> str:
