@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from distillrec.data.dataset import Dataset, interactions_to_csr
+
+MAX_WORKERS = 4  # each worker holds the real data and its own models; past 4 the gain is small
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): one worker per core, at most MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Workers × threads ≤ cores: on a busy machine an oversubscribed OpenMP pool spins while descheduled
+    (one backbone's loss test took 105 s on 2 threads against 5 s on one, with two training jobs beside it).
+    Subprocesses started by tests (the CLI, README commands) get the same share."""
+    torch.set_num_threads(_thread_share())
+    os.environ.setdefault("OMP_NUM_THREADS", str(_thread_share()))
+
+
+def _thread_share() -> int:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+@pytest.fixture(autouse=True)
+def thread_share():
+    """A test that sets torch's thread count leaves the next test its worker's share."""
+    yield
+    torch.set_num_threads(_thread_share())
 
 
 def make_dataset(

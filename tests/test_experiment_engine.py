@@ -85,13 +85,16 @@ def test_selection_seeds_must_differ_from_report_seeds(tiny_folder, tmp_path) ->
 
 @pytest.mark.slow
 def test_local_and_ray_give_the_serial_metrics(serial_run, tiny_folder, tmp_path) -> None:  # noqa: ANN001
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     _, serial = serial_run
-    for name in ("local", "ray"):
-        _, comps = run(definition(tiny_folder, tmp_path / name, controls=False, executor=name, jobs=2))
-        assert comps[0].values("plain") == serial[0].values("plain")
-        assert comps[0].values("distilled") == serial[0].values("distilled")
-        assert comps[0].distilled.point == serial[0].distilled.point
+    try:
+        for name in ("local", "ray"):
+            _, comps = run(definition(tiny_folder, tmp_path / name, controls=False, executor=name, jobs=2))
+            assert comps[0].values("plain") == serial[0].values("plain")
+            assert comps[0].values("distilled") == serial[0].values("distilled")
+            assert comps[0].distilled.point == serial[0].distilled.point
+    finally:  # the local Ray instance's processes would go on using the worker's cores
+        ray.shutdown()
 
 
 def test_resume_does_not_retrain(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
@@ -656,3 +659,21 @@ def test_the_protocol_names_a_stage_that_stopped_short_of_its_budget(serial_run)
     plain.trials, plain.exhausted = plain.budget - 1, True
     text = markdown(short, comps, "test")
     assert f"vbpr / plain ({plain.budget - 1} of {plain.budget})" in text.split("## Tuned")[0]
+
+
+def test_the_serial_executor_gives_the_callers_thread_count_back(tiny_folder, tmp_path) -> None:  # noqa: ANN001
+    """Jobs run in the caller's process under the serial executor: their thread share must not outlive them."""
+    import torch
+
+    seen = []
+    real = executor_mod._run_job
+
+    def spy(job):  # noqa: ANN001, ANN202
+        seen.append(torch.get_num_threads())
+        return real(job)
+
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(executor_mod, "_run_job", spy)
+        Engine(definition(tiny_folder, tmp_path, methods=[], budget=1, threads=3)).run()
+    assert seen and set(seen) == {3} and torch.get_num_threads() == 1

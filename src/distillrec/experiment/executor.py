@@ -82,15 +82,26 @@ def _read_dataset(source: str, name: str, split: str, split_seed: int, stamp: tu
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Train (or reuse, or resume) one run and return its record: metrics, per-user test values, extras."""
+    """Train (or reuse, or resume) one run and return its record: metrics, per-user test values, extras.
+
+    The job's thread share holds while it runs; the caller's own setting comes back after (the serial
+    executor runs jobs in the caller's process)."""
     import torch
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        return _run_job(job)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_job(job: Job) -> dict[str, Any]:
     from distillrec.experiment.api import PER_USER_FILE, read_per_user, train_one
     from distillrec.experiment.plugins import extract
     from distillrec.experiment.spec import RunSpec
     from distillrec.training.rundir import recorded_content_hash
 
-    torch.set_num_threads(job.threads)
     spec = RunSpec.model_validate_json(job.spec_json)
     ds = _dataset(spec.data.source, spec.data.name, spec.data.split, spec.data.split_seed)
     if job.evaluate:
