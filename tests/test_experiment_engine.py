@@ -677,3 +677,32 @@ def test_the_serial_executor_gives_the_callers_thread_count_back(tiny_folder, tm
         mp.setattr(executor_mod, "_run_job", spy)
         Engine(definition(tiny_folder, tmp_path, methods=[], budget=1, threads=3)).run()
     assert seen and set(seen) == {3} and torch.get_num_threads() == 1
+
+
+def test_points_that_train_one_model_are_one_point_to_a_search(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """CKD at lambda_kd = 0 trains the plain backbone whatever lambda_g: a search scores that family once."""
+    import json
+
+    from distillrec.distill.registry import distiller_class
+    from distillrec.models.space import parse_space
+
+    ckd = distiller_class("ckd")
+    assert ckd.canonical_point({"lambda_kd": 0.0, "lambda_g": 5.0}) == ckd.off_point
+    assert ckd.canonical_point({"lambda_kd": 0.01, "lambda_g": 5.0}) == {"lambda_kd": 0.01, "lambda_g": 5.0}
+    assert distiller_class("sgfd").canonical_point({"kd_weight": 0.0}) == {"kd_weight": 0.0}  # none declared
+
+    class FakeSpec:
+        def __init__(self, point: dict, seed: int) -> None:
+            self.point, self.seed = point, seed
+
+        def key(self) -> str:
+            return json.dumps(self.point, sort_keys=True)
+
+    monkeypatch.setattr(Engine, "run_specs", lambda self, specs, *a, **k: [{"p": s.point} for s in specs])
+    monkeypatch.setattr(Engine, "_score", staticmethod(lambda specs, recs: recs[0]["p"]["lambda_kd"]))
+    monkeypatch.setattr(Engine, "_stale", lambda self, *a: frozenset())
+    d = definition(tiny_folder, tmp_path, methods=[], budget=4)
+    space = parse_space({"lambda_kd": [0.0, 0.1, 1.0], "lambda_g": [0.0, 5.0]}, where="test")  # 5 models
+    found = Engine(d).search("s", space, 10, FakeSpec, ckd.off_point, ckd.canonical_point)
+    families = [json.dumps(ckd.canonical_point(p), sort_keys=True) for p, _ in found.points]
+    assert found.exhausted and found.trials == len(set(families)) == 5

@@ -12,6 +12,9 @@ Besides its hooks, a distiller class declares, for the experiment engine:
   off point a distiller adds no loss term (no gradient reaches the student), draws nothing from the global
   random generators during training and skips the work it would only multiply by 0. The engine evaluates
   this point in every search of the distilled arm.
+- `off_when`: options that alone put the student at its off point, whatever the other dimensions (CKD's
+  `lambda_kd = 0`: no teacher and no term, so every `lambda_g` trains the plain backbone). A search treats
+  every such point as the off point (`canonical_point`), so it does not spend a trial on it twice.
 - `controls`: named control arms, each a dict of options held fixed while the engine searches the rest of
   `search_space` (e.g. SGFD's `shuffled_labels`: the same method with the item labels permuted).
 
@@ -92,6 +95,7 @@ class Distiller(nn.Module):
     # the engine's declarations (module docstring); empty: nothing to tune, no off point, no control
     search_space: ClassVar[dict[str, Any]] = {}
     off_point: ClassVar[dict[str, Any]] = {}
+    off_when: ClassVar[dict[str, Any]] = {}
     controls: ClassVar[dict[str, dict[str, Any]]] = {}
     # controls that are evaluated, not trained: name -> "module:function" taking (dataset, model, params,
     # train_cfg, seed, device, out) and returning {"valid", "test", "per_user_test", "users"}
@@ -103,6 +107,14 @@ class Distiller(nn.Module):
     def at_off_point(cls, options: BaseModel) -> bool:
         """Whether `options` hold every value of `off_point` (False when the class declares none)."""
         return bool(cls.off_point) and all(getattr(options, k) == v for k, v in cls.off_point.items())
+
+    @classmethod
+    def canonical_point(cls, point: dict[str, Any]) -> dict[str, Any]:
+        """The point a search counts `point` as: the off point's values (on the dimensions `point` has)
+        where `off_when` holds, since those points train the same model; else `point` itself."""
+        if cls.off_when and all(k in point and point[k] == v for k, v in cls.off_when.items()):
+            return {**point, **{k: v for k, v in cls.off_point.items() if k in point}}
+        return point
 
     @classmethod
     def backbone_needs(cls, options: Any) -> tuple[Capability, ...]:  # Any: each class's own Options

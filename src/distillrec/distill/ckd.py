@@ -279,6 +279,7 @@ class CKD(Distiller):
     name = "ckd"
     search_space = {"lambda_kd": [0.0, 1e-3, 1e-2, 1e-1, 1.0], "lambda_g": [0.0, 1.0, 5.0, 10.0]}
     off_point = {"lambda_kd": 0.0, "lambda_g": 0.0}
+    off_when = {"lambda_kd": 0.0}  # no teacher, no term: lambda_g changes nothing
     controls = {"self_distillation": {"teacher": FULL}}
     reference_controls = {"teacher_ensemble": "distillrec.distill.ckd:teacher_ensemble"}
     needs = (COUNTERFACTUAL_VIEW,)

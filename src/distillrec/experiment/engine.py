@@ -479,9 +479,16 @@ class Engine:
         trials: int,
         make_spec: SpecMaker,
         enqueue: dict[str, Any] | None,
+        canonical: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Search:
-        """Run the study `study_name` up to `trials` finished trials (resuming it); return its outcome."""
+        """Run the study `study_name` up to `trials` finished trials (resuming it); return its outcome.
+
+        `canonical` maps a point to the one it trains the same model as (a distiller's off point family);
+        in a finite space, points with one canonical point are one point: none is scored twice."""
         import optuna
+
+        def same(params: dict[str, Any]) -> str:
+            return _point_key(canonical(dict(params)) if canonical else params)
 
         # a planned point outside the declared space (SGFD's off point: its weights are searched over
         # non-zero values only) is one trial of the budget, evaluated beside the study rather than in it
@@ -534,7 +541,7 @@ class Engine:
             study_name, study = self._move(study_name, study, forgiven, sampler)
             forgiven = frozenset()
         result.name = study_name
-        listed = self._listed(space)
+        listed = self._listed(space, same)
         while True:
             now = study.get_trials(deepcopy=False)
             kept = budget_trials(now, forgiven)
@@ -544,8 +551,8 @@ class Engine:
             want = min(trials - done, max(1, math.ceil(self._capacity() / len(seeds))))
             if want <= 0:  # this budget is spent; a trial still running beyond it is another definition's
                 break  # (a longer search of the same shared study, e.g. a plain arm's extra trials)
-            counted = {_point_key(t.params) for t in kept}
-            queued = {_point_key(_params_of(t)) for t in now if t.state == optuna.trial.TrialState.WAITING}
+            counted = {same(t.params) for t in kept}
+            queued = {same(_params_of(t)) for t in now if t.state == optuna.trial.TrialState.WAITING}
             unscored = None if listed is None else [k for k in listed if k not in counted]
             if unscored == [] and not orphans and not queued:  # a finite space wholly scored: nothing to buy
                 result.exhausted = True
@@ -553,11 +560,11 @@ class Engine:
             if self.partial:
                 raise Pending(f"{study_name}: {done} of {trials} trials finished")
             batch: list[tuple[int, dict[str, Any]]] = [(t.number, dict(t.params)) for t in orphans]
-            taken = {_point_key(p) for _, p in batch}
+            taken = {same(p) for _, p in batch}
             while len(batch) < want:
                 trial = study.ask()
                 point = suggest(trial, space)
-                if unscored is not None and (_point_key(point) in taken or _point_key(point) in counted):
+                if unscored is not None and (same(point) in taken or same(point) in counted):
                     # a point this search has scored (or is scoring) again: it would cost a trial and buy
                     # nothing, so it is set aside and an unscored point asked instead (seeded choice)
                     trial.set_user_attr("duplicate", True)
@@ -568,7 +575,7 @@ class Engine:
                     rng = random.Random(f"{self.d.sampler_seed}:{study_name}:{trial.number}")
                     study.enqueue_trial(json.loads(rng.choice(fresh)), skip_if_exists=False)
                     continue
-                taken.add(_point_key(point))
+                taken.add(same(point))
                 batch.append((trial.number, point))
             if not batch:
                 break
@@ -698,12 +705,12 @@ class Engine:
         return base
 
     @staticmethod
-    def _listed(space: Space) -> list[str] | None:
-        """The keys of a finite space's points, for a search to propose none twice; None for a space that is
-        not finite or too large to list, where a repeated point is left to chance."""
+    def _listed(space: Space, key: Callable[[dict[str, Any]], str] = _point_key) -> list[str] | None:
+        """The keys of a finite space's distinct points, for a search to propose none twice; None for a space
+        that is not finite or too large to list, where a repeated point is left to chance."""
         if not space or not is_finite(space) or grid_size(space) > MAX_LISTED_POINTS:
             return None
-        return [_point_key(p) for p in grid(space)]
+        return list(dict.fromkeys(key(p) for p in grid(space)))
 
     def _successor(self, name: str) -> str:
         """The study that carries on `name`'s search: itself, or the last of the studies it moved to."""
@@ -793,6 +800,7 @@ class Engine:
         return ExperimentResult(self.d, results, self.failures, self.ledger, pending)
 
     def _backbone(self, ds: Dataset, backbone: str, space: Space, cls: type[Recommender]) -> BackboneResult:
+        from distillrec.distill.registry import distiller_class
         from distillrec.models.registry import default_params
 
         B = self.d.budget
@@ -810,7 +818,14 @@ class Engine:
                     lambda p, s: self.spec(ds, backbone, tuned_point, a.method, {**a.fixed, **p}, seed=s)
                 )
             )(arm)
-            searches[arm.name] = self.search(f"{prefix}/{arm.name}", arm.space, B, make, arm.off_point)
+            searches[arm.name] = self.search(
+                f"{prefix}/{arm.name}",
+                arm.space,
+                B,
+                make,
+                arm.off_point,
+                distiller_class(arm.method).canonical_point,
+            )
         plain = (
             self.search(f"{prefix}/plain", space, 2 * B if arms else B, plain_spec, defaults)
             if arms

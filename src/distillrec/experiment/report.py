@@ -344,7 +344,13 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
         cls = distiller_class(method)
         lines.append(
             f"- {method}: {describe(parse_space(getattr(cls, 'search_space', {}), method))}; off point "
-            f"{_fmt_point(getattr(cls, 'off_point', {}))}; controls "
+            f"{_fmt_point(getattr(cls, 'off_point', {}))}"
+            + (
+                f" (every point with {_fmt_point(cls.off_when)} trains the same model)"
+                if cls.off_when
+                else ""
+            )
+            + "; controls "
             + (", ".join(f"{k} ({_fmt_point(v)})" for k, v in getattr(cls, "controls", {}).items()) or "none")
         )
     lines.append("")
