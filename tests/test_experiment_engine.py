@@ -62,6 +62,9 @@ def test_equal_trials_and_disjoint_seeds(serial_run) -> None:  # noqa: ANN001
     assert not report_seeds & set(result.definition.selection_seeds)
     out = to_json(result, comps)["comparisons"][0]
     assert out["trials"] == {"plain": 4, "distilled": 4}
+    searches = to_json(result, comps)["backbones"][0]["searches"]
+    assert searches["plain"]["budget"] == 4 and searches["ckd"]["budget"] == 2
+    assert all(s["trials"] <= s["budget"] and not s["stopped_short"] for s in searches.values())
     assert set(out["selection_seeds"]).isdisjoint(out["report_seeds"])
     for key in ("plain", "distilled", "relative_change", "p_seeds", "p_holm", "ci95", "verdict", "arm"):
         assert key in out

@@ -279,6 +279,10 @@ class Search:
     exhausted: bool = False  # it scored every point of its finite space before `budget` was spent
 
     @property
+    def distinct_points(self) -> int:
+        return len({_point_key(p) for p, _ in self.points})
+
+    @property
     def best(self) -> tuple[dict[str, Any], float]:
         scored = [(p, s) for p, s in self.points if s is not None]
         if not scored:

@@ -161,6 +161,16 @@ def to_json(result: ExperimentResult, comps: list[Comparison]) -> dict[str, Any]
             ),
             "chosen": b.plain.point,
             "trials": b.plain.trials,
+            "searches": {
+                name: {
+                    "trials": search.trials,
+                    "budget": search.budget,
+                    "distinct_points": search.distinct_points,
+                    "failed": search.failed,
+                    "stopped_short": search.exhausted,  # its finite space wholly scored before the budget
+                }
+                for name, search in b.searches.items()
+            },
         }
         for b in result.backbones
     ]
@@ -316,7 +326,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
                 lines.append(
                     f"- **{b.backbone} / {name}**{where(b.dataset, datasets)}: {search.trials} trials "
                     f"({search.failed} failed), "
-                    f"{len({tuple(sorted(p.items())) for p, _ in search.points})} distinct points; "
+                    f"{search.distinct_points} distinct points; "
                     f"best {_fmt_point(best)} ({score:.4f})"
                 )
         for method in dict.fromkeys(c.method for c in comps):
