@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from distillrec.data.dataset import Dataset, interactions_to_csr
+from distillrec.training.env import torch_threads
 
 MAX_WORKERS = 4  # each worker holds the real data and its own models; past 4 the gain is small
 
@@ -22,8 +23,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """Workers × threads ≤ cores: on a busy machine an oversubscribed OpenMP pool spins while descheduled
     (one backbone's loss test took 105 s on 2 threads against 5 s on one, with two training jobs beside it).
     Subprocesses started by tests (the CLI, README commands) get the same share."""
-    torch.set_num_threads(_thread_share())
-    os.environ.setdefault("OMP_NUM_THREADS", str(_thread_share()))
+    share = _thread_share()
+    torch.set_num_threads(share)
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 
 def _thread_share() -> int:
@@ -103,10 +105,8 @@ def scientific() -> Dataset:
 @pytest.fixture
 def one_thread():
     """Small tensors: a second thread only adds contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def train_killed_at_epoch(monkeypatch, epoch: int, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003

@@ -60,9 +60,10 @@ def test_equal_trials_and_disjoint_seeds(serial_run) -> None:  # noqa: ANN001
     report_seeds = {s.seed for s in c.plain.specs} | {s.seed for s in c.distilled.specs}
     assert report_seeds == {1, 2}
     assert not report_seeds & set(result.definition.selection_seeds)
-    out = to_json(result, comps)["comparisons"][0]
+    as_json = to_json(result, comps)
+    out = as_json["comparisons"][0]
     assert out["trials"] == {"plain": 4, "distilled": 4}
-    searches = to_json(result, comps)["backbones"][0]["searches"]
+    searches = as_json["backbones"][0]["searches"]
     assert searches["plain"]["budget"] == 4 and searches["ckd"]["budget"] == 2
     assert all(s["trials"] <= s["budget"] and not s["stopped_short"] for s in searches.values())
     assert set(out["selection_seeds"]).isdisjoint(out["report_seeds"])
@@ -551,6 +552,23 @@ def test_an_off_point_outside_the_space_is_one_trial_beside_the_study(tiny_folde
     assert again.backbones[0].searches["sgfd"].points == search.points
 
 
+class FakeSpec:
+    """What a search needs of a run: a key and a seed."""
+
+    def __init__(self, point: dict, seed: int) -> None:
+        self.point, self.seed = point, seed
+
+    def key(self) -> str:
+        return json.dumps(self.point, sort_keys=True)
+
+
+def _runs_scored_by(monkeypatch, score) -> None:  # noqa: ANN001
+    """A search without training: a FakeSpec's run scores `score(point)`, and no run is stale."""
+    monkeypatch.setattr(Engine, "run_specs", lambda self, specs, *a, **k: [{"p": s.point} for s in specs])
+    monkeypatch.setattr(Engine, "_score", staticmethod(lambda specs, recs: score(recs[0]["p"])))
+    monkeypatch.setattr(Engine, "_stale", lambda self, *a: frozenset())
+
+
 def test_a_finite_space_is_searched_without_scoring_a_point_twice(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     """TPE proposes points it has scored again; in a finite space such a proposal costs no trial (an unscored
     point is asked instead), and a search that has scored every point stops there, also when resumed."""
@@ -560,19 +578,10 @@ def test_a_finite_space_is_searched_without_scoring_a_point_twice(tiny_folder, t
 
     from distillrec.models.space import parse_space
 
-    class FakeSpec:  # what the search needs of a run: a key and a seed
-        def __init__(self, point: dict, seed: int) -> None:
-            self.point, self.seed = point, seed
-
-        def key(self) -> str:
-            return json.dumps(self.point, sort_keys=True)
-
     def score(point: dict) -> float:
         return point["a"] / 10 + 0.01 * point["b"]
 
-    monkeypatch.setattr(Engine, "run_specs", lambda self, specs, *a, **k: [{"p": s.point} for s in specs])
-    monkeypatch.setattr(Engine, "_score", staticmethod(lambda specs, recs: score(recs[0]["p"])))
-    monkeypatch.setattr(Engine, "_stale", lambda self, *a: frozenset())
+    _runs_scored_by(monkeypatch, score)
     d = definition(tiny_folder, tmp_path, methods=[], budget=4)
     space = parse_space({"a": [1, 2, 3], "b": [True, False]}, where="test")  # 6 points, more than 4
     engine = Engine(d)
@@ -694,16 +703,7 @@ def test_points_that_train_one_model_are_one_point_to_a_search(tiny_folder, tmp_
     assert ckd.canonical_point({"lambda_kd": 0.01, "lambda_g": 5.0}) == {"lambda_kd": 0.01, "lambda_g": 5.0}
     assert distiller_class("sgfd").canonical_point({"kd_weight": 0.0}) == {"kd_weight": 0.0}  # none declared
 
-    class FakeSpec:
-        def __init__(self, point: dict, seed: int) -> None:
-            self.point, self.seed = point, seed
-
-        def key(self) -> str:
-            return json.dumps(self.point, sort_keys=True)
-
-    monkeypatch.setattr(Engine, "run_specs", lambda self, specs, *a, **k: [{"p": s.point} for s in specs])
-    monkeypatch.setattr(Engine, "_score", staticmethod(lambda specs, recs: recs[0]["p"]["lambda_kd"]))
-    monkeypatch.setattr(Engine, "_stale", lambda self, *a: frozenset())
+    _runs_scored_by(monkeypatch, lambda point: point["lambda_kd"])
     d = definition(tiny_folder, tmp_path, methods=[], budget=4)
     space = parse_space({"lambda_kd": [0.0, 0.1, 1.0], "lambda_g": [0.0, 5.0]}, where="test")  # 5 models
     found = Engine(d).search("s", space, 10, FakeSpec, ckd.off_point, ckd.canonical_point)

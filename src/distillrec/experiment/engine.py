@@ -568,7 +568,8 @@ class Engine:
             while len(batch) < want:
                 trial = study.ask()
                 point = suggest(trial, space)
-                if unscored is not None and (same(point) in taken or same(point) in counted):
+                key = same(point)
+                if unscored is not None and (key in taken or key in counted):
                     # a point this search has scored (or is scoring) again: it would cost a trial and buy
                     # nothing, so it is set aside and an unscored point asked instead (seeded choice)
                     trial.set_user_attr("duplicate", True)
@@ -579,7 +580,7 @@ class Engine:
                     rng = random.Random(f"{self.d.sampler_seed}:{study_name}:{trial.number}")
                     study.enqueue_trial(json.loads(rng.choice(fresh)), skip_if_exists=False)
                     continue
-                taken.add(same(point))
+                taken.add(key)
                 batch.append((trial.number, point))
             if not batch:
                 break

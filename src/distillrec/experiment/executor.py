@@ -86,14 +86,10 @@ def run_job(job: Job) -> dict[str, Any]:
 
     The job's thread share holds while it runs; the caller's own setting comes back after (the serial
     executor runs jobs in the caller's process)."""
-    import torch
+    from distillrec.training.env import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(job.threads)
-    try:
+    with torch_threads(job.threads):
         return _run_job(job)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run_job(job: Job) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 from distillrec.errors import DistillrecError
 from distillrec.experiment.spec import RunSpec, read_run_config, resolve_spec
 from distillrec.training.checkpoint import read_json
+from distillrec.training.env import torch_threads
 
 RETRAIN = "the run folder is damaged; it cannot be trained again from it"
 
@@ -108,12 +109,8 @@ def rerun(
             f"{recorded}); the numbers cannot be compared"
         )
     env = read_json(run_dir / "env.json", RETRAIN) if (run_dir / "env.json").exists() else {}
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads or env.get("threads") or before))
-    try:
+    with torch_threads(int(threads or env.get("threads") or torch.get_num_threads())):
         result = train_one(spec, ds, out, device, resume=False, quiet=True)
-    finally:
-        torch.set_num_threads(before)
     rows = [
         (f"{split}/{name}", float(value), float(result.metrics[split][name]))
         for split in ("valid", "test")
