@@ -8,6 +8,7 @@ with the bundled all-MiniLM-L6-v2 and compares it with the shipped `text_feat.np
 from __future__ import annotations
 
 import json
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distillrec.errors import DistillrecError
+from distillrec.errors import ConfigError, DistillrecError
 from distillrec.features import build_image_features, build_text_features
 from distillrec.features.text import read_text_file
 
@@ -379,39 +380,65 @@ def test_real_slice_reproduces_the_shipped_text_features(tmp_path, minilm):
     assert ((np.roll(feat, 1, axis=0) * shipped).sum(1)).mean() < 0.5
 
 
-_ENCODE = """
-import sys, numpy as np
-from distillrec.features.text import arithmetic, embed_texts, load_text_model
-enc = load_text_model(None, "cpu")[0]
-texts = [line.strip() for line in open(sys.argv[1]) if line.strip()]
-with arithmetic(enc, sys.argv[2]):
-    np.save(sys.argv[3], embed_texts(enc, texts, 16, True))
-"""
-
-
-def test_float64_text_features_are_the_same_bytes_whatever_the_cpu_instructions(tmp_path, minilm):
-    """Another machine is another set of vector kernels; torch and its BLAS can be held to the baseline ones
-    (no AVX) on this one. In float64 the rounded output is the same bytes either way."""
-    import os
-    import subprocess
-
-    texts = pd.read_csv(SCIENTIFIC / "items.tsv", sep="\t", dtype=str)["text"].head(40)
-    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
-    baseline = {
-        "ATEN_CPU_CAPABILITY": "default",
-        "DNNL_MAX_CPU_ISA": "SSE41",
-        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
-    }
-    env = {**os.environ, **baseline, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-c", _ENCODE, str(tmp_path / "texts.txt"), "float64", str(tmp_path / "baseline")]
-    subprocess.run(args, env=env, check=True, capture_output=True)
+def test_float64_text_features_are_the_same_bytes_however_the_work_is_split_or_the_caller_set_up(
+    tmp_path, minilm, monkeypatch
+):
+    """Another machine is another set of vector kernels; the pinned child processes hold torch and MKL to the
+    baseline ones whatever the caller's environment asks for, and a batch's numbers do not depend on which
+    process encodes it. The result is the in-process float64 encoding up to float32's last bit."""
+    from distillrec.features.pinned import embed_pinned
     from distillrec.features.text import arithmetic, embed_texts
 
+    texts = list(pd.read_csv(SCIENTIFIC / "items.tsv", sep="\t", dtype=str)["text"].head(40))
+    one = embed_pinned(None, texts, 16, True, workers=1)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    two = embed_pinned(None, texts, 16, True, workers=2)
+    monkeypatch.undo()
+    assert one.dtype == np.float32 and one.shape == (40, 384)
+    assert one.tobytes() == two.tobytes()
     with arithmetic(minilm, "float64"):
-        native = embed_texts(minilm, list(texts), 16, True)
-    out = {"native": native, "baseline": np.load(tmp_path / "baseline.npy")}
-    assert out["native"].dtype == np.float32 and out["native"].shape == (40, 384)
-    assert out["native"].tobytes() == out["baseline"].tobytes()
+        native = embed_texts(minilm, texts, 16, True)
+    step = np.spacing(np.maximum(np.abs(native), np.abs(one)))
+    assert np.all(np.abs(native - one) <= step)  # at most one float32 step apart, value by value
+
+
+def test_a_child_whose_kernels_are_not_pinned_refuses_to_encode(tmp_path):
+    """The pin is an environment read when torch starts; a child that got another set says so."""
+    import subprocess
+
+    import torch
+
+    native = torch.backends.cpu.get_cpu_capability()
+    if native == "DEFAULT":
+        pytest.skip("this CPU has only the baseline kernels")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": native.lower()}
+    args = [
+        sys.executable,
+        "-m",
+        "distillrec.features.pinned",
+        str(tmp_path / "job.json"),
+        str(tmp_path / "o"),
+    ]
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "kernels are not pinned" in done.stderr
+
+
+def test_float64_text_features_name_their_limits(tmp_path):
+    """float64 is computed on the CPU: a GPU asked for with it is refused, not quietly ignored; a folder that
+    is no model fails in the child process with the loader's own message."""
+    ds = write_dataset(tmp_path / "ds")
+    text = write_tsv(tmp_path / "t.tsv", ["itemID", "text"], [[i, f"x{i}"] for i in range(6)])
+    with pytest.raises(ConfigError, match="--device cuda: float64 text features are computed on the CPU"):
+        build_text_features(ds, text, model=str(tmp_path), device="cuda")
+    pytest.importorskip("sentence_transformers", reason="text features need sentence-transformers")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DistillrecError, match="text encoder process failed: --model .*cannot be loaded"):
+        build_text_features(ds, text, model=str(tmp_path / "empty"), device="cpu")
+
+
+def test_float32_and_float64_agree_to_float32_s_last_bits(tmp_path, minilm):
     dtype = next(minilm.parameters()).dtype
 
     def build(name: str, n: int, **options):  # noqa: ANN003, ANN202

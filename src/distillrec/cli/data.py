@@ -40,8 +40,9 @@ def features(
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
     precision: str = typer.Option(
         None,
-        help="text encoder's arithmetic: float64 (default; rounded to float32, the same file on any "
-        "machine) or float32 (about 2x faster; its last bits depend on the CPU)",
+        help="text encoder's arithmetic: float64 (default; on the CPU under pinned kernels, rounded to "
+        "float32: the same file on any x86-64 machine) or float32 (faster, on --device; its last bits "
+        "depend on the CPU)",
     ),
     missing: str = typer.Option(
         "error", help="items without text/image: error, or zero (zero rows and <modality>_mask.npy)"

@@ -12,7 +12,7 @@ Kinds (`write_variant(kind, source, out, **params)`):
 * `no-category-text` (SGFD: semantics missing from the features): the text re-embedded from the raw item
   text of `items.tsv` without its category path, with the same encoder (the bundled all-MiniLM-L6-v2, L2
   normalised, batch 64: how the source's text_feat.npy was made), through `distillrec.features`, computed
-  in float64 and rounded to float32 so that every machine writes the same file. In
+  in float64 under pinned CPU kernels and rounded to float32 so that every machine writes the same file. In
   scientific's text "title. Industrial & Scientific <category path>. brand." the part removed is from
   "Industrial & Scientific " to the next ". " (44 items have an empty path, ". ."); the labels stay.
 * `drop` (SGFD: image only, with `modality="text"`): one modality's feature file left out.

@@ -6,15 +6,19 @@ encoder of the shipped `text_feat.npy` files), so the command works on a machine
 already in the local Hugging Face cache. Nothing is downloaded.
 
 Texts are fed longest first, `batch_size` at a time, which is the order sentence-transformers itself
-uses for one `encode` call: the same batches, hence the same numbers as encoding the whole list at once,
-with a progress bar per batch.
+uses for one `encode` call (texts of equal length kept in their order, which its sort leaves to the
+machine's sorting kernel): the same batches, hence the numbers of encoding the whole list at once, with a
+progress bar per batch.
 
 The encoder computes in float64 by default and its output is rounded to float32: a float32 forward pass's
 last bits depend on the CPU's vector instructions (AVX2 and no-AVX kernels gave other bits for 94% of the
 values of 600 of scientific's item texts, up to 1.3e-7), so the same text on another machine gave another
-file, another dataset content hash, and an experiment resumed there trained every run on it again. In
-float64 those differences lie far below float32's precision and the rounded bytes agree
-(`precision="float32"` is about twice as fast, and machine-dependent).
+file, another dataset content hash, and an experiment resumed there trained every run on it again. float64
+alone moves those differences far below float32's precision but not always across a rounding boundary (one
+value in 609k, AVX-512 against AVX2), so a model given by name or folder runs in child processes whose
+kernels are pinned to the baseline set (`pinned`): the same bytes on an AMD AVX2 and an Intel AVX-512
+machine. An encoder object passed in runs in this process, in float64 without that pin. `precision=
+"float32"` is about twice as fast, runs on a GPU, and is machine-dependent.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from distillrec.errors import DataError, DistillrecError
+from distillrec.errors import ConfigError, DataError, DistillrecError
 from distillrec.features.align import (
     INDEX_COLUMN,
     assemble,
@@ -40,6 +44,7 @@ from distillrec.features.align import (
     missing_items,
     resolve_ids,
 )
+from distillrec.features.pinned import batch_plan, embed_pinned, encode_batch
 from distillrec.features.runtime import offline, one_line, progress, resolve_device
 from distillrec.features.store import FeatureResult, feature_path, write_features
 
@@ -255,21 +260,12 @@ def arithmetic(encoder: Any, precision: str) -> Iterator[None]:
 def embed_texts(
     encoder: Any, texts: list[str], batch_size: int, normalize: bool, quiet: bool = True
 ) -> np.ndarray:
-    """float32 [len(texts), dim]: `encoder.encode` (sentence-transformers' signature) batch by batch."""
-    # sentence-transformers' own order for one encode call: same batches as encoding the list at once
-    order = np.argsort([-len(t) for t in texts])
+    """float32 [len(texts), dim]: `encoder.encode` (sentence-transformers' signature) batch by batch, in
+    this process (see `pinned.embed_pinned` for the child processes that give the same bytes anywhere)."""
     vectors: np.ndarray | None = None
     with progress(len(texts), "embedding text", quiet) as advance:
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            out = encoder.encode(
-                [texts[i] for i in idx],
-                batch_size=len(idx),
-                convert_to_numpy=True,
-                normalize_embeddings=normalize,
-                show_progress_bar=False,
-            )
-            out = np.asarray(out, dtype=np.float32).reshape(len(idx), -1)
+        for idx in batch_plan(texts, batch_size):
+            out = encode_batch(encoder, [texts[i] for i in idx], normalize)
             if vectors is None:
                 vectors = np.empty((len(texts), out.shape[1]), dtype=np.float32)
             vectors[idx] = out
@@ -300,7 +296,8 @@ def build_text_features(
     `model`: None (the bundled all-MiniLM-L6-v2), a local folder or cached model name, or an object with
     sentence-transformers' `encode` (used as it is). `missing`: 'error' refuses items without text;
     'zero' gives them zero rows and writes `<modality>_mask.npy` (True = the item had text).
-    `precision`: the encoder's arithmetic, float64 (the same file on any machine) or float32 (see above).
+    `precision`: the encoder's arithmetic, float64 (on the CPU under pinned kernels: the same file on any
+    x86-64 machine) or float32 (on `device`; see above).
     Everything about the inputs is checked before the model is loaded.
     """
     check_options(modality, missing, batch_size)
@@ -316,15 +313,30 @@ def build_text_features(
     has[index[present]] = True
     report = missing_items(has, items, "text", source, missing, modality)
 
-    device = resolve_device(device)
-    if model is None or isinstance(model, (str, Path)):
-        encoder, name = load_text_model(None if model is None else str(model), device)
-    else:
-        encoder, name = model, type(model).__name__
     keep = np.flatnonzero(present)
+    kept = [texts[k] for k in keep]
     start = time.perf_counter()
-    with arithmetic(encoder, precision):
-        vectors = embed_texts(encoder, [texts[k] for k in keep], batch_size, normalize, quiet)
+    if precision == "float64" and (model is None or isinstance(model, (str, Path))):
+        if (device or "auto").strip().lower() not in ("auto", "cpu"):
+            raise ConfigError(
+                f"--device {device}: float64 text features are computed on the CPU under pinned kernels (the "
+                f"same file on any machine); --precision float32 runs on {device}"
+            )
+        name = resolve_text_model(None if model is None else str(model))[1]
+        device = "cpu (pinned kernels)"
+        with progress(len(kept), "embedding text", quiet) as advance:
+            vectors = embed_pinned(
+                None if model is None else str(model), kept, batch_size, normalize, None, advance
+            )
+    else:
+        device = resolve_device(device)
+        if model is None or isinstance(model, (str, Path)):
+            encoder, name = load_text_model(None if model is None else str(model), device)
+        else:
+            encoder, name = model, type(model).__name__
+        with arithmetic(encoder, precision):
+            vectors = embed_texts(encoder, kept, batch_size, normalize, quiet)
+        device = str(getattr(encoder, "device", device))
     seconds = time.perf_counter() - start
     matrix = assemble(index[keep], vectors, items.n_items, source)
     mask_path = write_features(path, matrix, has if missing == "zero" else None)
@@ -335,7 +347,7 @@ def build_text_features(
         dim=int(matrix.shape[1]),
         n_with_data=int(has.sum()),
         model=name,
-        device=str(getattr(encoder, "device", device)),
+        device=device,
         seconds=seconds,
         mask_path=mask_path,
         missing_report=report,
