@@ -673,6 +673,21 @@ def test_the_protocol_names_a_stage_that_stopped_short_of_its_budget(serial_run)
     assert f"vbpr / plain ({plain.budget - 1} of {plain.budget})" in text.split("## Tuned")[0]
 
 
+def test_the_note_on_evaluated_controls_agrees_in_number(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """One evaluated control reads "it has", two read "they have": the sentence is about what they were given."""
+    from distillrec.distill.registry import distiller_class
+    from distillrec.experiment.report import _reference_note
+
+    d = definition("unused", tmp_path)
+    one = _reference_note(d)
+    assert "`ckd:teacher_ensemble` is evaluated" in one and "so it has had the tuning stage's 2 trials" in one
+    controls = {"teacher_ensemble": "a:b", "teacher_image": "c:d"}
+    monkeypatch.setattr(distiller_class("ckd"), "reference_controls", controls)
+    two = _reference_note(d)
+    assert "are evaluated" in two and "of their own, so they have had" in two and " it " not in two
+    assert _reference_note(definition("unused", tmp_path, controls=False)) == ""
+
+
 def test_the_serial_executor_gives_the_callers_thread_count_back(tiny_folder, tmp_path) -> None:  # noqa: ANN001
     """Jobs run in the caller's process under the serial executor: their thread share must not outlive them."""
     import torch

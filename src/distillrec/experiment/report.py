@@ -383,8 +383,9 @@ def _exhausted_note(result: ExperimentResult) -> str:
     ]
     if not short:
         return ""
+    one = len(short) == 1
     return (
-        f"{'A stage' if len(short) == 1 else 'These stages'} scored every point of {'its' if len(short) == 1 else 'their'} "
+        f"{'A stage' if one else 'These stages'} scored every point of {'its' if one else 'their'} "
         f"finite space before the budget was spent and stopped there, with nothing left to buy: "
         f"{'; '.join(short)}. "
     )
@@ -403,11 +404,13 @@ def _reference_note(d: ExperimentDef) -> str:
     ]
     if not names:
         return ""
+    one = len(names) == 1
     return (
-        f"The control{'' if len(names) == 1 else 's'} {' and '.join(f'`{n}`' for n in names)} "
-        f"{'is' if len(names) == 1 else 'are'} evaluated, not trained: built at the tuned backbone's point "
-        f"(teachers trained there), with no search of its own, so it has had the tuning stage's {d.budget} "
-        f"trials against the plain arm's {2 * d.budget}. "
+        f"{'The control' if one else 'The controls'} {' and '.join(f'`{n}`' for n in names)} "
+        f"{'is' if one else 'are'} evaluated, not trained: built at the tuned backbone's point "
+        f"(teachers trained there), with no search of {'its' if one else 'their'} own, so "
+        f"{'it has' if one else 'they have'} had the tuning stage's {d.budget} trials against the plain "
+        f"arm's {2 * d.budget}. "
     )
 
 
