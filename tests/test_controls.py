@@ -81,7 +81,15 @@ def _state(run_dir):
 
 @pytest.mark.parametrize(
     "model,cls",
-    [("vbpr", CKD), ("vbpr", SGFD), ("bm3", SGFD), ("sasrec", CDL), ("mmsr", CDL)],
+    [
+        ("vbpr", CKD),
+        ("vbpr", SGFD),
+        ("bm3", SGFD),
+        ("maml", SGFD),
+        ("grcn", SGFD),
+        ("sasrec", CDL),
+        ("mmsr", CDL),
+    ],
     ids=lambda v: v if isinstance(v, str) else v.name,
 )
 def test_the_off_point_trains_the_plain_backbone(tmp_path, model, cls):

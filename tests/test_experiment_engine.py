@@ -630,6 +630,7 @@ def test_runs_trained_on_other_contents_of_a_dataset_are_trained_again(tmp_path,
     first = Engine(d).run()
     (rec,) = [r for r in first.backbones[0].plain.records if r and r["seed"] == 1]
     assert rec["data_hash"] and rec["dataset"] == "regen"
+    assert rec["compute"].startswith("cpu: ")  # the processor kind: one model rounds otherwise across kinds
     image = np.load(f"{folder}/image_feat.npy")
     np.save(f"{folder}/image_feat.npy", image + 1e-3)  # the same items, other features
     result, _ = finished_part(d.state_dir(), d)
@@ -724,3 +725,58 @@ def test_points_that_train_one_model_are_one_point_to_a_search(tiny_folder, tmp_
     found = Engine(d).search("s", space, 10, FakeSpec, ckd.off_point, ckd.canonical_point)
     families = [json.dumps(ckd.canonical_point(p), sort_keys=True) for p, _ in found.points]
     assert found.exhausted and found.trials == len(set(families)) == 5
+
+
+def _off_point_pair(plain_values, distilled_values, compute=(None, None), point=None):
+    """A plain arm and an SGFD arm on the same backbone point, with their per-seed test values."""
+    from distillrec.distill.sgfd import SGFD
+    from distillrec.experiment.engine import ArmResult
+    from distillrec.experiment.report import Comparison
+    from distillrec.experiment.spec import DataSpec, RunSpec
+
+    base = RunSpec(model="vbpr", data=DataSpec(name="d"), params={"dropout": 0.2}, train={"lr": 0.001})
+    options = SGFD.off_point if point is None else {**SGFD.off_point, **point}
+    arms = []
+    for name, values, kind, spec in (
+        ("plain", plain_values, compute[0], base),
+        (
+            "sgfd",
+            distilled_values,
+            compute[1],
+            base.model_copy(update={"distill": "sgfd", "distill_options": options}),
+        ),
+    ):
+        specs = [spec.with_seed(seed) for seed in range(1, len(values) + 1)]
+        records = [
+            {"run_dir": f"r{seed}", "compute": kind, "metrics": {"test": {"recall@20": v}}}
+            for seed, v in enumerate(values, 1)
+        ]
+        arms.append(ArmResult(name, {}, 0.0, specs, records))
+    change = sum(distilled_values) / sum(plain_values) - 1
+    return Comparison("d", "b", "sgfd", "recall@20", arms[0], arms[1], {"relative_change": change})
+
+
+def test_an_arm_chosen_at_its_off_point_is_read_as_the_plain_model_and_its_drift_is_not_the_methods():
+    """MAML + SGFD at ce_weight = kd_weight = 0 read -1.2% against its own plain model, trained in another
+    session: the report must say that this is two trainings of one model, and on what processors."""
+    from distillrec.experiment.report import off_point_lines
+
+    same = off_point_lines([_off_point_pair([0.17, 0.18], [0.17, 0.18])])
+    assert same[2].endswith("its runs give the plain arm's figures.")
+    avx = ("cpu: AVX2 (x)", "cpu: AVX512 (y)")
+    [line] = [
+        ln for ln in off_point_lines([_off_point_pair([0.17, 0.18], [0.16, 0.18], avx)]) if ln.startswith("-")
+    ]
+    assert "differs by -2.9%" in line and "AVX2 (x)" in line and "AVX512 (y)" in line
+    assert "not an effect of the method" in line
+    unrecorded = "".join(off_point_lines([_off_point_pair([0.17], [0.16], (None, "cpu: AVX512 (y)"))]))
+    assert "do not all record their processor" in unrecorded
+    one_kind = "".join(off_point_lines([_off_point_pair([0.17], [0.16], ("cpu: AVX2 (x)",) * 2)]))
+    assert "a fault to report" in one_kind  # one model on one kind of processor must train alike
+    assert off_point_lines([_off_point_pair([0.17], [0.16], point={"kd_weight": 1.0})]) == []  # SGFD itself
+    other_backbone = _off_point_pair([0.17], [0.16])
+    other_backbone.distilled.specs[0] = other_backbone.distilled.specs[0].model_copy(update={"params": {}})
+    assert off_point_lines([other_backbone]) == []  # another backbone point: not the plain arm's model
+    reference = _off_point_pair([0.17], [0.16])
+    reference.distilled.records[0]["run_dir"] = None  # built from cached runs, trains nothing
+    assert off_point_lines([reference]) == []

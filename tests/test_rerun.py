@@ -73,3 +73,15 @@ def test_the_table_shows_the_headline_metrics_and_every_difference(finished_run,
         "test/recall@20" in out.output and "valid/ndcg@20" in out.output and "valid/ndcg@10" not in out.output
     )
     assert "NOT reproduced exactly" in out.output
+
+
+def test_a_run_made_on_another_kind_of_processor_is_named_so(finished_run, tmp_path):
+    """Bit-exact holds on one kind of processor: a run from a CPU with other vector units says so."""
+    env = read_json(finished_run / "env.json", "")
+    assert env["compute"].startswith("cpu: ")
+    same = rerun(finished_run, out=tmp_path / "same")
+    assert same.compute == (env["compute"], env["compute"]) and not same.other_processor
+    write_json(finished_run / "env.json", {**env, "compute": "cpu: AVX2 (an older machine)"})
+    out = CliRunner().invoke(app, ["rerun", str(finished_run), "--out", str(tmp_path / "again")])
+    assert out.exit_code == 0, out.output  # the figures still agree here: the note does not fail it
+    assert "trained on cpu: AVX2 (an older machine), this one on cpu: " in " ".join(out.output.split())

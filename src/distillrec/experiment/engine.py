@@ -189,6 +189,7 @@ class Ledger:
             "per_user": per_user,
             "dataset": spec.data.name,
             "data_hash": record.get("data_hash"),
+            "compute": record.get("compute"),  # the processor kind: one model rounds otherwise across kinds
         }
         self.root.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:

@@ -122,11 +122,19 @@ def _run_job(job: Job) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
         "data_hash": ds.content_hash,  # features and labels too: a regenerated variant is told apart
+        "compute": _compute(job),
         "metrics": {k: result.metrics[k] for k in ("valid", "test", "best_epoch", "epochs_run", "seconds")},
         "users": users,
         "per_user": per_user,
         "extras": extras,
     }
+
+
+def _compute(job: Job) -> str:
+    from distillrec.training.env import compute_kind
+    from distillrec.training.trainer import resolve_device
+
+    return compute_kind(resolve_device(job.device))
 
 
 def _evaluate_reference(target: str, job: Job, spec: RunSpec, ds: Dataset) -> dict[str, Any]:
@@ -143,6 +151,7 @@ def _evaluate_reference(target: str, job: Job, spec: RunSpec, ds: Dataset) -> di
     return {
         "run_dir": None,
         "data_hash": ds.content_hash,
+        "compute": _compute(job),
         "metrics": {
             "valid": out["valid"],
             "test": out["test"],

@@ -337,6 +337,7 @@ def markdown(result: ExperimentResult, comps: list[Comparison], command: str) ->
             "",
             *[f"- **{c.backbone} + {c.arm}** ({c.dataset}): {c.stats['verdict']}." for c in comps],
             "",
+            *off_point_lines(comps),
             *mechanism_lines(comps),
             *family_lines(comps, d.alpha),
             *across_lines(comps),
@@ -500,6 +501,67 @@ def family_lines(comps: list[Comparison], alpha: float) -> list[str]:
         f"{names(below_alone)} ({tail}).",
         "",
     ]
+
+
+def trains_the_plain_model(c: Comparison) -> bool:
+    """Validation chose the distiller's off point on the plain arm's own backbone point: the two arms then
+    train one model with the same seeds (bit for bit on one kind of processor, as the tests check)."""
+    from distillrec.distill.registry import distiller_class
+
+    plain, mine = c.plain.specs, c.distilled.specs
+    if not plain or not mine or any(r is None or r.get("run_dir") is None for r in c.distilled.records):
+        return False  # a reference arm (an ensemble built from cached runs) trains nothing of its own
+    a, b = plain[0], mine[0]
+    same_backbone = (a.model, a.params, a.train, a.data) == (b.model, b.params, b.train, b.data)
+    cls = distiller_class(c.method)
+    return same_backbone and bool(cls.at_off_point(cls.Options(**b.distill_options)))
+
+
+def off_point_lines(comps: list[Comparison]) -> list[str]:
+    """Arms whose chosen point trains the plain model: their change is not the method's. Where their
+    figures still differ from the plain arm's, the difference is how far two trainings of one model drift
+    apart (their runs were made on processors that round otherwise), a floor under every other change of
+    the report, and the line names the processors so a reader can tell."""
+    lines = []
+    datasets = several_datasets(c.dataset for c in comps)
+    for c in comps:
+        if not trains_the_plain_model(c):
+            continue
+        head = (
+            f"- **{c.backbone} + {c.arm}**{where(c.dataset, datasets)}: validation chose the off point, where "
+            "the arm trains the plain model with the plain arm's seeds"
+        )
+        if c.values("distilled") == c.values("plain"):
+            lines.append(f"{head}; its runs give the plain arm's figures.")
+            continue
+        unknown = "a processor not recorded"
+        kinds = [
+            sorted({str(r.get("compute") or unknown) for r in arm.records if r})
+            for arm in (c.plain, c.distilled)
+        ]
+        if unknown in kinds[0] + kinds[1]:
+            cause = (
+                "their runs do not all record their processor (runs made before the ledger kept it), so "
+                "processors whose kernels round otherwise may have trained the two arms, and a model's "
+                "training path follows that rounding"
+            )
+        elif kinds[0] == kinds[1]:
+            cause = (
+                f"both arms ran on {', '.join(kinds[0])}, where one model trains bit for bit alike: "
+                "the runs are not reproducible there, which is a fault to report"
+            )
+        else:
+            cause = (
+                f"the plain arm's runs were made on {' and '.join(kinds[0])}, the arm's on "
+                f"{' and '.join(kinds[1])}, and a model's training path follows its processor's rounding"
+            )
+        lines.append(
+            f"{head}, yet its test {c.metric} differs by {c.stats['relative_change']:+.1%}: {cause}. The change "
+            "is how far two trainings of one model drift apart, not an effect of the method."
+        )
+    if lines:
+        lines = ["Arms at their off point:", "", *lines, ""]
+    return lines
 
 
 def mechanism_lines(comps: list[Comparison]) -> list[str]:

@@ -3,8 +3,9 @@
 A reviewer's check that a reported number comes from the code as committed: the run's `config.yaml` is
 resolved again (so options the code has gained since take their defaults, and a changed specification
 shows as a different key), trained on the dataset the run names with the split it recorded, with the number
-of torch threads its `env.json` recorded (on CPU, the same seed and thread count give the same numbers), and
-every validation and test metric is compared with the run's `metrics.json`.
+of torch threads its `env.json` recorded (on CPU, the same seed and thread count give the same numbers on the
+same kind of processor; on another, whose vector unit rounds otherwise, a training path drifts), and every
+validation and test metric is compared with the run's `metrics.json`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ class Rerun:
     original_key: str | None
     rows: list[tuple[str, float, float]] = field(default_factory=list)  # (split/metric, stored, new)
     tolerance: float = 0.0
+    compute: tuple[str | None, str | None] = (None, None)  # the processor kind the run recorded, and this one
+
+    @property
+    def other_processor(self) -> bool:
+        """The run was trained on another kind of processor (or did not record one): bit-exact agreement is
+        then not to be expected, since a model's training path follows its processor's rounding."""
+        return self.compute[0] != self.compute[1]
 
     @property
     def largest_difference(self) -> float:
@@ -52,6 +60,7 @@ class Rerun:
             "spec_key": self.spec_key,
             "original_spec_key": self.original_key,
             "tolerance": self.tolerance,
+            "compute": {"stored": self.compute[0], "rerun": self.compute[1]},
             "reproduced": self.reproduced,
             "largest_difference": self.largest_difference,
             "metrics": [{"metric": m, "stored": a, "rerun": b} for m, a, b in self.rows],
@@ -118,4 +127,6 @@ def rerun(
         if name in result.metrics.get(split, {})
     ]
     rows.append(("best_epoch", float(stored["best_epoch"]), float(result.metrics["best_epoch"])))
-    return Rerun(run_dir, result.run_dir, spec.key(), stored.get("spec_key"), rows, tolerance)
+    here = read_json(result.run_dir / "env.json", RETRAIN).get("compute") if result.run_dir else None
+    compute = (env.get("compute"), here)
+    return Rerun(run_dir, result.run_dir, spec.key(), stored.get("spec_key"), rows, tolerance, compute)

@@ -43,6 +43,20 @@ def git_commit() -> str | None:
         return None
 
 
+def compute_kind(device: torch.device) -> str:
+    """The kind of processor a run's arithmetic ran on: the same model and seed round otherwise on another
+    one (a CPU's vector unit picks torch's kernels), so two runs of one model can differ only across kinds."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{device.type}: {torch.backends.cpu.get_cpu_capability()} ({name})"
+
+
 def environment(device: torch.device) -> dict:
     return {
         "distillrec": __version__,
@@ -55,5 +69,6 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
+        "compute": compute_kind(device),
         "argv": sys.argv,
     }
