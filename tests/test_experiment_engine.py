@@ -780,3 +780,17 @@ def test_an_arm_chosen_at_its_off_point_is_read_as_the_plain_model_and_its_drift
     reference = _off_point_pair([0.17], [0.16])
     reference.distilled.records[0]["run_dir"] = None  # built from cached runs, trains nothing
     assert off_point_lines([reference]) == []
+
+
+def test_a_runs_processor_kind_is_where_it_was_made_not_where_it_is_read(tmp_path):
+    """A finished run read again on another machine keeps the kind it recorded; one made before runs recorded
+    it has none (not this machine's)."""
+    from distillrec.experiment.executor import Job, _compute
+    from distillrec.training.checkpoint import write_json
+
+    job = Job("{}", str(tmp_path))
+    assert _compute(job).startswith("cpu: ")  # nothing trained: a reference arm evaluated here
+    write_json(tmp_path / "env.json", {"compute": "cpu: AVX2 (elsewhere)"})
+    assert _compute(job, tmp_path) == "cpu: AVX2 (elsewhere)"
+    write_json(tmp_path / "env.json", {"torch": "2.13.0"})
+    assert _compute(job, tmp_path) is None

@@ -176,9 +176,9 @@ def show_rerun(result: Rerun) -> None:
             f"{result.original_key}: the code's options have changed since it ran"
         )
     if result.other_processor:
-        stored, here = (c or "a processor it did not record" for c in result.compute)
+        made, here = (c or "a processor it did not record" for c in result.compute)
         console.print(
-            f"the run was trained on {stored}, this one on {here}: kernels that round otherwise set a "
+            f"the run was trained on {made}, this one on {here}: kernels that round otherwise set a "
             "training path apart, so figures can differ without a change in the code"
         )
     what = "exactly" if result.tolerance == 0 else f"within {result.tolerance:g}"

@@ -122,7 +122,7 @@ def _run_job(job: Job) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
         "data_hash": ds.content_hash,  # features and labels too: a regenerated variant is told apart
-        "compute": _compute(job),
+        "compute": _compute(job, run_dir),
         "metrics": {k: result.metrics[k] for k in ("valid", "test", "best_epoch", "epochs_run", "seconds")},
         "users": users,
         "per_user": per_user,
@@ -130,10 +130,18 @@ def _run_job(job: Job) -> dict[str, Any]:
     }
 
 
-def _compute(job: Job) -> str:
+def _compute(job: Job, run_dir: Path | None = None) -> str | None:
+    """The processor kind a run trained on: its `env.json`'s (written when it started, kept on resume, so a
+    finished run read again elsewhere keeps where it was made; None from a run made before runs recorded
+    it), else this machine's (a reference arm evaluated here)."""
+    from distillrec.training.checkpoint import read_json
     from distillrec.training.env import compute_kind
     from distillrec.training.trainer import resolve_device
 
+    env = run_dir / "env.json" if run_dir is not None else None
+    if env is not None and env.exists():
+        recorded = read_json(env, "train the run again").get("compute")
+        return str(recorded) if recorded else None
     return compute_kind(resolve_device(job.device))
 
 
