@@ -131,17 +131,14 @@ def _run_job(job: Job) -> dict[str, Any]:
 
 
 def _compute(job: Job, run_dir: Path | None = None) -> str | None:
-    """The processor kind a run trained on: its `env.json`'s (written when it started, kept on resume, so a
-    finished run read again elsewhere keeps where it was made; None from a run made before runs recorded
-    it), else this machine's (a reference arm evaluated here)."""
-    from distillrec.training.checkpoint import read_json
+    """The processor kind a run trained on, as its folder recorded it (None from a run made before runs
+    recorded it); without a folder, this machine's (a reference arm evaluated here)."""
     from distillrec.training.env import compute_kind
+    from distillrec.training.rundir import recorded_compute
     from distillrec.training.trainer import resolve_device
 
-    env = run_dir / "env.json" if run_dir is not None else None
-    if env is not None and env.exists():
-        recorded = read_json(env, "train the run again").get("compute")
-        return str(recorded) if recorded else None
+    if run_dir is not None:
+        return recorded_compute(run_dir)
     return compute_kind(resolve_device(job.device))
 
 

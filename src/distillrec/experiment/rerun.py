@@ -21,6 +21,7 @@ from distillrec.errors import DistillrecError
 from distillrec.experiment.spec import RunSpec, read_run_config, resolve_spec
 from distillrec.training.checkpoint import read_json
 from distillrec.training.env import torch_threads
+from distillrec.training.rundir import recorded_compute
 
 RETRAIN = "the run folder is damaged; it cannot be trained again from it"
 
@@ -127,6 +128,5 @@ def rerun(
         if name in result.metrics.get(split, {})
     ]
     rows.append(("best_epoch", float(stored["best_epoch"]), float(result.metrics["best_epoch"])))
-    here = read_json(result.run_dir / "env.json", RETRAIN).get("compute") if result.run_dir else None
-    compute = (env.get("compute"), here)
+    compute = (env.get("compute"), recorded_compute(result.run_dir) if result.run_dir else None)
     return Rerun(run_dir, result.run_dir, spec.key(), stored.get("spec_key"), rows, tolerance, compute)

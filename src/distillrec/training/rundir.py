@@ -37,16 +37,28 @@ def without_location(config: Any) -> Any:
     return {**config, "dataset": {k: v for k, v in config["dataset"].items() if k != "source"}}
 
 
-def recorded_content_hash(run_dir: Path) -> str | None:
-    """The dataset contents (split, features, labels) a run folder was started on; None where the folder
-    predates the record or holds no run."""
+def _recorded(run_dir: Path, key: str) -> str | None:
+    """One field of the environment a run folder was started on; None where the folder predates the
+    record or holds no run."""
     env = run_dir / "env.json"
     if not env.exists():
         return None
     try:
-        return json.loads(env.read_text()).get("content_hash")
+        value = json.loads(env.read_text()).get(key)
     except (OSError, ValueError):
         return None
+    return str(value) if value else None
+
+
+def recorded_content_hash(run_dir: Path) -> str | None:
+    """The dataset contents (split, features, labels) a run folder was started on."""
+    return _recorded(run_dir, "content_hash")
+
+
+def recorded_compute(run_dir: Path) -> str | None:
+    """The processor kind a run folder was started on (`env.json` is kept on resume, so a finished run read
+    again elsewhere keeps where it was made)."""
+    return _recorded(run_dir, "compute")
 
 
 def refuse_other_contents(run_dir: Path, ds: Dataset) -> None:
