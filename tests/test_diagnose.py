@@ -431,6 +431,22 @@ def test_left_out_verdicts_judge_each_case_by_the_others():
     assert alone.loo_verdict == "cannot tell" and alone.predicted is None
 
 
+def test_proof_names_a_diagnosed_folder_that_is_another_training_with_the_evidence_recorded_for_it():
+    from dataclasses import replace
+
+    from distillrec.diagnose.proof import markdown
+    from distillrec.diagnose.thresholds import EVIDENCE
+
+    (recorded,) = [c for c in EVIDENCE["ckd"] if "mmgcn@acdaab0722/seed1" in c.source]
+    run = "experiments/state/runs/scientific/mmgcn@acdaab0722/seed1"
+    same = replace(_outcome(0.43, 0.04, False, run=run), ledger_gap=0.0)
+    assert same.reported_model and "†" not in markdown([same], [], "cmd")
+    other = replace(same, ledger_gap=0.0024)
+    text = markdown([other], [], "cmd")
+    assert not other.reported_model and "| d | b | 0.43 † |" in text
+    assert f"its quantity 0.43 here, {recorded.value:.4g} in the shipped evidence for this run" in text
+
+
 def test_proof_summary_counts_verdicts_and_ranks_quantity_against_gain():
     from distillrec.diagnose.proof import left_out, markdown, summary
 
@@ -461,8 +477,9 @@ def test_proof_reads_a_finished_experiment_and_diagnoses_its_plain_run(tmp_path)
     """End to end on a tiny experiment: one comparison, diagnosed on the plain arm's first report seed."""
     import yaml
 
-    from distillrec.diagnose.proof import collect, to_json
+    from distillrec.diagnose.proof import collect, markdown, to_json
     from distillrec.experiment.engine import Engine
+    from distillrec.training.checkpoint import write_json
 
     ds = make_dataset(n_users=60, n_items=50, per_user=8)
     ds.name = "tinyproof"
@@ -503,3 +520,17 @@ def test_proof_reads_a_finished_experiment_and_diagnoses_its_plain_run(tmp_path)
     ]
     again, pending = collect([file], train_teachers=True)
     assert pending == [] and again[0].value == o.value and (Path(o.run) / "metrics.json").exists()
+    assert o.ledger_gap == 0.0 and again[0].ledger_gap == 0.0 and again[0].reported_model
+    # A folder holding another model of the specification (here its test figures edited) is named as such,
+    # whichever invocation trained it: the diagnosis then reads a model the comparison does not report.
+    metrics_file = Path(o.run) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["test"]["recall@20"] += 0.004
+    write_json(metrics_file, metrics)
+    drifted, pending = collect([file], train_teachers=True)
+    assert pending == [] and not drifted[0].reported_model
+    assert abs(drifted[0].ledger_gap - 0.004) < 1e-9
+    text = markdown(drifted, pending, "distillrec diagnose-proof tiny.yaml")
+    assert "† Diagnosed models that are not the reported ones" in text and "differs by up to 0.004" in text
+    assert f"| {drifted[0].dataset} | vbpr | {drifted[0].value:.4g} †" in text
+    assert "Not finished yet" not in text

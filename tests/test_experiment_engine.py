@@ -376,6 +376,32 @@ def test_definitions_sharing_report_runs_keep_each_others_summaries(tiny_folder,
         assert result.pending == [] and len(result.backbones) == 1, result.pending
 
 
+def test_summaries_are_never_made_from_a_folder_that_holds_another_model(tiny_folder, tmp_path):  # noqa: ANN001
+    """A report run whose summaries are missing is summarised from its folder only when that folder is the
+    model the ledger's figures come from: a folder trained again elsewhere may hold another model."""
+    from distillrec.experiment.engine import Pending
+    from distillrec.training.checkpoint import read_json, write_json
+
+    d = definition(tiny_folder, tmp_path, controls=False, budget=1)
+    result = Engine(d).run()
+    arm = result.backbones[0].plain
+    spec, rec = arm.specs[0], arm.records[0]
+    assert rec is not None
+    engine = Engine(d, partial=True)
+    assert engine.ledger.folder_gap(rec) == 0.0 and engine.ledger.holds_recorded_model(rec)
+    with pytest.raises(Pending, match="1 runs not finished"):  # a missing summary, the folder on disk
+        engine.run_specs([spec], extras=("a_new_summary",), report=True)
+    folder = engine.ledger.run_dir(rec)
+    assert folder is not None
+    metrics = read_json(folder / "metrics.json", "")
+    metrics["test"]["recall@20"] += 0.003  # as a second training on another processor would read
+    write_json(folder / "metrics.json", metrics)
+    assert engine.ledger.folder_gap(rec) == pytest.approx(0.003) and not engine.ledger.holds_recorded_model(
+        rec
+    )
+    assert engine.run_specs([spec], extras=("a_new_summary",), report=True) == [rec]  # nothing made
+
+
 def _comparison(arm: str, change: float, ci: tuple[float, float]):
     from distillrec.experiment.engine import ArmResult
     from distillrec.experiment.report import Comparison

@@ -386,7 +386,7 @@ def show_proof(summary: dict[str, dict[str, Any]], outcomes: Sequence[Any], pend
         table.add_column(h)
     for o in outcomes:
         p = "–" if o.p_holm is None else f"{o.p_holm:.3g}"
-        value = "–" if o.value is None else f"{o.value:.4g}"
+        value = ("–" if o.value is None else f"{o.value:.4g}") + ("" if o.reported_model else " †")
         outcome = "helped" if o.helped else "no gain"
         table.add_row(
             o.method, o.dataset, o.backbone, value, o.verdict, f"{100 * o.relative_change:+.1f}%", p, outcome
@@ -397,6 +397,11 @@ def show_proof(summary: dict[str, dict[str, Any]], outcomes: Sequence[Any], pend
         console.print(
             f"{method}: helped in {s['helped']}/{s['cases']}; verdict right {s['verdicts_right']}/"
             f"{s['verdicts_named']}; Spearman ρ {rho}, n {s['spearman_n']}"
+        )
+    for o in (o for o in outcomes if not o.reported_model):
+        console.print(
+            f"† {o.method} {o.dataset}/{o.backbone}: the diagnosed folder is another training of the reported "
+            f"run (test metrics differ from the ledger's by up to {o.ledger_gap:.2g})"
         )
     for p in pending:
         console.print(f"pending: {p}")

@@ -12,6 +12,12 @@ Holm-adjusted p below the report's α.
 Per method: the cases, how often the verdict named the outcome (cases where it said "cannot tell" or "not
 applicable" left out), Spearman's rank correlation between the diagnostic quantity and the measured change
 (n and p), and the threshold `thresholds.fit` would choose from these cases beside the one shipped.
+
+Every diagnosed folder is checked against the ledger: run folders are not under version control, so a folder
+trained again (now or by an earlier invocation, here or on another machine) may hold another model of the same
+specification (training drifts between processors that round otherwise). The diagnostic then reads that model,
+not the one whose figures the comparison reports; the report names each such case and by how much its test
+figures differ, since it also shows how much the quantity moves between two trainings of one specification.
 """
 
 from __future__ import annotations
@@ -51,6 +57,16 @@ class Outcome:
 
     loo_verdict: str = "cannot tell"  # the verdict under the threshold fitted to the method's other cases
     loo_threshold: float | None = None
+    # largest absolute difference of the diagnosed run's test metrics from the ledger's record of that run;
+    # 0: the very model whose figures the comparison reports; None: not comparable (no test metrics)
+    ledger_gap: float | None = None
+
+    @property
+    def reported_model(self) -> bool:
+        """Whether the diagnosed folder holds the model whose figures the comparison reports."""
+        from distillrec.experiment.engine import SAME_MODEL_TOLERANCE
+
+        return self.ledger_gap is None or self.ledger_gap <= SAME_MODEL_TOLERANCE
 
     @property
     def predicted(self) -> bool | None:
@@ -94,11 +110,11 @@ def _diagnostic(method: str, run_dir: Path, train_teachers: bool, device: str) -
     return diagnose_sgfd(run) if method == "sgfd" else diagnose_cdl(run)
 
 
-def _retrained(result: Any, arm: Any, index: int, device: str) -> tuple[Path, str | None]:
+def _retrained(result: Any, arm: Any, index: int, device: str) -> Path:
     """A plain report run's folder trained again from its specification, as the experiment's job trained
     it (same threads per job): run folders are not kept under version control, the ledger is, so a fresh
-    checkout has the figures but not the models to diagnose. Returns the folder and, where the new test
-    figures are not the ledger's, a note saying by how much (the diagnosis then reads a model that differs)."""
+    checkout has the figures but not the models to diagnose. Whether the new model is the ledger's is
+    checked by the caller (`Ledger.folder_gap`), as for every diagnosed folder."""
     from distillrec.experiment.executor import Job, run_job, threads_per_job
 
     spec, rec = arm.specs[index], arm.records[index]
@@ -114,19 +130,14 @@ def _retrained(result: Any, arm: Any, index: int, device: str) -> tuple[Path, st
         raise DistillrecError(
             f"{folder}: the ledger's folder is not where its specification trains ({new['run_dir']})"
         )
-    stored, again = rec["metrics"]["test"], new["metrics"]["test"]
-    worst = max((abs(float(stored[k]) - float(again[k])) for k in stored if k in again), default=0.0)
-    note = None
-    if worst > 1e-9:
-        note = f"{spec.label} seed {spec.seed}: trained again, its test metrics differ from the ledger's by up to {worst:.2g}"
-    return Path(new["run_dir"]), note
+    return Path(new["run_dir"])
 
 
 def collect(
     definitions: list[Path], train_teachers: bool = True, device: str = "cpu", retrain: bool = True
 ) -> tuple[list[Outcome], list[str]]:
-    """The outcomes of every finished main-arm comparison of the definitions, and what is still pending
-    (with any plain run that was trained again and did not reproduce the ledger's figures)."""
+    """The outcomes of every finished main-arm comparison of the definitions (each with how far its
+    diagnosed folder is from the ledger's figures), and what is still pending."""
     from distillrec.experiment.definition import load_definition
     from distillrec.experiment.report import finished_part
 
@@ -144,8 +155,7 @@ def collect(
             first = c.plain.records[index] if index is not None else None
             run_dir = result.ledger.run_dir(first) if first else None
             if run_dir is not None and not (run_dir / "metrics.json").exists() and retrain:
-                run_dir, note = _retrained(result, c.plain, index, device)  # type: ignore[arg-type]
-                pending += [f"{file}: {note}"] if note else []
+                run_dir = _retrained(result, c.plain, index, device)  # type: ignore[arg-type]
             if run_dir is None or not (run_dir / "metrics.json").exists():
                 pending.append(f"{file}: {c.dataset}/{c.backbone}: no plain report run folder to diagnose")
                 continue
@@ -168,6 +178,7 @@ def collect(
                     p_holm=p,
                     n_seeds=int(c.stats.get("n_seeds", 0)),
                     helped=bool(p is not None and p < definition.alpha and change > 0),
+                    ledger_gap=result.ledger.folder_gap(first),  # type: ignore[arg-type]
                 )
             )
     return left_out(outcomes), pending
@@ -268,6 +279,19 @@ def _conclusion(s: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _recorded_note(o: Outcome) -> str:
+    """What the shipped evidence (`thresholds.EVIDENCE`) records for the same run, measured by an earlier
+    diagnosis: the only measure here of how far the quantity moved between the two trainings."""
+    from distillrec.diagnose.thresholds import EVIDENCE
+
+    run = Path(o.run)
+    name = f"{run.parent.name}/{run.name}"
+    recorded = [c.value for c in EVIDENCE.get(o.method, ()) if name in c.source]
+    if len(recorded) != 1 or o.value is None:
+        return ""
+    return f"; its quantity {o.value:.4g} here, {recorded[0]:.4g} in the shipped evidence for this run"
+
+
 def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
     """docs/results/diagnose.md: per method the cases, verdict vs outcome, and the rank correlation."""
     lines = [
@@ -297,7 +321,7 @@ def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
             ci = f" ({_pct(o.ci95_relative[0])} … {_pct(o.ci95_relative[1])})" if o.ci95_relative else ""
             right = {True: "yes", False: "no", None: "–"}[o.predicted]
             lines.append(
-                f"| {o.dataset} | {o.backbone} | {_num(o.value)} | {o.verdict} | {_num(o.loo_threshold)} "
+                f"| {o.dataset} | {o.backbone} | {_num(o.value)}{'' if o.reported_model else ' †'} | {o.verdict} | {_num(o.loo_threshold)} "
                 f"| {o.loo_verdict} | {_pct(o.relative_change)}{ci} "
                 f"| {_num(o.p_holm, '.3g')} | {'helped' if o.helped else 'no gain'} | {right} |"
             )
@@ -305,6 +329,26 @@ def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
             "",
             f"Threshold shipped {_num(s['threshold_shipped'])}; fitted to these cases "
             f"{_num(s['threshold_refit'])} (`diagnose.thresholds.fit`).",
+            "",
+        ]
+    other = [o for o in outcomes if not o.reported_model]
+    if other:
+        lines += [
+            "## † Diagnosed models that are not the reported ones",
+            "",
+            "Run folders are not under version control, the ledger is: where a checkout lacked a folder it was "
+            "trained again from its specification, and this training did not reproduce the ledger's figures "
+            "(processors that round otherwise drift apart over a training). The diagnostic read that second "
+            "model of the same specification, not the one whose figures the comparison reports, so read its "
+            "quantity as one training's draw (where the shipped evidence records the run, the two values show "
+            "how far the quantity moves between trainings). Test metrics of the diagnosed folder against the "
+            "ledger's record of the run:",
+            "",
+            *[
+                f"- {o.method.upper()}, {o.dataset}/{o.backbone}: `{o.run}` differs by up to {o.ledger_gap:.2g}"
+                + _recorded_note(o)
+                for o in other
+            ],
             "",
         ]
     if pending:

@@ -129,6 +129,11 @@ class Forgiven:
             atomic_write_text(self.path, json.dumps(self.trials, indent=1, sort_keys=True) + "\n")
 
 
+SAME_MODEL_TOLERANCE = (
+    1e-9  # a folder whose test metrics are the ledger's within this holds the recorded model
+)
+
+
 class Ledger:
     """Finished runs of an experiment, by specification key and seed: metrics, per-user test values,
     plug-in summaries. Written only by the driving process; small enough to keep under version control."""
@@ -230,6 +235,28 @@ class Ledger:
 
     def run_dir(self, rec: dict[str, Any]) -> Path | None:
         return (self.root / rec["run_dir"]) if rec.get("run_dir") else None
+
+    def folder_gap(self, rec: dict[str, Any]) -> float | None:
+        """Largest absolute difference between the test metrics of the run's folder on disk and the ledger's
+        record of the run; None without a folder or metrics to compare. Folders are not under version
+        control: one trained again (on a processor that rounds otherwise) can hold another model of the
+        same specification."""
+        from distillrec.training.checkpoint import read_json
+
+        run_dir = self.run_dir(rec)
+        if run_dir is None or not (run_dir / "metrics.json").exists():
+            return None
+        here = (
+            read_json(run_dir / "metrics.json", "delete the run folder to train it again").get("test") or {}
+        )
+        stored = rec.get("metrics", {}).get("test") or {}
+        shared = [k for k in stored if k in here]
+        return max(abs(float(stored[k]) - float(here[k])) for k in shared) if shared else None
+
+    def holds_recorded_model(self, rec: dict[str, Any]) -> bool:
+        """Whether the run's folder on disk is the model the ledger's figures come from."""
+        gap = self.folder_gap(rec)
+        return gap is not None and gap <= SAME_MODEL_TOLERANCE
 
     def per_user(self, spec: RunSpec) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         with np.load(self.arrays / f"{self.run_id(spec)}.npz") as arr:
@@ -403,12 +430,9 @@ class Engine:
                 todo.setdefault(Ledger.run_id(spec), spec)
                 continue
             missing = [e for e in extras if e not in rec.get("extras", {})]
-            run_dir = self.ledger.run_dir(rec)
-            if (
-                (missing or (report and not self.ledger.has_per_user(spec)))
-                and run_dir
-                and (run_dir / "metrics.json").exists()
-            ):  # the run is on disk: only its summaries are made (no training)
+            unsummarised = missing or (report and not self.ledger.has_per_user(spec))
+            # the run is on disk: only its summaries are made (no training), never from another model
+            if unsummarised and self.ledger.holds_recorded_model(rec):
                 todo.setdefault(Ledger.run_id(spec), spec)
         if self.progress:
             self.progress.add(len(specs) - len(todo), len(todo))
