@@ -422,6 +422,10 @@ def test_a_control_share_is_given_only_where_the_methods_change_stands_out_of_te
         [_comparison("ckd", 0.04, (0.001, 0.01)), _comparison("ckd:ens", 0.02, (0.0, 0.01))]
     )
     assert "ens reaches 50% of it" in "".join(clear)
+    other_way = mechanism_lines(
+        [_comparison("ckd", 0.015, (0.0002, 0.0045)), _comparison("ckd:self", -0.009, (-0.004, 0.001))]
+    )
+    assert "self reaches none of it (-0.9%)" in "".join(other_way) and "-60%" not in "".join(other_way)
     lost = mechanism_lines(
         [_comparison("ckd", -0.01, (-0.01, 0.001)), _comparison("ckd:ens", 0.02, (0.0, 0.01))]
     )

@@ -564,6 +564,15 @@ def off_point_lines(comps: list[Comparison]) -> list[str]:
     return lines
 
 
+def _control_share(control: Comparison, method_change: float) -> str:
+    """How much of the method's (positive, clear) change a control reaches; a control that changes nothing or
+    goes the other way reaches none of it, which a negative percentage would only obscure."""
+    name, change = control.arm.split(":", 1)[1], control.stats["relative_change"]
+    if change <= 0:
+        return f"{name} reaches none of it ({change:+.1%})"
+    return f"{name} reaches {change / method_change:.0%} of it"
+
+
 def mechanism_lines(comps: list[Comparison]) -> list[str]:
     """Where a method has controls: how much of the method's change each control reaches on its own, so a
     reader can tell the mechanism the paper claims from what a simpler arm already does. The share is only
@@ -596,10 +605,7 @@ def mechanism_lines(comps: list[Comparison]) -> list[str]:
         elif ci is not None and ci[0] <= 0:
             share = "the method's own change is within the test set's noise, its 95% CI includes 0: no share to attribute"
         else:
-            share = "; ".join(
-                f"{o.arm.split(':', 1)[1]} reaches {o.stats['relative_change'] / rel:.0%} of it"
-                for o in controls
-            )
+            share = "; ".join(_control_share(o, rel) for o in controls)
         lines.append(
             f"- **{c.backbone}{where(c.dataset, datasets)}**: {c.arm} {rel:+.1%} against the tuned plain backbone; controls: "
             f"{', '.join(parts)} ({share})." + "".join(same)
