@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -286,7 +287,8 @@ def _recorded_note(o: Outcome) -> str:
 
     run = Path(o.run)
     name = f"{run.parent.name}/{run.name}"
-    recorded = [c.value for c in EVIDENCE.get(o.method, ()) if name in c.source]
+    # the folder's name, not a prefix of another's (seed1 is not seed10)
+    recorded = [c.value for c in EVIDENCE.get(o.method, ()) if re.search(rf"{re.escape(name)}\b", c.source)]
     if len(recorded) != 1 or o.value is None:
         return ""
     return f"; its quantity {o.value:.4g} here, {recorded[0]:.4g} in the shipped evidence for this run"

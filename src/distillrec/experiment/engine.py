@@ -129,9 +129,8 @@ class Forgiven:
             atomic_write_text(self.path, json.dumps(self.trials, indent=1, sort_keys=True) + "\n")
 
 
-SAME_MODEL_TOLERANCE = (
-    1e-9  # a folder whose test metrics are the ledger's within this holds the recorded model
-)
+# a run folder whose test metrics are the ledger's within this holds the model the ledger recorded
+SAME_MODEL_TOLERANCE = 1e-9
 
 
 class Ledger:
