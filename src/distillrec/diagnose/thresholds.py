@@ -69,6 +69,18 @@ EVIDENCE: dict[str, tuple[Case, ...]] = {
             False,  # 0.0%: validation chose the off point for CKD, so the distilled arm is the plain model
             "docs/results/ckd.md: mgcn on scientific (…/mgcn@da3aabbc5f/seed1)",
         ),
+        Case(
+            0.2512562814070352,  # image degraded to 10 dB: 0.103 inside the model against its teacher's 0.137
+            False,  # +1.5% (per-user CI +0.0002 … +0.0045), Holm p 0.341 over the report's first 6 comparisons
+            # (a later variant's comparisons can only raise it)
+            "docs/results/diagnose-ckd.md: vbpr on scientific-image-snr10 (…/vbpr@d128342e51/seed1)",
+        ),
+        Case(
+            0.3746898263027296,  # image degraded to 0 dB: 0.087 inside the model against its teacher's 0.139
+            False,  # +6.1% (per-user CI +0.0054 … +0.0137), Holm p 0.084 over the first 6 comparisons (0.028
+            # with the controls out of the family); self-distillation +3.9% reaches 64% of the gain
+            "docs/results/diagnose-ckd.md: vbpr on scientific-image-snr0 (…/vbpr@47402cd816/seed1)",
+        ),
     ),
     # label signal beyond the features (diagnose.semantics): a property of the data and the model's features;
     # share unseparated 0.157, observed 0.163, chance 0.089.
