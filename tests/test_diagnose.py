@@ -514,23 +514,45 @@ def test_proof_reads_a_finished_experiment_and_diagnoses_its_plain_run(tmp_path)
     # ledger's very figures, and diagnosed to the same quantity; without retraining it is named as missing.
     import shutil
 
+    assert not o.recorded and (tmp_path / "state" / "diagnoses.jsonl").read_text().count("\n") == 1
     shutil.rmtree(Path(o.run))
-    assert collect([file], train_teachers=True, retrain=False)[1] == [
+    # the quantity measured above is read back from the state's record: nothing to train
+    (kept,), pending = collect([file], train_teachers=True, retrain=False)
+    assert pending == [] and kept.recorded and kept.value == o.value and kept.run == o.run
+    assert not Path(o.run).exists() and "1 of the 1 here were read from there" in markdown([kept], [], "c")
+    assert collect([file], train_teachers=True, retrain=False, remeasure=True)[1] == [
         f"{file}: tinyproof/vbpr: no plain report run folder to diagnose"
     ]
-    again, pending = collect([file], train_teachers=True)
+    again, pending = collect([file], train_teachers=True, remeasure=True)
     assert pending == [] and again[0].value == o.value and (Path(o.run) / "metrics.json").exists()
     assert o.ledger_gap == 0.0 and again[0].ledger_gap == 0.0 and again[0].reported_model
+    assert not again[0].recorded
     # A folder holding another model of the specification (here its test figures edited) is named as such,
     # whichever invocation trained it: the diagnosis then reads a model the comparison does not report.
     metrics_file = Path(o.run) / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
     metrics["test"]["recall@20"] += 0.004
     write_json(metrics_file, metrics)
-    drifted, pending = collect([file], train_teachers=True)
+    drifted, pending = collect([file], train_teachers=True, remeasure=True)
     assert pending == [] and not drifted[0].reported_model
     assert abs(drifted[0].ledger_gap - 0.004) < 1e-9
     text = markdown(drifted, pending, "distillrec diagnose-proof tiny.yaml")
     assert "† Diagnosed models that are not the reported ones" in text and "differs by up to 0.004" in text
     assert f"| {drifted[0].dataset} | vbpr | {drifted[0].value:.4g} †" in text
     assert "Not finished yet" not in text
+    # the last measurement of a run replaces the earlier ones; a line cut by a writer is not a record, and
+    # the next record starts a line of its own
+    from dataclasses import replace
+
+    from distillrec.diagnose.records import DiagnosisRecords
+
+    with (tmp_path / "state" / "diagnoses.jsonl").open("a") as f:
+        f.write('{"record": "cut')
+    (latest,), _ = collect([file], train_teachers=True, retrain=False)
+    assert latest.recorded and latest.ledger_gap == drifted[0].ledger_gap
+    records = DiagnosisRecords(tmp_path / "state")
+    (only,) = records
+    records.add(replace(only, value=0.5))
+    again = DiagnosisRecords(tmp_path / "state")
+    assert len(again) == 1 and again.get(only.record, "ckd", only.quantity).value == 0.5
+    assert collect([file], train_teachers=True, retrain=False)[0][0].value == 0.5

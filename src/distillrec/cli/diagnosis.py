@@ -46,6 +46,11 @@ def diagnose_proof(
         "--retrain/--no-retrain",
         help="train again a plain report run whose folder this checkout lacks (the ledger keeps only figures)",
     ),
+    remeasure: bool = typer.Option(
+        False,
+        "--remeasure",
+        help="measure every quantity again instead of reading the state's diagnoses.jsonl",
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
     """Whether diagnose's verdicts predicted what the fair experiments measured (trains no comparison; the
@@ -60,7 +65,7 @@ def diagnose_proof(
     if missing:
         raise DistillrecError(f"no experiment definition at {', '.join(missing)}")
     outcomes, pending = proof.collect(
-        definitions, train_teachers=train_teachers, device=device, retrain=retrain
+        definitions, train_teachers=train_teachers, device=device, retrain=retrain, remeasure=remeasure
     )
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,10 @@ Per method: the cases, how often the verdict named the outcome (cases where it s
 applicable" left out), Spearman's rank correlation between the diagnostic quantity and the measured change
 (n and p), and the threshold `thresholds.fit` would choose from these cases beside the one shipped.
 
+A quantity, once measured, is kept beside the ledger (`diagnose.records`, `<state>/diagnoses.jsonl`, under
+version control) and read from there by later invocations, so a fresh checkout trains nothing to reproduce
+the document; `remeasure` measures every quantity again.
+
 Every diagnosed folder is checked against the ledger: run folders are not under version control, so a folder
 trained again (now or by an earlier invocation, here or on another machine) may hold another model of the same
 specification (training drifts between processors that round otherwise). The diagnostic then reads that model,
@@ -29,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from distillrec.diagnose.records import VERSION as RECORD_VERSION
 from distillrec.diagnose.thresholds import Case, fit
 from distillrec.errors import DistillrecError
 
@@ -61,6 +66,9 @@ class Outcome:
     # largest absolute difference of the diagnosed run's test metrics from the ledger's record of that run;
     # 0: the very model whose figures the comparison reports; None: not comparable (no test metrics)
     ledger_gap: float | None = None
+    recorded: bool = (
+        False  # the quantity was read from the state's records, measured by an earlier invocation
+    )
 
     @property
     def reported_model(self) -> bool:
@@ -135,10 +143,18 @@ def _retrained(result: Any, arm: Any, index: int, device: str) -> Path:
 
 
 def collect(
-    definitions: list[Path], train_teachers: bool = True, device: str = "cpu", retrain: bool = True
+    definitions: list[Path],
+    train_teachers: bool = True,
+    device: str = "cpu",
+    retrain: bool = True,
+    remeasure: bool = False,
 ) -> tuple[list[Outcome], list[str]]:
     """The outcomes of every finished main-arm comparison of the definitions (each with how far its
-    diagnosed folder is from the ledger's figures), and what is still pending."""
+    diagnosed folder is from the ledger's figures), and what is still pending. A quantity measured by an
+    earlier invocation is read from the state folder's records (`diagnose.records`) unless `remeasure`."""
+    from distillrec.diagnose.records import DiagnosisRecords, Record
+    from distillrec.diagnose.report import QUANTITIES, THRESHOLDS
+    from distillrec.diagnose.thresholds import verdict
     from distillrec.experiment.definition import load_definition
     from distillrec.experiment.report import finished_part
 
@@ -147,6 +163,7 @@ def collect(
     for file in definitions:
         definition = load_definition(file)
         result, comps = finished_part(definition.state_dir(), definition)
+        records = DiagnosisRecords(definition.state_dir())
         pending += [f"{file}: {p}" for p in result.pending]
         pending += [f"{file}: failed: {f}" for f in result.failures]
         for c in comps:
@@ -154,32 +171,50 @@ def collect(
                 continue
             index = next((i for i, r in enumerate(c.plain.records) if r), None)  # the first finished seed
             first = c.plain.records[index] if index is not None else None
-            run_dir = result.ledger.run_dir(first) if first else None
-            if run_dir is not None and not (run_dir / "metrics.json").exists() and retrain:
-                run_dir = _retrained(result, c.plain, index, device)  # type: ignore[arg-type]
-            if run_dir is None or not (run_dir / "metrics.json").exists():
-                pending.append(f"{file}: {c.dataset}/{c.backbone}: no plain report run folder to diagnose")
-                continue
-            entry = _diagnostic(c.method, run_dir, train_teachers, device)
+            kept = (
+                None
+                if remeasure or first is None
+                else records.get(first["id"], c.method, QUANTITIES[c.method])
+            )
+            value: float | None
+            if kept is not None:
+                value, run, gap = kept.value, kept.run, kept.ledger_gap
+            else:
+                run_dir = result.ledger.run_dir(first) if first else None
+                if run_dir is not None and not (run_dir / "metrics.json").exists() and retrain:
+                    run_dir = _retrained(result, c.plain, index, device)  # type: ignore[arg-type]
+                if run_dir is None or not (run_dir / "metrics.json").exists():
+                    pending.append(
+                        f"{file}: {c.dataset}/{c.backbone}: no plain report run folder to diagnose"
+                    )
+                    continue
+                value = _finite(_diagnostic(c.method, run_dir, train_teachers, device)["value"])
+                run, gap = str(run_dir), result.ledger.folder_gap(first)  # type: ignore[arg-type]
+                if value is not None:
+                    records.add(
+                        Record(first["id"], c.method, QUANTITIES[c.method], RECORD_VERSION, value, run, gap)  # type: ignore[index]
+                    )
             p = c.stats.get("p_holm")
             change = c.stats["relative_change"]
             ci = c.stats.get("ci95_relative")
+            threshold = THRESHOLDS[c.method].value
             outcomes.append(
                 Outcome(
                     method=c.method,
                     dataset=c.dataset,
                     backbone=c.backbone,
                     definition=str(file),
-                    run=str(run_dir),
-                    value=_finite(entry["value"]),
-                    verdict=entry["verdict"],
-                    threshold=_finite(entry["threshold"]),
+                    run=run,
+                    value=value,
+                    verdict=verdict(value, threshold),
+                    threshold=threshold,
                     relative_change=change,
                     ci95_relative=(ci[0], ci[1]) if ci else None,
                     p_holm=p,
                     n_seeds=int(c.stats.get("n_seeds", 0)),
                     helped=bool(p is not None and p < definition.alpha and change > 0),
-                    ledger_gap=result.ledger.folder_gap(first),  # type: ignore[arg-type]
+                    ledger_gap=gap,
+                    recorded=kept is not None,
                 )
             )
     return left_out(outcomes), pending
@@ -308,7 +343,10 @@ def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
         "nothing; each case is judged instead by its *left-out* verdict, under the threshold `fit` chooses from "
         "the method's other cases (leave-one-out; 'cannot tell' when there is no other case). It is *right* "
         "when 'likely to help' met a significant gain or 'unlikely' met none. Spearman's p is exact (every "
-        f"ordering) up to {EXACT_MAX_N} cases.",
+        f"ordering) up to {EXACT_MAX_N} cases. Each quantity is measured once and kept in the experiment's state "
+        "folder (`diagnoses.jsonl`); "
+        f"{sum(o.recorded for o in outcomes)} of the {len(outcomes)} here were read from there "
+        "(`--remeasure` measures them again).",
         "",
     ]
     stats = summary(outcomes)
