@@ -178,12 +178,14 @@ def test_threshold_fit_and_verdicts():
 
 # --------------------------------------------------------------------------- diagnose(run_dir)
 def _check_schema(result: dict) -> None:
-    assert set(result) == {"schema", "run", "model", "task", "dataset", "distill", "methods"}
-    assert result["schema"] == 1 and set(result["methods"]) == {"ckd", "sgfd", "cdl"}
+    assert set(result) == {"schema", "runs", "model", "task", "dataset", "distill", "methods"}
+    assert result["schema"] == 2 and set(result["methods"]) == {"ckd", "sgfd", "cdl"}
     for entry in result["methods"].values():
-        assert set(entry) == {"verdict", "quantity", "value", "threshold", "reason", "details"}
+        keys = {"verdict", "quantity", "value", "values", "interval", "threshold", "reason", "details"}
+        assert set(entry) == keys and len(entry["values"]) == len(result["runs"])
         assert entry["verdict"] in VERDICTS and entry["reason"]
         assert entry["value"] is None or isinstance(entry["value"], float)
+        assert entry["interval"] is None or entry["interval"][0] <= entry["value"] <= entry["interval"][1]
     assert json.loads(json.dumps(result, allow_nan=False)) == result  # plain JSON, no NaN
 
 
@@ -236,6 +238,68 @@ def test_one_modality_without_labels_leaves_ckd_and_sgfd_not_applicable(tmp_path
     assert m["ckd"]["verdict"] == "not applicable" and "balances modalities" in m["ckd"]["reason"]
     assert m["sgfd"]["verdict"] == "not applicable" and "no item labels" in m["sgfd"]["reason"]
     assert m["cdl"]["verdict"] == "not applicable" and m["ckd"]["details"] == {}
+
+
+def _entry_with(value):  # noqa: ANN001, ANN202
+    return {
+        "verdict": verdict(value, 0.3),
+        "quantity": "q",
+        "value": value,
+        "values": [value],
+        "interval": None,
+        "threshold": 0.3,
+        "reason": "measured",
+        "details": {"v": value},
+    }
+
+
+def test_several_runs_are_judged_by_their_mean_and_cannot_tell_near_the_threshold(monkeypatch):
+    from distillrec.diagnose import report
+    from distillrec.diagnose.thresholds import Threshold
+
+    monkeypatch.setitem(report.THRESHOLDS, "ckd", Threshold("q", 0.3))
+    one = _entry_with(0.31)
+    assert report.combine("ckd", [one]) is one  # one run: its own value, no interval
+    # seeds spread around the threshold (mean 0.32 ± 0.05): the interval holds 0.3, so no verdict
+    near = report.combine("ckd", [_entry_with(v) for v in (0.27, 0.37, 0.30, 0.34)])
+    assert near["verdict"] == "cannot tell" and near["value"] == pytest.approx(0.32)
+    lo, hi = near["interval"]
+    half = 3.182446 * np.std([0.27, 0.37, 0.30, 0.34], ddof=1) / 2  # t(0.975, 3) · sd / √4
+    assert (lo, hi) == (pytest.approx(0.32 - half), pytest.approx(0.32 + half))
+    assert "holds the threshold 0.3" in near["reason"] and near["values"] == [0.27, 0.37, 0.30, 0.34]
+    far = report.combine("ckd", [_entry_with(v) for v in (0.40, 0.42, 0.41)])
+    assert far["verdict"] == "likely to help" and far["interval"][0] > 0.3
+    below = report.combine("ckd", [_entry_with(v) for v in (0.10, 0.12, 0.11)])
+    assert below["verdict"] == "unlikely" and "<= 0.3" in below["reason"]
+    gap = report.combine("ckd", [_entry_with(0.5), {**_entry_with(None), "reason": "no teacher"}])
+    assert gap["verdict"] == "cannot tell" and "not measured on 1 of 2 runs: no teacher" in gap["reason"]
+
+
+def test_diagnose_the_seeds_of_a_specification_together(tmp_path, monkeypatch, capsys):
+    ds = make_seq_dataset(n_users=40, n_items=50)
+    write_seq_inter(ds, tmp_path / "seqdata")
+    settings = {"epochs": 2, "train.lr": 0.05, "modality_input": True}
+    runs = train("gru4rec", str(tmp_path / "seqdata"), seeds=[2, 1], set=settings, out=tmp_path / "runs")
+    spec_folder = runs[0].run_dir.parent
+    result = diagnose(spec_folder)  # the folder of seed*/ runs stands for all of them, in seed order
+    _check_schema(result)
+    assert [Path(r).name for r in result["runs"]] == ["seed1", "seed2"]
+    cdl = result["methods"]["cdl"]
+    singles = [diagnose(spec_folder / f"seed{s}")["methods"]["cdl"]["value"] for s in (1, 2)]
+    assert cdl["values"] == singles and cdl["value"] == pytest.approx(np.mean(singles))
+    assert cdl["verdict"] in {"likely to help", "unlikely", "cannot tell"} and cdl["interval"] is not None
+    assert "2 runs" in render_markdown(result)
+    code, out, _ = _cli(
+        monkeypatch, capsys, "diagnose", str(spec_folder / "seed1"), str(spec_folder / "seed2"), "--json"
+    )
+    assert code == 0 and json.loads(out)["methods"]["cdl"]["values"] == singles
+    other = train(
+        "gru4rec", str(tmp_path / "seqdata"), seeds=[1], set={**settings, "epochs": 1}, out=tmp_path / "o"
+    )
+    with pytest.raises(ConfigError, match=r"not a run of the specification .* \(differs in train.epochs\)"):
+        diagnose([spec_folder / "seed1", other[0].run_dir])
+    with pytest.raises(ConfigError, match="named twice"):
+        diagnose([spec_folder, spec_folder / "seed1"])
 
 
 def test_bad_run_folders_are_one_line_errors(tmp_path):

@@ -13,7 +13,11 @@ from distillrec.errors import DistillrecError
 
 
 def diagnose(
-    run_dir: Path = typer.Argument(..., help="a finished run folder (plain or distilled)"),
+    run_dirs: list[Path] = typer.Argument(
+        ...,
+        help="finished run folders of one specification (plain or distilled), e.g. its seeds; a folder of "
+        "seed*/ runs stands for all of them",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="print one JSON object (schema in diagnose/report.py)"
     ),
@@ -22,10 +26,12 @@ def diagnose(
     ),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
-    """Each method's premise measured on a run, with a verdict: likely to help, unlikely, cannot tell."""
+    """Each method's premise measured on a run, with a verdict: likely to help, unlikely, cannot tell. Over
+    several runs of one specification the mean is judged, and "cannot tell" where the threshold lies inside
+    its 95% interval."""
     from distillrec.diagnose import diagnose as run_diagnosis
 
-    result = run_diagnosis(run_dir, train_teachers=train_teachers, device=device)
+    result = run_diagnosis(run_dirs, train_teachers=train_teachers, device=device)
     if as_json:
         render.show_json(result)
     else:

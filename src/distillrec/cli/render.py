@@ -376,7 +376,8 @@ def show_diagnosis(result: dict[str, Any]) -> None:
     from distillrec.diagnose import render_table
 
     console.print(render_table(result))
-    console.print(f"run folder: {result['run']}")
+    runs = result["runs"]
+    console.print(f"run folder{'s' if len(runs) > 1 else ''}: {', '.join(runs)}")
 
 
 def show_proof(summary: dict[str, dict[str, Any]], outcomes: Sequence[Any], pending: Sequence[str]) -> None:
