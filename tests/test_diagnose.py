@@ -491,6 +491,11 @@ def test_left_out_verdicts_judge_each_case_by_the_others():
     assert [c.loo_threshold for c in cases] == pytest.approx([0.38, 0.38, 0.23])
     assert [c.loo_verdict for c in cases] == ["unlikely", "unlikely", "likely to help"]
     assert [c.predicted for c in cases] == [True, True, False]
+    # a mean over seeds whose interval holds the left-out threshold names no outcome
+    from dataclasses import replace
+
+    banded = left_out([replace(cases[0], interval=(0.2, 0.4)), *cases[1:]])
+    assert banded[0].loo_verdict == "cannot tell" and banded[0].predicted is None
     (alone,) = left_out([_outcome(0.1, 0.0, False)])
     assert alone.loo_verdict == "cannot tell" and alone.predicted is None
 
@@ -620,3 +625,11 @@ def test_proof_reads_a_finished_experiment_and_diagnoses_its_plain_run(tmp_path)
     again = DiagnosisRecords(tmp_path / "state")
     assert len(again) == 1 and again.get(only.record, "ckd", only.quantity).value == 0.5
     assert collect([file], train_teachers=True, retrain=False)[0][0].value == 0.5
+    # over both report seeds: seed 1 read from its record, seed 2 measured (teachers of its own seed), and
+    # their mean judged; both are kept
+    (both,), pending = collect([file], train_teachers=True, seeds=2)
+    assert pending == [] and len(both.values) == 2 and both.values[0] == 0.5 and not both.recorded
+    assert both.value == pytest.approx(np.mean(both.values)) and both.interval is not None
+    assert len(DiagnosisRecords(tmp_path / "state")) == 2
+    assert collect([file], train_teachers=True, retrain=False, seeds=2)[0][0].recorded
+    assert "first 2 report-seed runs, their mean judged" in markdown([both], [], "c")

@@ -52,6 +52,9 @@ def diagnose_proof(
         "--retrain/--no-retrain",
         help="train again a plain report run whose folder this checkout lacks (the ledger keeps only figures)",
     ),
+    seeds: int = typer.Option(
+        1, "--seeds", help="diagnose each plain arm's first N report runs and judge their mean", min=1
+    ),
     remeasure: bool = typer.Option(
         False,
         "--remeasure",
@@ -71,7 +74,12 @@ def diagnose_proof(
     if missing:
         raise DistillrecError(f"no experiment definition at {', '.join(missing)}")
     outcomes, pending = proof.collect(
-        definitions, train_teachers=train_teachers, device=device, retrain=retrain, remeasure=remeasure
+        definitions,
+        train_teachers=train_teachers,
+        device=device,
+        retrain=retrain,
+        remeasure=remeasure,
+        seeds=seeds,
     )
     if write is not None:
         write.parent.mkdir(parents=True, exist_ok=True)

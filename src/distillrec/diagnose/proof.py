@@ -66,9 +66,10 @@ class Outcome:
     # largest absolute difference of the diagnosed run's test metrics from the ledger's record of that run;
     # 0: the very model whose figures the comparison reports; None: not comparable (no test metrics)
     ledger_gap: float | None = None
-    recorded: bool = (
-        False  # the quantity was read from the state's records, measured by an earlier invocation
-    )
+    # the quantity was read from the state's records, measured by an earlier invocation
+    recorded: bool = False
+    values: tuple[float | None, ...] = ()  # each diagnosed report run's, in seed order; value is their mean
+    interval: tuple[float, float] | None = None  # the mean's 95% interval over several runs
 
     @property
     def reported_model(self) -> bool:
@@ -105,7 +106,7 @@ def left_out(outcomes: list[Outcome]) -> list[Outcome]:
             out.append(replace(o, loo_verdict="cannot tell", loo_threshold=None))
             continue
         t = fit(others)
-        out.append(replace(o, loo_verdict=verdict(o.value, t), loo_threshold=t))
+        out.append(replace(o, loo_verdict=verdict(o.value, t, o.interval), loo_threshold=t))
     return out
 
 
@@ -142,22 +143,67 @@ def _retrained(result: Any, arm: Any, index: int, device: str) -> Path:
     return Path(new["run_dir"])
 
 
+@dataclass(frozen=True)
+class _Measured:
+    value: float | None
+    run: str
+    gap: float | None
+    recorded: bool
+
+
+def _measure(
+    method: str,
+    result: Any,
+    arm: Any,
+    index: int,
+    records: Any,
+    train_teachers: bool,
+    device: str,
+    retrain: bool,
+    remeasure: bool,
+) -> _Measured | None:
+    """The quantity of the plain arm's report run `index`: from the state's records, else measured (on its
+    folder, trained again where missing and `retrain`) and recorded; None without a folder to diagnose."""
+    from distillrec.diagnose.records import Record
+    from distillrec.diagnose.report import QUANTITIES
+
+    rec = arm.records[index]
+    kept = None if remeasure else records.get(rec["id"], method, QUANTITIES[method])
+    if kept is not None:
+        return _Measured(kept.value, kept.run, kept.ledger_gap, True)
+    run_dir = result.ledger.run_dir(rec)
+    if run_dir is not None and not (run_dir / "metrics.json").exists() and retrain:
+        run_dir = _retrained(result, arm, index, device)
+    if run_dir is None or not (run_dir / "metrics.json").exists():
+        return None
+    value = _finite(_diagnostic(method, run_dir, train_teachers, device)["value"])
+    gap = result.ledger.folder_gap(rec)
+    if value is not None:
+        records.add(Record(rec["id"], method, QUANTITIES[method], RECORD_VERSION, value, str(run_dir), gap))
+    return _Measured(value, str(run_dir), gap, False)
+
+
 def collect(
     definitions: list[Path],
     train_teachers: bool = True,
     device: str = "cpu",
     retrain: bool = True,
     remeasure: bool = False,
+    seeds: int = 1,
 ) -> tuple[list[Outcome], list[str]]:
     """The outcomes of every finished main-arm comparison of the definitions (each with how far its
-    diagnosed folder is from the ledger's figures), and what is still pending. A quantity measured by an
-    earlier invocation is read from the state folder's records (`diagnose.records`) unless `remeasure`."""
-    from distillrec.diagnose.records import DiagnosisRecords, Record
-    from distillrec.diagnose.report import QUANTITIES, THRESHOLDS
-    from distillrec.diagnose.thresholds import verdict
+    diagnosed folders are from the ledger's figures), and what is still pending. The diagnostic runs on the
+    plain arm's first `seeds` report runs; over several, their mean is judged, "cannot tell" where the
+    threshold lies inside its 95% interval. A quantity measured by an earlier invocation is read from the
+    state folder's records (`diagnose.records`) unless `remeasure`."""
+    from distillrec.diagnose.records import DiagnosisRecords
+    from distillrec.diagnose.report import THRESHOLDS
+    from distillrec.diagnose.thresholds import mean_interval, verdict
     from distillrec.experiment.definition import load_definition
     from distillrec.experiment.report import finished_part
 
+    if seeds < 1:
+        raise DistillrecError(f"seeds must be at least 1, not {seeds}")
     outcomes: list[Outcome] = []
     pending: list[str] = []
     for file in definitions:
@@ -169,31 +215,20 @@ def collect(
         for c in comps:
             if c.arm not in MAIN_ARMS:
                 continue
-            index = next((i for i, r in enumerate(c.plain.records) if r), None)  # the first finished seed
-            first = c.plain.records[index] if index is not None else None
-            kept = (
-                None
-                if remeasure or first is None
-                else records.get(first["id"], c.method, QUANTITIES[c.method])
-            )
-            value: float | None
-            if kept is not None:
-                value, run, gap = kept.value, kept.run, kept.ledger_gap
-            else:
-                run_dir = result.ledger.run_dir(first) if first else None
-                if run_dir is not None and not (run_dir / "metrics.json").exists() and retrain:
-                    run_dir = _retrained(result, c.plain, index, device)  # type: ignore[arg-type]
-                if run_dir is None or not (run_dir / "metrics.json").exists():
-                    pending.append(
-                        f"{file}: {c.dataset}/{c.backbone}: no plain report run folder to diagnose"
-                    )
-                    continue
-                value = _finite(_diagnostic(c.method, run_dir, train_teachers, device)["value"])
-                run, gap = str(run_dir), result.ledger.folder_gap(first)  # type: ignore[arg-type]
-                if value is not None:
-                    records.add(
-                        Record(first["id"], c.method, QUANTITIES[c.method], RECORD_VERSION, value, run, gap)  # type: ignore[index]
-                    )
+            indices = [i for i, r in enumerate(c.plain.records) if r][:seeds]  # the first finished seeds
+            measured = [
+                _measure(c.method, result, c.plain, i, records, train_teachers, device, retrain, remeasure)
+                for i in indices
+            ]
+            if not measured or any(m is None for m in measured):
+                pending.append(f"{file}: {c.dataset}/{c.backbone}: no plain report run folder to diagnose")
+                continue
+            ms = [m for m in measured if m is not None]
+            values = tuple(m.value for m in ms)
+            value, interval = (None, None)
+            if all(v is not None for v in values):
+                value, interval = mean_interval([v for v in values if v is not None])
+            gaps = [m.gap for m in ms if m.gap is not None]
             p = c.stats.get("p_holm")
             change = c.stats["relative_change"]
             ci = c.stats.get("ci95_relative")
@@ -204,17 +239,19 @@ def collect(
                     dataset=c.dataset,
                     backbone=c.backbone,
                     definition=str(file),
-                    run=run,
+                    run=ms[0].run,
                     value=value,
-                    verdict=verdict(value, threshold),
+                    verdict=verdict(value, threshold, interval),
                     threshold=threshold,
                     relative_change=change,
                     ci95_relative=(ci[0], ci[1]) if ci else None,
                     p_holm=p,
                     n_seeds=int(c.stats.get("n_seeds", 0)),
                     helped=bool(p is not None and p < definition.alpha and change > 0),
-                    ledger_gap=gap,
-                    recorded=kept is not None,
+                    ledger_gap=max(gaps) if gaps else None,
+                    recorded=all(m.recorded for m in ms),
+                    values=values,
+                    interval=interval,
                 )
             )
     return left_out(outcomes), pending
@@ -329,6 +366,22 @@ def _recorded_note(o: Outcome) -> str:
     return f"; its quantity {o.value:.4g} here, {recorded[0]:.4g} in the shipped evidence for this run"
 
 
+def _diagnosed(outcomes: list[Outcome]) -> str:
+    n = max((len(o.values) for o in outcomes), default=1)
+    if n <= 1:
+        return "first report-seed run"
+    return (
+        f"first {n} report-seed runs, their mean judged (the quantity column gives its 95% interval; "
+        "'cannot tell' where the threshold lies inside it)"
+    )
+
+
+def _quantity(o: Outcome) -> str:
+    if o.interval is None:
+        return _num(o.value)
+    return f"{_num(o.value)} ({_num(o.interval[0])} … {_num(o.interval[1])})"
+
+
 def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
     """docs/results/diagnose.md: per method the cases, verdict vs outcome, and the rank correlation."""
     lines = [
@@ -338,7 +391,7 @@ def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
         "",
         "Each row is one comparison of a fair experiment (tuned plain backbone against the distilled arm, "
         "equal budgets, fresh report seeds, Holm-adjusted across its report). The diagnostic ran on the plain "
-        "arm's first report-seed run; *helped* is a gain with Holm-adjusted p below α. The shipped thresholds "
+        f"arm's {_diagnosed(outcomes)}; *helped* is a gain with Holm-adjusted p below α. The shipped thresholds "
         "(`distillrec/diagnose/thresholds.py`) are fitted to these very cases, so their verdicts here prove "
         "nothing; each case is judged instead by its *left-out* verdict, under the threshold `fit` chooses from "
         "the method's other cases (leave-one-out; 'cannot tell' when there is no other case). It is *right* "
@@ -361,7 +414,7 @@ def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
             ci = f" ({_pct(o.ci95_relative[0])} … {_pct(o.ci95_relative[1])})" if o.ci95_relative else ""
             right = {True: "yes", False: "no", None: "–"}[o.predicted]
             lines.append(
-                f"| {o.dataset} | {o.backbone} | {_num(o.value)}{'' if o.reported_model else ' †'} | {o.verdict} | {_num(o.loo_threshold)} "
+                f"| {o.dataset} | {o.backbone} | {_quantity(o)}{'' if o.reported_model else ' †'} | {o.verdict} | {_num(o.loo_threshold)} "
                 f"| {o.loo_verdict} | {_pct(o.relative_change)}{ci} "
                 f"| {_num(o.p_holm, '.3g')} | {'helped' if o.helped else 'no gain'} | {right} |"
             )

@@ -37,12 +37,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.table import Table
 
 from distillrec.diagnose import forgetting, reliance, semantics
-from distillrec.diagnose.thresholds import thresholds, verdict
+from distillrec.diagnose.thresholds import mean_interval, thresholds, verdict
 from distillrec.distill.registry import check_distill
 from distillrec.errors import ConfigError
 from distillrec.experiment.api import Run, load_run
@@ -182,8 +181,6 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
 def combine(method: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """One method's verdict over several runs of one specification: their mean against the threshold, or
     "cannot tell" where the threshold lies inside the mean's 95% interval (or a run's value is missing)."""
-    from scipy import stats
-
     if len(entries) == 1:
         return entries[0]
     first, values = entries[0], [e["value"] for e in entries]
@@ -199,15 +196,14 @@ def combine(method: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
             "verdict": "cannot tell",
             "reason": f"not measured on {len(missing)} of {n} runs: {reason}",
         }
-    mean = float(np.mean(values))
-    half = float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
-    lo, hi = mean - half, mean + half
+    mean, interval = mean_interval(values)
+    lo, hi = interval  # type: ignore[misc]
     name = QUANTITIES[method].split(":")[0]
     spread = f"{name} mean {mean:.4g} over {n} runs (95% interval {lo:.4g} … {hi:.4g})"
-    if lo <= t <= hi:
-        v, reason = "cannot tell", f"{spread} holds the threshold {t:.4g}"
+    v = verdict(mean, t, interval)
+    if v == "cannot tell":
+        reason = f"{spread} holds the threshold {t:.4g}"
     else:
-        v = verdict(mean, t)
         reason = f"{spread} {'>' if v == 'likely to help' else '<='} {t:.4g}"
     return {**base, "verdict": v, "value": mean, "interval": [lo, hi], "reason": reason}
 

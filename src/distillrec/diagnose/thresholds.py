@@ -157,7 +157,28 @@ def thresholds(quantities: dict[str, str]) -> dict[str, Threshold]:
     return {m: Threshold(q, fit(EVIDENCE[m]), EVIDENCE[m]) for m, q in quantities.items()}
 
 
-def verdict(value: float | None, threshold: float) -> Verdict:
+def verdict(
+    value: float | None, threshold: float, interval: tuple[float, float] | list[float] | None = None
+) -> Verdict:
+    """ "likely to help" iff value > threshold; "cannot tell" when not measured, or when the value is a mean
+    over runs whose 95% `interval` holds the threshold."""
     if value is None or value != value:  # None or NaN: not measured
         return "cannot tell"
+    if interval is not None and interval[0] <= threshold <= interval[1]:
+        return "cannot tell"
     return "likely to help" if value > threshold else "unlikely"
+
+
+def mean_interval(values: list[float]) -> tuple[float, tuple[float, float] | None]:
+    """The mean of several runs' values and its 95% interval (Student's t over the runs); no interval for
+    one run."""
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, None
+    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+    return mean, (mean - half, mean + half)
