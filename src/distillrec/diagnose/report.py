@@ -226,24 +226,26 @@ def diagnose(
     folders = run_folders(run_dirs)
     if not folders:
         raise ConfigError("no run folder to diagnose")
-    runs: list[Run] = []
+    first: Run | None = None  # its model and data name the result; later runs are dropped once diagnosed
+    dirs: list[str] = []
     per_run: list[dict[str, dict[str, Any]]] = []
     for folder in folders:
         run = load_run(folder, device=device)
-        if runs:
-            diff = _differences(specification(runs[0]), specification(run))
+        if first is not None:
+            diff = _differences(specification(first), specification(run))
             if diff:
                 raise ConfigError(
-                    f"{run.run_dir}: not a run of the specification of {runs[0].run_dir} "
+                    f"{run.run_dir}: not a run of the specification of {first.run_dir} "
                     f"(differs in {', '.join(diff[:5])}); diagnose the runs of one specification together"
                 )
-        runs.append(run)
+        first = first or run
+        dirs.append(str(run.run_dir))
         per_run.append(_diagnose_one(run, train_teachers))
-    first = runs[0]
+    assert first is not None
     return _jsonable(
         {
             "schema": SCHEMA,
-            "runs": [str(r.run_dir) for r in runs],
+            "runs": dirs,
             "model": first.config["model"],
             "task": first.model.task,
             "dataset": first.dataset.name,
