@@ -176,6 +176,27 @@ def test_threshold_fit_and_verdicts():
     assert verdict(None, 0.2) == "cannot tell" and verdict(float("nan"), 0.2) == "cannot tell"
 
 
+def test_the_shipped_evidence_is_what_the_proof_recorded():
+    """Each case of `thresholds.EVIDENCE` carries the quantity `diagnose-proof` measured and kept for that
+    run (experiments/state/diagnoses.jsonl): the thresholds are fitted to the recorded measurements."""
+    import re
+
+    from distillrec.diagnose.records import DiagnosisRecords
+    from distillrec.diagnose.thresholds import EVIDENCE
+
+    records = list(DiagnosisRecords(Path(__file__).resolve().parents[1] / "experiments" / "state"))
+    checked = 0
+    for method, cases in EVIDENCE.items():
+        for case in cases:
+            run = re.search(r"([\w.-]+@[0-9a-f]{10}/seed\d+)\)", case.source)
+            assert run, case.source
+            kept = [r for r in records if r.method == method and r.run.endswith("/" + run.group(1))]
+            assert kept, f"no recorded diagnosis for {case.source}"
+            assert kept[-1].value == pytest.approx(case.value, rel=1e-12), case.source
+            checked += 1
+    assert checked == sum(len(c) for c in EVIDENCE.values())
+
+
 # --------------------------------------------------------------------------- diagnose(run_dir)
 def _check_schema(result: dict) -> None:
     assert set(result) == {"schema", "runs", "model", "task", "dataset", "distill", "methods"}
