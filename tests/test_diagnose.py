@@ -561,6 +561,14 @@ def test_proof_summary_counts_verdicts_and_ranks_quantity_against_gain():
         "## CKD" in text and "helped in 1 of 5" in text and "Not finished yet" in text and "left-out" in text
     )
     assert text.count("| d | b |") == 5
+    assert (
+        "What would show" not in text
+    )  # one case helped, none near its threshold, ρ positive: nothing to add
+    # none helped, one case within a tenth of its left-out threshold, larger quantities with smaller changes
+    unshown = left_out([_outcome(0.30, 0.01, False), _outcome(0.31, 0.00, False), _outcome(0.1, 0.02, False)])
+    text = markdown(unshown, [], "c")
+    assert "## What would show the advice predicts" in text and "A case where the method helps (CKD" in text
+    assert "Sturdier quantities: 2 case(s)" in text and "A quantity that ranks the gains (CKD" in text
 
 
 def test_proof_reads_a_finished_experiment_and_diagnoses_its_plain_run(tmp_path):

@@ -382,6 +382,44 @@ def _quantity(o: Outcome) -> str:
     return f"{_num(o.value)} ({_num(o.interval[0])} … {_num(o.interval[1])})"
 
 
+def _what_would(outcomes: list[Outcome], stats: dict[str, dict[str, Any]]) -> list[str]:
+    """Where the advice is not shown to predict: what would show it, drawn from these cases."""
+    unshown = [m for m, s in stats.items() if s["helped"] == 0 or (s["spearman_p"] or 1.0) >= 0.05]
+    if not unshown:
+        return []
+    lines = ["## What would show the advice predicts", ""]
+    if any(stats[m]["helped"] == 0 for m in unshown):
+        names = ", ".join(m.upper() for m in unshown if stats[m]["helped"] == 0)
+        lines.append(
+            f"- A case where the method helps ({names}: none yet). Without one a threshold can only be the "
+            "largest quantity at which the method did not help, and no 'likely to help' can be confirmed; "
+            "a stronger premise variant, or a larger test set for a gain now inside its interval, is where "
+            "to look for one."
+        )
+    near = [
+        o
+        for o in outcomes
+        if o.value is not None
+        and o.loo_threshold is not None
+        and o.interval is None
+        and abs(o.value - o.loo_threshold) <= 0.1 * abs(o.loo_threshold)
+    ]
+    if near:
+        lines.append(
+            f"- Sturdier quantities: {len(near)} case(s) lie within a tenth of their left-out threshold on one "
+            "seed-1 run, where another training of the specification (or of its teachers) can move the "
+            "quantity across it. `--seeds N` judges the mean over each plain arm's first N report runs, "
+            "'cannot tell' where the threshold lies inside its 95% interval."
+        )
+    negative = [m.upper() for m in unshown if (stats[m]["spearman_rho"] or 0.0) < 0]
+    if negative:
+        lines.append(
+            f"- A quantity that ranks the gains ({', '.join(negative)}: a larger quantity went with a smaller "
+            "change here): the measured premise is not what decides the outcome on these cases."
+        )
+    return [*lines, ""] if len(lines) > 2 else []
+
+
 def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
     """docs/results/diagnose.md: per method the cases, verdict vs outcome, and the rank correlation."""
     lines = [
@@ -444,6 +482,7 @@ def markdown(outcomes: list[Outcome], pending: list[str], command: str) -> str:
             ],
             "",
         ]
+    lines += _what_would(outcomes, stats)
     if pending:
         lines += ["## Not finished yet", "", *[f"- {p}" for p in pending], ""]
     return "\n".join(lines)
