@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from distillrec.diagnose.records import VERSION as RECORD_VERSION
+from distillrec.diagnose.records import DiagnosisRecords, Record
 from distillrec.diagnose.thresholds import Case, fit
 from distillrec.errors import DistillrecError
 
@@ -156,7 +157,7 @@ def _measure(
     result: Any,
     arm: Any,
     index: int,
-    records: Any,
+    records: DiagnosisRecords,
     train_teachers: bool,
     device: str,
     retrain: bool,
@@ -164,7 +165,6 @@ def _measure(
 ) -> _Measured | None:
     """The quantity of the plain arm's report run `index`: from the state's records, else measured (on its
     folder, trained again where missing and `retrain`) and recorded; None without a folder to diagnose."""
-    from distillrec.diagnose.records import Record
     from distillrec.diagnose.report import QUANTITIES
 
     rec = arm.records[index]
@@ -196,7 +196,6 @@ def collect(
     plain arm's first `seeds` report runs; over several, their mean is judged, "cannot tell" where the
     threshold lies inside its 95% interval. A quantity measured by an earlier invocation is read from the
     state folder's records (`diagnose.records`) unless `remeasure`."""
-    from distillrec.diagnose.records import DiagnosisRecords
     from distillrec.diagnose.report import THRESHOLDS
     from distillrec.diagnose.thresholds import mean_interval, verdict
     from distillrec.experiment.definition import load_definition

@@ -62,11 +62,12 @@ class DiagnosisRecords:
     def add(self, rec: Record) -> None:
         """Append one record (one line, flushed at once: a line is whole or absent)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file():  # drop a last line cut by a writer, so the new one starts a line
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with self.path.open("r+b") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
+        if self.path.is_file() and self.path.stat().st_size:
+            with self.path.open("r+b") as f:  # drop a last line cut by a writer, so the new one starts a line
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    f.seek(0)
+                    f.truncate(f.read().rfind(b"\n") + 1)
         with self.path.open("a") as f:
             f.write(json.dumps(asdict(rec), sort_keys=True) + "\n")
             f.flush()
